@@ -1,0 +1,1 @@
+"""Backends: one module per library, each implementing the protocol in `backends.base`."""

@@ -1,0 +1,100 @@
+"""Step 3 of a cell: does the backend's S agree with the float64 reference? Checked before timing.
+
+Entries of S can cancel to near zero, so an error relative to |S_ij| would flag correct results.
+The error is measured against the scale of the terms that were summed instead:
+
+    err_ij = |S_ij − ref_ij| / (‖q_i‖ · ‖k_j‖)
+
+The bound is ``u · (8 + sqrt(d_k))`` for the unit roundoff u of the precision the cell claims.
+Why that shape: rounding the inputs and the product costs a few u whatever d_k is (at most about
+3u for d_k = 1), and accumulation error on zero-mean data grows like sqrt(d_k) — the worst-case
+d_k·u bound is so loose that at d_k = 4096 it would let TF32 pass for float32. Measured on
+seeded normal inputs (probe in tests/test_agreement.py): float32 BLAS and float32 sequential
+loops stay under 4u at every d_k from 1 to 4096, while a float32 product whose inputs were
+rounded to TF32 errs by 360u at d_k = 4096 (bound 72u) and by over 3000u at d_k = 64 (bound 16u).
+
+For float16 the scale is floored at the dtype's smallest normal number: a product that
+underflows into subnormals loses relative precision for a reason that is not the backend's.
+NaN or inf never passes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.inputs import Reference
+
+# Unit roundoff of the precision a cell computes in (half the distance from 1 to the next number).
+UNIT_ROUNDOFF = {
+    "float64": 2.0**-53,
+    "float32": 2.0**-24,
+    "tf32": 2.0**-11,
+    "float16": 2.0**-11,
+    "bfloat16": 2.0**-8,
+}
+# Smallest normal number per precision: below it, results lose relative precision legitimately.
+SMALLEST_NORMAL = {
+    "float64": 2.0**-1022,
+    "float32": 2.0**-126,
+    "tf32": 2.0**-126,
+    "float16": 2.0**-14,
+    "bfloat16": 2.0**-126,
+}
+
+
+def error_bound(d_k: int, precision: str) -> float:
+    """Largest max-error a correct backend computing in `precision` may show (see module doc)."""
+    return UNIT_ROUNDOFF[precision] * (8.0 + math.sqrt(d_k))
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """The verdict for one cell: error figures, the bound they were held to, and why it failed."""
+
+    max_err: float
+    mean_err: float
+    bound: float
+    checked_rows: int
+    reason: str | None = None  # None when the output agrees
+
+    @property
+    def passed(self) -> bool:
+        return self.reason is None
+
+
+def check_output(s: object, expected_shape: tuple[int, int], dtype: str) -> str | None:
+    """The reason an output is not even comparable (not an array, wrong shape or dtype)."""
+    if not isinstance(s, np.ndarray):
+        return f"to_numpy returned {type(s).__name__}, not a numpy.ndarray"
+    if s.shape != expected_shape:
+        return f"output has shape {s.shape}, expected {expected_shape}"
+    if dtype != "bfloat16" and s.dtype != np.dtype(dtype):
+        # A float32 cell answered in float64 was probably computed in float64: not comparable.
+        return f"output dtype is {s.dtype}, expected {dtype}"
+    return None
+
+
+def compare(s: np.ndarray, reference: Reference, precision: str) -> Agreement:
+    """Compare the reference's rows of S with their float64 values."""
+    rows = reference.rows
+    d_k_bound = error_bound(reference.d_k, precision)
+    picked = np.asarray(s[rows], dtype=np.float64)
+    scale = np.maximum(np.outer(reference.q_norms[rows], reference.k_norms),
+                       SMALLEST_NORMAL[precision])
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(picked - reference.values) / scale
+    if not np.all(np.isfinite(picked)):
+        bad = int(np.count_nonzero(~np.isfinite(picked)))
+        return Agreement(math.nan, math.nan, d_k_bound, len(rows),
+                         f"{bad} non-finite entries (NaN or inf) in the output")
+    max_err, mean_err = float(err.max(initial=0.0)), float(err.mean()) if err.size else 0.0
+    reason = None
+    if max_err > d_k_bound:
+        i, j = np.unravel_index(int(np.argmax(err)), err.shape)
+        reason = (f"max error {max_err:.3g} exceeds the {precision} bound {d_k_bound:.3g} "
+                  f"(worst at S[{int(rows[i])}, {int(j)}])")
+    return Agreement(max_err, mean_err, d_k_bound, len(rows), reason)
+

@@ -1,0 +1,274 @@
+"""Step 0: YAML config file → validated `Config`. Nothing downstream ever sees unchecked input.
+
+Loaded with a safe loader (no YAML tag can construct a Python object) and validated strictly:
+unknown keys, wrong types (no silent "512" → 512), non-positive sizes, unknown dtypes and
+unknown backends are errors that name the key path, raised as `UsageError` (exit code 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from backends import registry
+from harness.errors import UsageError
+
+DType = Literal["float16", "bfloat16", "float32", "float64"]
+# Sizes past this are a typo, not a benchmark (2^24 rows of Q alone would be gigabytes).
+MAX_SIZE = 1 << 24
+Size = Field(gt=0, le=MAX_SIZE)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class GeometricRange(_Strict):
+    """start, start·factor, start·factor², ... up to and including stop (rounded to integers)."""
+
+    start: int = Size
+    stop: int = Size
+    factor: float = Field(gt=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GeometricRange:
+        if self.stop < self.start:
+            raise ValueError(f"stop ({self.stop}) is below start ({self.start})")
+        return self
+
+    def values(self) -> list[int]:
+        out, x = [], float(self.start)
+        while round(x) <= self.stop:
+            if not out or round(x) != out[-1]:
+                out.append(round(x))
+            x *= self.factor
+        return out
+
+
+class LinearRange(_Strict):
+    """start, start+step, ... up to and including stop."""
+
+    start: int = Size
+    stop: int = Size
+    step: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LinearRange:
+        if self.stop < self.start:
+            raise ValueError(f"stop ({self.stop}) is below start ({self.start})")
+        return self
+
+    def values(self) -> list[int]:
+        return list(range(self.start, self.stop + 1, self.step))
+
+
+def _axis_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return "geometric-range" if "factor" in value else "linear-range" if "step" in value else None
+    return "size-list"
+
+
+# A size axis is a list, or a range told apart by its keys, so that an error message speaks
+# about the form the user wrote rather than about every form pydantic tried.
+SizeAxis = Annotated[
+    Annotated[list[int], Tag("size-list")]
+    | Annotated[GeometricRange, Tag("geometric-range")]
+    | Annotated[LinearRange, Tag("linear-range")],
+    Discriminator(_axis_kind, custom_error_type="axis",
+                  custom_error_message="expected a list of sizes, or a range "
+                                       "{start, stop, factor} or {start, stop, step}"),
+]
+_UNION_TAGS = {"size-list", "geometric-range", "linear-range", "backend-name", "backend-mapping"}
+
+
+def _axis_values(axis: SizeAxis) -> list[int]:
+    return list(axis) if isinstance(axis, list) else axis.values()
+
+
+class Sweep(_Strict):
+    n: SizeAxis
+    m: SizeAxis | None = None  # omitted: m = n (self-attention)
+    d_k: SizeAxis
+    dtype: list[DType] = Field(default=["float32"], min_length=1)
+
+    @field_validator("n", "m", "d_k", mode="before")
+    @classmethod
+    def _scalar_to_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype_to_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("n", "m", "d_k")
+    @classmethod
+    def _sizes_valid(cls, axis: SizeAxis | None) -> SizeAxis | None:
+        if isinstance(axis, list):
+            if not axis:
+                raise ValueError("must list at least one size")
+            bad = [v for v in axis if v <= 0 or v > MAX_SIZE]
+            if bad:
+                raise ValueError(f"sizes must be between 1 and {MAX_SIZE}, got {bad[0]}")
+        return axis
+
+    def sizes(self, axis: str) -> list[int]:
+        return _axis_values(getattr(self, axis))
+
+
+class BackendEntry(_Strict):
+    """A backend given as a mapping: a name or import path, an optional label, options."""
+
+    name: str = Field(min_length=1)
+    label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+BackendItem = Annotated[
+    Annotated[str, Tag("backend-name")] | Annotated[BackendEntry, Tag("backend-mapping")],
+    Discriminator(lambda v: "backend-mapping" if isinstance(v, dict) else "backend-name",
+                  custom_error_type="backend",
+                  custom_error_message="expected a backend name or a mapping with 'name'"),
+]
+
+
+class Timing(_Strict):
+    budget_s: float = Field(default=1.0, gt=0)  # timed seconds per cell before giving up on precision
+    timeout_s: float = Field(default=300.0, gt=0)  # hard limit per cell, compilation included
+    target_rel_ci: float = Field(default=0.02, gt=0, lt=1)  # 95% CI half-width / median
+    min_samples: int = Field(default=10, ge=6)  # 6 is the fewest with a 95% median interval
+    max_samples: int = Field(default=10_000, ge=6)
+    warmup_s: float = Field(default=0.05, ge=0)
+    min_sample_s: float = Field(default=1e-3, gt=0)  # shorter calls are timed in blocks
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Timing:
+        if self.max_samples < self.min_samples:
+            raise ValueError("max_samples must be at least min_samples")
+        return self
+
+
+class AgreementSettings(_Strict):
+    # Above this many entries of S, the float64 reference covers a seeded sample of rows.
+    max_reference_elements: int = Field(default=1 << 24, gt=0)
+
+
+class Output(_Strict):
+    dir: str = "results"
+
+
+class Config(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    description: str = ""
+    seed: int = Field(default=0, ge=0)
+    sweep: Sweep
+    backends: list[BackendItem] = Field(min_length=1)
+    timing: Timing = Timing()
+    agreement: AgreementSettings = AgreementSettings()
+    output: Output = Output()
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _UNION_TAGS:
+            continue  # the union branch pydantic chose; not part of the user's key path
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Pydantic's multi-line report → one line: the first problem's key path and expectation."""
+    errors = exc.errors(include_url=False)
+    # Prefer the error whose path is longest: for a union it is the branch the user meant.
+    first = max(errors, key=lambda e: len(e["loc"]))
+    message = first["msg"].removeprefix("Value error, ")
+    where = _format_location(first["loc"])
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    return f"{where}: {message}{more}"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise UsageError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: Path) -> Any:
+    if not path.exists():
+        raise UsageError(f"config file not found: {path}")
+    if path.is_dir():
+        raise UsageError(f"config path is a directory, not a file: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UsageError(f"{path}: invalid YAML{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def parse(data: Any, source: str = "config") -> Config:
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: expected a mapping with name, sweep and backends at the top")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise UsageError(f"{source}: {_one_line(exc)}") from None
+    return config
+
+
+def load(path: Path) -> Config:
+    return parse(read_yaml(path), str(path))
+
+
+def resolve_backends(config: Config) -> list[registry.BackendSpec]:
+    """Every backend entry → a validated spec; labels must be unique within a config."""
+    specs: list[registry.BackendSpec] = []
+    for index, entry in enumerate(config.backends):
+        if isinstance(entry, str):
+            entry = BackendEntry(name=entry)
+        try:
+            spec = registry.resolve(entry.name, entry.label, entry.options)
+        except UsageError as exc:
+            raise UsageError(f"backends[{index}]: {exc}") from None
+        if any(s.label == spec.label for s in specs):
+            raise UsageError(f"backends[{index}]: the label {spec.label!r} is used twice "
+                             "(give one of them a 'label')")
+        specs.append(spec)
+    return specs

@@ -1,0 +1,68 @@
+"""What a person sees in the terminal: a progress bar while cells run, a summary table after.
+
+Times are stored in seconds; only here are they printed in a unit that suits them.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+
+class Progress:
+    """A progress bar with ETA over the cells of a run (on stderr, so stdout stays clean)."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True) -> None:
+        self._bar = tqdm(total=total, desc=label, unit="cell", file=sys.stderr,
+                         disable=not enabled, dynamic_ncols=True)
+
+    def cell_done(self, row: dict[str, Any]) -> None:
+        self._bar.set_postfix_str(f"{row['backend']} {row['dtype']} n={row['n']} m={row['m']} "
+                                  f"d_k={row['d_k']}: {row['status']}", refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def summary_table(summary: pd.DataFrame) -> str:
+    """The summary as a readable text table, followed by the reason of every cell not ok."""
+    if summary.empty:
+        return "(no cells)"
+    view = pd.DataFrame({
+        "backend": summary["backend"], "dtype": summary["dtype"],
+        "n": summary["n"], "m": summary["m"], "d_k": summary["d_k"], "status": summary["status"],
+        "median": summary["median_s"].map(format_seconds),
+        "±95%": summary["rel_ci"].map(lambda r: "-" if pd.isna(r) else f"{100 * r:.1f}%"),
+        "GFLOP/s": summary["gflops"].map(lambda g: "-" if pd.isna(g) else f"{g:.3g}"),
+        "first call": summary["first_call_s"].map(format_seconds),
+        "samples": summary["samples"],
+        "max err/bound": [
+            "-" if pd.isna(e) or pd.isna(b) or b == 0 else f"{e / b:.2g}"
+            for e, b in zip(summary["max_err"], summary["err_bound"])],
+    })
+    lines = [view.to_string(index=False)]
+    not_converged = summary[(summary["status"] == "ok") & ~summary["converged"]]
+    if len(not_converged):
+        lines.append(f"\n{len(not_converged)} ok cell(s) stopped before reaching the precision "
+                     "target (budget or sample limit): their interval is wider than asked.")
+    problems = summary[summary["status"] != "ok"]
+    if len(problems):
+        lines.append("\nCells not timed:")
+        for _, row in problems.iterrows():
+            lines.append(f"  {row['backend']} {row['dtype']} n={row['n']} m={row['m']} "
+                         f"d_k={row['d_k']}: {row['status']} — {row['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,186 @@
+"""Step 5: run the cells of a sweep — the loop that ties inputs, agreement and timing together.
+
+For each shape the main process builds the inputs and the float64 reference once (saved to a
+scratch folder that workers map). For each dtype of that shape, every backend's worker sets up
+its cell (prepare, first call, agreement check); the backends that agree are then sampled in
+interleaved rounds. Every finished cell is handed to the `RunWriter` at once, and no failure of
+one backend or cell stops the others.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backends.registry import BackendSpec, load_class
+from harness import inputs
+from harness.config import Config
+from harness.results import FAILED_STATUSES, RunWriter, sample_rows, summary_row
+from harness.sweep import Cell, Shape, expand, shapes
+from harness.timing import Sample, SamplerFailed, SamplingResult, StopRule, interleave
+from harness.worker import CellFailure, CellPlan, WorkerHandle
+
+# How long asking a worker whether its backend is available may take (it imports the library).
+OPEN_TIMEOUT_S = 120.0
+RELEASE_TIMEOUT_S = 30.0
+
+
+@dataclass
+class _Backend:
+    """What the runner knows about one backend of the sweep."""
+
+    spec: BackendSpec
+    device: str
+    dtypes: tuple[str, ...]
+    worker: WorkerHandle
+    unavailable: str | None = None  # why it cannot run here (set once, on first use)
+    opened: bool = False
+    open_failure: CellFailure | None = None
+
+
+@dataclass
+class RunCounts:
+    """How the cells ended; the CLI derives the exit code from it."""
+
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def add(self, status: str) -> None:
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+
+    @property
+    def failed(self) -> int:
+        return sum(self.by_status.get(s, 0) for s in FAILED_STATUSES)
+
+
+CellDone = Callable[[dict[str, Any]], None]
+
+
+class Runner:
+    def __init__(self, config: Config, specs: list[BackendSpec], writer: RunWriter,
+                 on_cell_done: CellDone = lambda row: None) -> None:
+        self.config, self.writer, self.on_cell_done = config, writer, on_cell_done
+        self.backends: dict[str, _Backend] = {}
+        for spec in specs:
+            cls = load_class(spec.path)
+            self.backends[spec.label] = _Backend(spec, cls.device, tuple(cls.dtypes),
+                                                 WorkerHandle(spec.path, dict(spec.options)))
+        timing = config.timing
+        self.rule = StopRule(target_rel_ci=timing.target_rel_ci, min_samples=timing.min_samples,
+                             max_samples=timing.max_samples, budget_s=timing.budget_s)
+        self.counts = RunCounts()
+
+    def cells(self) -> list[Cell]:
+        return expand(self.config, list(self.backends))
+
+    def run(self) -> RunCounts:
+        scratch = Path(tempfile.mkdtemp(prefix="qkbench-inputs-"))
+        try:
+            for shape in shapes(self.config):
+                folder = scratch / f"{shape.n}x{shape.m}x{shape.d_k}"
+                prepared = False
+                for dtype in self.config.sweep.dtype:
+                    group = [Cell(label, shape, dtype) for label in self.backends]
+                    runnable = [c for c in group if self._skip_reason(c) is None]
+                    for cell in group:
+                        if cell not in runnable:
+                            self._record(cell, "skipped", self._skip_reason(cell) or "")
+                    if runnable and not prepared:
+                        self._prepare_inputs(shape, folder)
+                        prepared = True
+                    self._run_group(runnable, folder)
+                shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            for backend in self.backends.values():
+                backend.worker.stop()
+        return self.counts
+
+    def _prepare_inputs(self, shape: Shape, folder: Path) -> None:
+        built = inputs.build(shape.n, shape.m, shape.d_k, self.config.seed,
+                             self.config.agreement.max_reference_elements)
+        inputs.save(built, folder)
+
+    def _skip_reason(self, cell: Cell) -> str | None:
+        backend = self._open(cell.backend)
+        if backend.open_failure is not None:
+            return None  # reported as that failure, per cell, by _run_group
+        if backend.unavailable:
+            return backend.unavailable
+        if cell.dtype not in backend.dtypes:
+            return f"{cell.backend} does not support {cell.dtype}"
+        return None
+
+    def _open(self, label: str) -> _Backend:
+        """Ask the backend's worker, once, whether the backend can run on this machine."""
+        backend = self.backends[label]
+        if not backend.opened:
+            backend.opened = True
+            try:
+                reply = backend.worker.request(("open",), OPEN_TIMEOUT_S)
+                reason = reply.get("unavailable")
+                backend.unavailable = str(reason) if reason else None
+            except CellFailure as failure:
+                # unavailable() itself raised, hung or crashed: every cell of it gets that status.
+                backend.open_failure = CellFailure(
+                    failure.status, f"checking availability failed: {failure.reason}")
+        return backend
+
+    def _run_group(self, cells: list[Cell], folder: Path) -> None:
+        """Set up each cell of one (shape, dtype); sample the ones that agree, interleaved."""
+        ready: dict[str, tuple[Cell, dict[str, Any], float]] = {}
+        for cell in cells:
+            backend = self.backends[cell.backend]
+            if backend.open_failure is not None:
+                failure = backend.open_failure
+                self._record(cell, failure.status, failure.reason)
+                continue
+            deadline = time.monotonic() + self.config.timing.timeout_s
+            plan = CellPlan(dtype=cell.dtype, min_sample_s=self.config.timing.min_sample_s,
+                            warmup_s=self.config.timing.warmup_s)
+            try:
+                figures = backend.worker.request(("setup", str(folder), plan),
+                                                 deadline - time.monotonic())
+            except CellFailure as failure:
+                self._record(cell, failure.status, failure.reason, failure.details)
+                continue
+            ready[cell.backend] = (cell, figures, deadline)
+        if not ready:
+            return
+
+        def sampler(label: str) -> Callable[[int, int], list[Sample]]:
+            worker, deadline = self.backends[label].worker, ready[label][2]
+
+            def take(count: int, round_number: int) -> list[Sample]:
+                try:
+                    return worker.request(("sample", count, round_number),
+                                          deadline - time.monotonic())
+                except CellFailure as failure:
+                    raise SamplerFailed(failure.status, failure.reason) from None
+            return take
+
+        block_s = {label: figures["block_s"] for label, (_, figures, _) in ready.items()}
+        results = interleave({label: sampler(label) for label in ready}, block_s, self.rule)
+        for label, result in results.items():
+            cell, figures, _ = ready[label]
+            if result.failure is not None:
+                self._record(cell, result.failure.status, result.failure.reason, figures)
+            else:
+                self._record(cell, "ok", "", figures, result)
+            try:
+                self.backends[label].worker.request(("release",), RELEASE_TIMEOUT_S)
+            except CellFailure:
+                pass  # the next request restarts the worker if this one died
+
+    def _record(self, cell: Cell, status: str, reason: str,
+                figures: dict[str, Any] | None = None,
+                sampling: SamplingResult | None = None) -> None:
+        device = self.backends[cell.backend].device
+        row = summary_row(cell, device, status, reason, figures, sampling)
+        self.writer.append(row, sample_rows(cell, device, sampling) if sampling else [])
+        self.counts.add(status)
+        self.on_cell_done(row)

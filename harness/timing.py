@@ -1,0 +1,171 @@
+"""Step 4: timing — first call, warm-up, block calibration, and sampling until precise.
+
+Two halves, both driven by an injectable clock so they can be tested without sleeping:
+
+* `KernelTimer` runs inside a worker process, next to the backend. It times the first call on
+  its own (JIT compilation, CUDA context and library handles land there, not in the samples),
+  warms up, and picks how many calls one sample holds.
+* `StopRule` and `interleave` run in the main process. They ask each backend of a cell group for
+  samples in rounds (A B C A B C ...) so that drift of a shared, noisy machine falls on all
+  backends alike, and stop each backend when the confidence interval of its median is tight
+  enough, its time budget is spent, or it has enough samples.
+
+Why blocks of calls: a call of a few microseconds is near the clock's resolution and the cost of
+reading it, so one sample times `calls` back-to-back calls and stores their mean. `sync()` runs
+inside the timed region, once at the end of the block: an asynchronous backend's queued work is
+then inside the time, and per-call syncs would add their own latency to every call. The
+device is synced before the block starts too, so earlier work never leaks into the sample.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.stats import MedianCI, median_ci
+
+Clock = Callable[[], float]
+
+# A block never holds more calls than this: with a 1 ms target that is a 1 ns call, far below
+# anything a real kernel does; the cap only guards against a backend that does nothing.
+MAX_CALLS_PER_SAMPLE = 1_000_000
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed block: when it started (clock seconds), its mean time per call, its size."""
+
+    round: int
+    t_start: float
+    seconds: float  # per call
+    calls: int
+
+
+class KernelTimer:
+    """Times `call()` (followed by `sync()`) for one backend on one cell's inputs."""
+
+    def __init__(self, call: Callable[[], Any], sync: Callable[[], None],
+                 clock: Clock = time.perf_counter) -> None:
+        self._call, self._sync, self._clock = call, sync, clock
+
+    def first_call(self) -> tuple[Any, float]:
+        """The very first call and its time. Its result is what the agreement check sees."""
+        self._sync()
+        start = self._clock()
+        result = self._call()
+        self._sync()
+        return result, self._clock() - start
+
+    def time_block(self, calls: int) -> tuple[float, float]:
+        """(start time, total seconds) of `calls` back-to-back calls, synced at the end."""
+        call, sync, clock = self._call, self._sync, self._clock
+        sync()
+        start = clock()
+        for _ in range(calls):
+            call()
+        sync()
+        return start, clock() - start
+
+    def calibrate(self, min_sample_s: float, warmup_s: float) -> tuple[int, float]:
+        """Warm up for at least `warmup_s`; return the smallest power-of-two block size whose
+        block lasts at least `min_sample_s` (1 for calls slow enough alone) and the time of
+        the last block of that size."""
+        calls, spent = 1, 0.0
+        while True:
+            _, elapsed = self.time_block(calls)
+            spent += elapsed
+            if elapsed < min_sample_s and calls < MAX_CALLS_PER_SAMPLE:
+                calls = min(calls * 2, MAX_CALLS_PER_SAMPLE)
+            elif spent >= warmup_s:
+                return calls, elapsed
+
+    def samples(self, count: int, calls: int, round_number: int) -> list[Sample]:
+        out = []
+        for _ in range(count):
+            start, elapsed = self.time_block(calls)
+            out.append(Sample(round_number, start, elapsed / calls, calls))
+        return out
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When a backend has sampled enough: precise, out of budget, or out of samples."""
+
+    target_rel_ci: float = 0.02  # CI half-width / median
+    min_samples: int = 10
+    max_samples: int = 10_000
+    budget_s: float = 1.0  # timed seconds one backend may spend sampling one cell
+    confidence: float = 0.95
+
+    def verdict(self, per_call: list[float], spent_s: float) -> str | None:
+        """'converged', 'budget' or 'max_samples' once sampling should stop, else None."""
+        if len(per_call) >= self.min_samples:
+            ci = median_ci(per_call, self.confidence)
+            if ci is not None and ci.rel_halfwidth <= self.target_rel_ci:
+                return "converged"
+        if len(per_call) >= self.max_samples:
+            return "max_samples"
+        if spent_s >= self.budget_s:
+            return "budget"
+        return None
+
+
+class SamplerFailed(Exception):
+    """A backend failed while sampling (its worker crashed, hung or raised)."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+@dataclass
+class SamplingResult:
+    samples: list[Sample] = field(default_factory=list)
+    stopped_by: str = ""  # the StopRule verdict, or "failed"
+    failure: SamplerFailed | None = None
+
+    @property
+    def converged(self) -> bool:
+        return self.stopped_by == "converged"
+
+    def ci(self, confidence: float = 0.95) -> MedianCI | None:
+        return median_ci([s.seconds for s in self.samples], confidence)
+
+
+# A sampler takes (how many samples, round number) and returns that many samples.
+Sampler = Callable[[int, int], list[Sample]]
+
+
+def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, float],
+               rule: StopRule, round_s: float = 0.02) -> dict[str, SamplingResult]:
+    """Sample every backend in rounds until each one's StopRule verdict says stop.
+
+    In each round every still-active backend takes enough samples to fill about `round_s`
+    (at least one), so short kernels do not pay a message round-trip per sample, while each
+    round stays short enough that drift is shared. A backend that fails is recorded and the
+    others go on.
+    """
+    results = {name: SamplingResult() for name in samplers}
+    active = list(samplers)
+    round_number = 0
+    while active:
+        for name in list(active):
+            result = results[name]
+            per_round = max(1, int(round_s / max(block_seconds[name], 1e-9)))
+            per_round = min(per_round, rule.max_samples - len(result.samples))
+            try:
+                result.samples.extend(samplers[name](per_round, round_number))
+            except SamplerFailed as failure:
+                result.stopped_by, result.failure = "failed", failure
+                active.remove(name)
+                continue
+            per_call = [s.seconds for s in result.samples]
+            spent = sum(s.seconds * s.calls for s in result.samples)
+            verdict = rule.verdict(per_call, spent)
+            if verdict:
+                result.stopped_by = verdict
+                active.remove(name)
+        round_number += 1
+    return results

@@ -1,0 +1,1 @@
+"""Purpose-built plugin backends for the tests: one well-behaved, the rest wrong on purpose."""
