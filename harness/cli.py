@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -54,11 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 def find_config(name: str) -> Path:
     """A path as given, else configs/NAME.yaml here or in the qkbench checkout."""
     given = Path(name)
-    if given.exists() or given.suffix in (".yaml", ".yml") or "/" in name:
+    # os.path's tests, not Path's: they answer False instead of raising (a name too long).
+    if os.path.exists(given) or given.suffix in (".yaml", ".yml") or "/" in name:
         return given
     for folder in (Path("configs"), REPO_CONFIGS):
         candidate = folder / f"{name}.yaml"
-        if candidate.is_file():
+        if os.path.isfile(candidate):
             return candidate
     raise UsageError(f"no config named {name!r} (not a file, and no configs/{name}.yaml)")
 
@@ -112,7 +114,8 @@ def _run_folder(args: argparse.Namespace, config: config_module.Config) -> Path:
     else:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         folder = Path(config.output.dir) / f"{stamp}-{config.name}"
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+    # os.path.exists, not Path.exists: it answers False instead of raising (a name too long).
+    if os.path.exists(folder) and (not folder.is_dir() or any(folder.iterdir())):
         raise UsageError(f"run directory {folder} already exists and is not empty")
     return folder
 
@@ -171,6 +174,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "env": cmd_env}
 
 
+def _one_line(message: str) -> str:
+    """Escape newlines and other control characters: a message quotes what the user wrote (a
+    key, a file name), and that may hold a line break; the report must stay one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in message)
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # SIGTERM (a scheduler's kill) ends a run as cleanly as Ctrl-C
 
@@ -181,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UsageError as exc:
-        print(f"qkbench: error: {exc}", file=sys.stderr)
+        print(f"qkbench: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("qkbench: interrupted", file=sys.stderr)

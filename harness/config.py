@@ -7,6 +7,8 @@ unknown backends are errors that name the key path, raised as `UsageError` (exit
 
 from __future__ import annotations
 
+import math
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,10 +31,14 @@ DType = Literal["float16", "bfloat16", "float32", "float64"]
 # Sizes past this are a typo, not a benchmark (2^24 rows of Q alone would be gigabytes).
 MAX_SIZE = 1 << 24
 Size = Field(gt=0, le=MAX_SIZE)
+# More (n, m, d_k, dtype) combinations than this is a typo in a range, not a plan: a sweep that
+# big would never finish, and expanding it would exhaust memory before the first cell ran.
+MAX_POINTS = 100_000
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # No .inf/.nan: an infinite timeout is no limit at all, and an infinite factor overflows.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class GeometricRange(_Strict):
@@ -48,9 +54,14 @@ class GeometricRange(_Strict):
             raise ValueError(f"stop ({self.stop}) is below start ({self.start})")
         return self
 
+    def count(self) -> int:
+        """How many steps values() takes, without taking them (a factor of 1 + 1e-9 is a hang)."""
+        return math.floor(math.log(self.stop / self.start) / math.log(self.factor)) + 1
+
     def values(self) -> list[int]:
         out, x = [], float(self.start)
-        while round(x) <= self.stop:
+        # Compare the float first: start · factor can overflow to inf, which round() rejects.
+        while x < self.stop + 1 and round(x) <= self.stop:
             if not out or round(x) != out[-1]:
                 out.append(round(x))
             x *= self.factor
@@ -69,6 +80,9 @@ class LinearRange(_Strict):
         if self.stop < self.start:
             raise ValueError(f"stop ({self.stop}) is below start ({self.start})")
         return self
+
+    def count(self) -> int:
+        return (self.stop - self.start) // self.step + 1
 
     def values(self) -> list[int]:
         return list(range(self.start, self.stop + 1, self.step))
@@ -97,6 +111,10 @@ def _axis_values(axis: SizeAxis) -> list[int]:
     return list(axis) if isinstance(axis, list) else axis.values()
 
 
+def _axis_count(axis: SizeAxis | None) -> int:
+    return 1 if axis is None else len(axis) if isinstance(axis, list) else axis.count()
+
+
 class Sweep(_Strict):
     n: SizeAxis
     m: SizeAxis | None = None  # omitted: m = n (self-attention)
@@ -123,6 +141,15 @@ class Sweep(_Strict):
             if bad:
                 raise ValueError(f"sizes must be between 1 and {MAX_SIZE}, got {bad[0]}")
         return axis
+
+    @model_validator(mode="after")
+    def _not_absurd(self) -> Sweep:
+        points = (_axis_count(self.n) * _axis_count(self.m) * _axis_count(self.d_k)
+                  * len(self.dtype))
+        if points > MAX_POINTS:
+            raise ValueError(f"expands to {points:,} (n, m, d_k, dtype) combinations, more than "
+                             f"{MAX_POINTS:,}; is a range's stop, step or factor a typo?")
+        return self
 
     def sizes(self, axis: str) -> list[int]:
         return _axis_values(getattr(self, axis))
@@ -157,6 +184,10 @@ class Timing(_Strict):
     def _ordered(self) -> Timing:
         if self.max_samples < self.min_samples:
             raise ValueError("max_samples must be at least min_samples")
+        if self.timeout_s <= self.budget_s:
+            # A cell that samples for its whole budget would then always end as a timeout.
+            raise ValueError(f"timeout_s ({self.timeout_s}) must be larger than budget_s "
+                             f"({self.budget_s})")
         return self
 
 
@@ -212,9 +243,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor` is YAML's merge, handled by construct_mapping below
         key = loader.construct_object(key_node)
+        if not isinstance(key, Hashable):
+            continue  # a list or mapping as a key: construct_mapping reports it with its line
         if key in seen:
-            raise UsageError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+            # A YAML error, so that it is reported like the others: file, line and column.
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}",
+                                                    key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node)
 
@@ -223,18 +260,21 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def read_yaml(path: Path) -> Any:
-    if not path.exists():
-        raise UsageError(f"config file not found: {path}")
-    if path.is_dir():
-        raise UsageError(f"config path is a directory, not a file: {path}")
+    # Ask for forgiveness: Path.exists() itself raises on some paths (a name too long).
     try:
         text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"config path is a directory, not a file: {path}") from None
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        raise UsageError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

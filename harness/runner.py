@@ -60,6 +60,21 @@ class RunCounts:
 CellDone = Callable[[dict[str, Any]], None]
 
 
+class _CellTimeout:
+    """A cell's hard time limit, counted only while its own worker works on it: with
+    interleaving, a cell also waits while the other backends of its group take their turns."""
+
+    def __init__(self, worker: WorkerHandle, timeout_s: float) -> None:
+        self.worker, self.left_s = worker, timeout_s
+
+    def request(self, message: tuple[Any, ...]) -> Any:
+        started = time.monotonic()
+        try:
+            return self.worker.request(message, self.left_s)
+        finally:
+            self.left_s -= time.monotonic() - started
+
+
 class Runner:
     def __init__(self, config: Config, specs: list[BackendSpec], writer: RunWriter,
                  on_cell_done: CellDone = lambda row: None) -> None:
@@ -132,39 +147,36 @@ class Runner:
 
     def _run_group(self, cells: list[Cell], folder: Path) -> None:
         """Set up each cell of one (shape, dtype); sample the ones that agree, interleaved."""
-        ready: dict[str, tuple[Cell, dict[str, Any], float]] = {}
+        ready: dict[str, tuple[Cell, dict[str, Any], _CellTimeout]] = {}
         for cell in cells:
             backend = self.backends[cell.backend]
             if backend.open_failure is not None:
                 failure = backend.open_failure
                 self._record(cell, failure.status, failure.reason)
                 continue
-            deadline = time.monotonic() + self.config.timing.timeout_s
+            limit = _CellTimeout(backend.worker, self.config.timing.timeout_s)
             plan = CellPlan(dtype=cell.dtype, min_sample_s=self.config.timing.min_sample_s,
                             warmup_s=self.config.timing.warmup_s)
             try:
-                figures = backend.worker.request(("setup", str(folder), plan),
-                                                 deadline - time.monotonic())
+                figures = limit.request(("setup", str(folder), plan))
             except CellFailure as failure:
                 self._record(cell, failure.status, failure.reason, failure.details)
                 continue
-            ready[cell.backend] = (cell, figures, deadline)
+            ready[cell.backend] = (cell, figures, limit)
         if not ready:
             return
 
-        def sampler(label: str) -> Callable[[int, int], list[Sample]]:
-            worker, deadline = self.backends[label].worker, ready[label][2]
-
+        def sampler(limit: _CellTimeout) -> Callable[[int, int], list[Sample]]:
             def take(count: int, round_number: int) -> list[Sample]:
                 try:
-                    return worker.request(("sample", count, round_number),
-                                          deadline - time.monotonic())
+                    return limit.request(("sample", count, round_number))
                 except CellFailure as failure:
                     raise SamplerFailed(failure.status, failure.reason) from None
             return take
 
         block_s = {label: figures["block_s"] for label, (_, figures, _) in ready.items()}
-        results = interleave({label: sampler(label) for label in ready}, block_s, self.rule)
+        results = interleave({label: sampler(limit) for label, (_, _, limit) in ready.items()},
+                             block_s, self.rule)
         for label, result in results.items():
             cell, figures, _ = ready[label]
             if result.failure is not None:

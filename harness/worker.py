@@ -106,8 +106,8 @@ def worker_main(conn: Connection, backend_path: str, options: dict[str, Any]) ->
     while True:
         try:
             request = conn.recv()
-        except EOFError:
-            return
+        except (EOFError, ConnectionResetError):
+            return  # the main process closed the pipe or has gone
         kind = request[0]
         try:
             if session is None:
@@ -132,9 +132,14 @@ def worker_main(conn: Connection, backend_path: str, options: dict[str, Any]) ->
                 session.release()
             reply = ("fail", "error", _describe(exc), {})
         try:
-            conn.send(reply)
-        except Exception as exc:  # e.g. info() returned something unpicklable
-            conn.send(("fail", "error", f"cannot send result: {_describe(exc)}", {}))
+            try:
+                conn.send(reply)
+            except (BrokenPipeError, EOFError, ConnectionResetError):
+                raise
+            except Exception as exc:  # e.g. a payload that cannot be pickled
+                conn.send(("fail", "error", f"cannot send result: {_describe(exc)}", {}))
+        except (BrokenPipeError, EOFError, ConnectionResetError):
+            return  # the main process has gone (interrupted or finished): nobody to answer
 
 
 def _describe(exc: BaseException) -> str:

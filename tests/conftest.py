@@ -1,0 +1,50 @@
+"""Shared helpers: write a config, run the real CLI in a subprocess, read a run directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Settings that keep test sweeps short; precision is not what these tests check.
+FAST_TIMING = {"budget_s": 0.05, "timeout_s": 60, "target_rel_ci": 0.5, "min_samples": 6,
+               "warmup_s": 0.0}
+
+
+def cli_env(extra_path: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(REPO)] + ([str(extra_path)] if extra_path else [])
+    env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_cli(*args: str, extra_path: Path | None = None, timeout: float = 240,
+            cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd,
+                          env=cli_env(extra_path), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def write_config(folder: Path, backends: list, timing: dict | None = None, **sweep) -> Path:
+    sweep = {"n": [32], "d_k": [16], "dtype": ["float32"], **sweep}
+    config = {"name": "test", "sweep": sweep, "backends": backends,
+              "timing": {**FAST_TIMING, **(timing or {})}}
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def read_summary(run_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(run_dir / "summary.parquet")
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO

@@ -1,0 +1,174 @@
+"""Timing logic with a fake clock: no sleeping, no real kernel, fully deterministic."""
+
+import pytest
+
+from harness.timing import (
+    KernelTimer,
+    Sample,
+    SamplerFailed,
+    StopRule,
+    interleave,
+)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeKernel:
+    """A kernel whose calls advance the fake clock; the first call pays a 'compilation'."""
+
+    def __init__(self, clock, seconds, compile_s=0.0, async_s=0.0):
+        self.clock, self.seconds, self.compile_s, self.async_s = clock, seconds, compile_s, async_s
+        self.calls, self.pending, self.events = 0, 0.0, []
+
+    def call(self):
+        self.calls += 1
+        self.events.append("call")
+        self.clock.now += self.seconds + (self.compile_s if self.calls == 1 else 0.0)
+        self.pending += self.async_s  # work queued on a 'device', paid at sync
+        return "result"
+
+    def sync(self):
+        self.events.append("sync")
+        self.clock.now += self.pending
+        self.pending = 0.0
+
+
+def test_first_call_is_timed_alone_and_includes_compilation():
+    clock = FakeClock()
+    kernel = FakeKernel(clock, seconds=0.01, compile_s=2.0)
+    timer = KernelTimer(kernel.call, kernel.sync, clock)
+    result, first = timer.first_call()
+    assert result == "result"
+    assert first == pytest.approx(2.01)
+    _, elapsed = timer.time_block(1)
+    assert elapsed == pytest.approx(0.01)
+
+
+def test_queued_device_work_is_inside_the_timed_region():
+    clock = FakeClock()
+    kernel = FakeKernel(clock, seconds=1e-6, async_s=0.005)  # launch is cheap, work is not
+    timer = KernelTimer(kernel.call, kernel.sync, clock)
+    _, elapsed = timer.time_block(4)
+    assert elapsed == pytest.approx(4 * (1e-6 + 0.005))
+    # synced before the block (earlier work stays out) and after it (this work stays in)
+    assert kernel.events == ["sync", "call", "call", "call", "call", "sync"]
+
+
+def test_short_calls_are_timed_in_blocks_long_calls_alone():
+    clock = FakeClock()
+    short = KernelTimer(*_kernel(clock, 3e-6), clock)
+    calls, block_s = short.calibrate(min_sample_s=1e-3, warmup_s=0.0)
+    assert calls == 512  # smallest power of two with 512 × 3 µs ≥ 1 ms
+    assert block_s == pytest.approx(512 * 3e-6)
+    long = KernelTimer(*_kernel(clock, 0.2), clock)
+    assert long.calibrate(min_sample_s=1e-3, warmup_s=0.0)[0] == 1
+
+
+def test_warmup_runs_for_at_least_the_warmup_time():
+    clock = FakeClock()
+    kernel = FakeKernel(clock, seconds=0.01)
+    KernelTimer(kernel.call, kernel.sync, clock).calibrate(min_sample_s=1e-3, warmup_s=0.1)
+    assert kernel.calls == 10
+
+
+def test_samples_store_per_call_time_and_block_size():
+    clock = FakeClock()
+    timer = KernelTimer(*_kernel(clock, 2e-6), clock)
+    samples = timer.samples(count=3, calls=100, round_number=7)
+    assert [s.calls for s in samples] == [100, 100, 100]
+    assert all(s.seconds == pytest.approx(2e-6) and s.round == 7 for s in samples)
+    assert samples[1].t_start == pytest.approx(samples[0].t_start + 100 * 2e-6)
+
+
+def _kernel(clock, seconds):
+    kernel = FakeKernel(clock, seconds)
+    return kernel.call, kernel.sync
+
+
+# ---------------------------------------------------------------- stopping rule
+
+
+def test_stop_rule_converges_on_tight_samples_after_min_samples():
+    rule = StopRule(target_rel_ci=0.02, min_samples=10, budget_s=100.0)
+    tight = [1.0 + 0.001 * (i % 3) for i in range(9)]
+    assert rule.verdict(tight, spent_s=1.0) is None  # precise, but fewer than min_samples
+    assert rule.verdict(tight + [1.0], spent_s=1.0) == "converged"
+
+
+def test_stop_rule_stops_noisy_samples_on_budget_and_says_so():
+    rule = StopRule(target_rel_ci=0.02, min_samples=10, budget_s=1.0)
+    noisy = [1.0, 2.0] * 10
+    assert rule.verdict(noisy, spent_s=0.5) is None
+    assert rule.verdict(noisy, spent_s=1.0) == "budget"
+
+
+def test_stop_rule_max_samples():
+    rule = StopRule(target_rel_ci=1e-9, min_samples=6, max_samples=20, budget_s=1e9)
+    assert rule.verdict([1.0, 2.0] * 10, spent_s=0.0) == "max_samples"
+
+
+class ScriptedSampler:
+    """Returns samples from a cycle of per-call times, advancing a shared fake clock."""
+
+    def __init__(self, name, log, clock, times, fail_at_round=None):
+        self.name, self.log, self.clock, self.times = name, log, clock, times
+        self.fail_at_round, self.i = fail_at_round, 0
+
+    def __call__(self, count, round_number):
+        if round_number == self.fail_at_round:
+            raise SamplerFailed("crashed", "worker process killed by SIGSEGV")
+        out = []
+        for _ in range(count):
+            seconds = self.times[self.i % len(self.times)]
+            self.i += 1
+            self.log.append((self.name, round_number))
+            out.append(Sample(round_number, self.clock.now, seconds, 1))
+            self.clock.now += seconds
+        return out
+
+
+def test_backends_are_sampled_in_interleaved_rounds():
+    clock, log = FakeClock(), []
+    samplers = {name: ScriptedSampler(name, log, clock, [0.01]) for name in "ABC"}
+    rule = StopRule(target_rel_ci=0.5, min_samples=6, budget_s=10.0)
+    results = interleave(samplers, {n: 0.01 for n in "ABC"}, rule, round_s=0.0)
+    assert log[:6] == [("A", 0), ("B", 0), ("C", 0), ("A", 1), ("B", 1), ("C", 1)]
+    assert all(r.converged and len(r.samples) == 6 for r in results.values())
+
+
+def test_short_blocks_take_several_samples_per_round():
+    clock, log = FakeClock(), []
+    samplers = {"fast": ScriptedSampler("fast", log, clock, [0.001])}
+    rule = StopRule(target_rel_ci=0.5, min_samples=6, budget_s=10.0)
+    interleave(samplers, {"fast": 0.001}, rule, round_s=0.02)
+    assert [r for _, r in log].count(0) == 20
+
+
+def test_one_failing_backend_does_not_stop_the_others():
+    clock, log = FakeClock(), []
+    samplers = {"ok": ScriptedSampler("ok", log, clock, [0.01]),
+                "bad": ScriptedSampler("bad", log, clock, [0.01], fail_at_round=2)}
+    rule = StopRule(target_rel_ci=0.5, min_samples=10, budget_s=10.0)
+    results = interleave(samplers, {"ok": 0.01, "bad": 0.01}, rule, round_s=0.0)
+    assert results["ok"].converged and len(results["ok"].samples) == 10
+    assert results["bad"].stopped_by == "failed"
+    assert results["bad"].failure.status == "crashed"
+    assert len(results["bad"].samples) == 2  # what it measured before failing is still known
+
+
+def test_noisy_backend_stops_on_its_budget_while_a_quiet_one_converges():
+    clock, log = FakeClock(), []
+    samplers = {"quiet": ScriptedSampler("quiet", log, clock, [0.1]),
+                "noisy": ScriptedSampler("noisy", log, clock, [0.05, 0.15, 0.1, 0.3])}
+    rule = StopRule(target_rel_ci=0.02, min_samples=10, budget_s=2.0)
+    results = interleave(samplers, {"quiet": 0.1, "noisy": 0.1}, rule, round_s=0.0)
+    assert results["quiet"].stopped_by == "converged"
+    assert results["noisy"].stopped_by == "budget"
+    spent = sum(s.seconds for s in results["noisy"].samples)
+    assert 2.0 <= spent < 2.0 + 0.3
