@@ -1,0 +1,67 @@
+"""Built-in backends compute the right S on awkward shapes, and say why when they cannot run."""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from backends.numpy_backend import NumpyBackend
+from backends.registry import BUILTINS, load_class
+from harness import inputs
+from harness.agreement import compare
+
+AWKWARD_SHAPES = [(1, 1, 1), (1, 7, 3), (7, 1, 3), (17, 33, 5), (64, 64, 1), (3, 200, 64),
+                  (129, 65, 130)]
+
+
+def available_builtins(dtype):
+    for name, path in BUILTINS.items():
+        cls = load_class(path)
+        reason = cls().unavailable()
+        marks = [pytest.mark.skip(reason=reason)] if reason else []
+        if dtype in cls.dtypes:
+            yield pytest.param(cls, id=name, marks=marks)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n, m, d_k", AWKWARD_SHAPES)
+@pytest.mark.parametrize("backend_class", list(available_builtins("float32")))
+def test_builtin_backends_agree_with_the_reference(backend_class, n, m, d_k, dtype):
+    backend = backend_class()
+    shape = inputs.build(n, m, d_k, seed=0, max_reference_elements=1 << 24)
+    q, k = inputs.cast(shape.q, dtype), inputs.cast(shape.k, dtype)
+    pq, pk = backend.prepare(q, k)
+    s = backend.scores(pq, pk)
+    backend.sync()
+    host = backend.to_numpy(s)
+    assert host.shape == (n, m) and host.dtype == np.dtype(dtype)
+    verdict = compare(host, shape.reference, dtype)
+    assert verdict.passed, verdict.reason
+
+
+@pytest.mark.parametrize("backend_class", list(available_builtins("float32")))
+def test_non_contiguous_inputs_are_handled(backend_class):
+    backend = backend_class()
+    shape = inputs.build(40, 30, 16, seed=2, max_reference_elements=1 << 24)
+    wide_q = np.repeat(inputs.cast(shape.q, "float32"), 2, axis=1)  # every column twice
+    q_view = wide_q[:, ::2]
+    k_view = np.asfortranarray(inputs.cast(shape.k, "float32"))
+    assert not q_view.flags.c_contiguous and not k_view.flags.c_contiguous
+    s = backend.to_numpy(backend.scores(*backend.prepare(q_view, k_view)))
+    assert compare(s, shape.reference, "float32").passed
+
+
+def test_info_reports_threads_and_version():
+    info = NumpyBackend().info()
+    assert info["library_version"] == np.__version__
+    assert info["threads"] >= 1 and "blas" in info
+
+
+@pytest.mark.parametrize("name, module", [("torch-cpu", "torch"), ("numba", "numba"),
+                                          ("numba-loops", "numba")])
+def test_missing_library_gives_install_hint(monkeypatch, name, module):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda mod, *a: None if mod == module else real_find_spec(mod, *a))
+    reason = load_class(BUILTINS[name])().unavailable()
+    assert reason == f"{module} is not installed (pip install 'qkbench[{module}]')"
