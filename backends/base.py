@@ -69,6 +69,32 @@ class Backend:
         """Facts worth recording with each row (library version, threads in force, ...)."""
         return {}
 
+    def set_threads(self, count: int | None) -> None:
+        """Compute with `count` threads from now on; None restores the library's default.
+
+        The default limits every BLAS and OpenMP thread pool loaded in this (worker) process
+        through threadpoolctl; libraries with pools of their own (Numba, PyTorch) override it.
+        """
+        from threadpoolctl import threadpool_limits
+
+        previous = getattr(self, "_thread_limits", None)
+        if previous is not None:
+            previous.restore_original_limits()
+            self._thread_limits = None
+        if count is not None:
+            self._thread_limits = threadpool_limits(limits=count)
+
+    def precision(self, dtype: str) -> str:
+        """The precision a dtype is computed in: the dtype itself, unless the backend computes
+        in less (a TF32 variant returns "tf32" for float32; rows record it and the agreement
+        bound uses its unit roundoff)."""
+        return dtype
+
+    def cache_bytes(self) -> int | None:
+        """Size of the last cache level the backend's data passes through, for cold-cache runs;
+        None means the host CPU's last-level cache (right for CPU backends)."""
+        return None
+
 
 def missing_package_reason(module: str, extra: str) -> str | None:
     """The 'why not' for a backend whose library is not importable, or None if it is."""

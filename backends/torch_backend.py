@@ -36,3 +36,10 @@ class TorchCpuBackend(Backend):
         import torch
 
         return {"library_version": torch.__version__, "threads": torch.get_num_threads()}
+
+    def set_threads(self, count: int | None) -> None:
+        import torch
+
+        if not hasattr(self, "_default_threads"):
+            self._default_threads = torch.get_num_threads()
+        torch.set_num_threads(self._default_threads if count is None else count)

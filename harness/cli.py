@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("backends", help="list backends and whether each can run here")
     commands.add_parser("env", help="print this machine's environment fingerprint (JSON)")
+
+    peaks_parser = commands.add_parser(
+        "peaks", help="measure this machine's compute peak per dtype and memory bandwidth")
+    peaks_parser.add_argument("--remeasure", action="store_true",
+                              help="measure again even when peaks are stored")
     return parser
 
 
@@ -121,15 +126,19 @@ def _run_folder(args: argparse.Namespace, config: config_module.Config) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.console import Progress, summary_table
-    from harness.environment import fingerprint
-    from harness.results import RunWriter
-    from harness.runner import Runner
-
     path = find_config(args.config)
     config = config_module.load(path)
     specs = config_module.resolve_backends(config)
     folder = _run_folder(args, config)
+
+    # Imported only once the request is known to be good: pandas and pyarrow double the time
+    # it takes to refuse a bad one.
+    from harness import peaks
+    from harness.console import Progress, summary_table, time_split
+    from harness.environment import fingerprint, last_level_cache_bytes
+    from harness.results import RunWriter
+    from harness.runner import Runner
+
     try:
         writer = RunWriter(folder)
     except OSError as exc:
@@ -141,9 +150,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                       "options": dict(s.options)} for s in specs],
         "command": sys.argv, "environment": fingerprint(), "state": "running",
     }
+    peaks_by_device, meta["environment"]["peaks"] = peaks.for_run(meta["environment"])
     writer.write_meta(meta)
     show = not (args.quiet or args.no_progress)
-    runner = Runner(config, specs, writer)
+    runner = Runner(config, specs, writer, peaks=peaks_by_device,
+                    host_cache_bytes=last_level_cache_bytes())
     progress = Progress(len(runner.cells()), config.name, enabled=show)
     runner.on_cell_done = progress.cell_done
     started = time.monotonic()
@@ -155,12 +166,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         counts = runner.counts
     finally:
         progress.close()
+        finishing = time.monotonic()
         summary, _ = writer.finish()
-        meta.update(state="interrupted" if interrupted else "finished",
-                    wall_s=round(time.monotonic() - started, 3), cells_by_status=counts.by_status)
+        counts.spend("writing", time.monotonic() - finishing)
+        wall_s = time.monotonic() - started
+        meta.update(state="interrupted" if interrupted else "finished", wall_s=round(wall_s, 3),
+                    cells_by_status=counts.by_status,
+                    time_split_s={k: round(v, 3) for k, v in counts.seconds.items()})
         writer.write_meta(meta)
     if not args.quiet:
         print(summary_table(summary))
+        print("\n" + time_split(wall_s, counts.seconds))
     print(f"\nrun directory: {folder}")
     if interrupted:
         print(f"interrupted: {len(summary)} finished cell(s) kept in {folder}", file=sys.stderr)
@@ -171,7 +187,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "env": cmd_env}
+def cmd_peaks(args: argparse.Namespace) -> int:
+    from harness import peaks
+    from harness.environment import fingerprint
+
+    environment = fingerprint()
+    stored = peaks.load(environment["hardware_key"])
+    if stored is not None and not args.remeasure:
+        print(f"stored peaks for this machine (hardware key {environment['hardware_key']}; "
+              "--remeasure to measure again):")
+    else:
+        print("measuring (a few seconds per precision)...", file=sys.stderr)
+        stored = peaks.measure()
+        path = peaks.save(environment["hardware_key"], stored)
+        print(f"saved to {path} under hardware key {environment['hardware_key']}:")
+    print(json.dumps(stored, indent=2))
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "env": cmd_env,
+            "peaks": cmd_peaks}
 
 
 def _one_line(message: str) -> str:

@@ -28,6 +28,8 @@ from backends import registry
 from harness.errors import UsageError
 
 DType = Literal["float16", "bfloat16", "float32", "float64"]
+Phase = Literal["kernel", "end_to_end"]
+CacheState = Literal["warm", "cold"]
 # Sizes past this are a typo, not a benchmark (2^24 rows of Q alone would be gigabytes).
 MAX_SIZE = 1 << 24
 Size = Field(gt=0, le=MAX_SIZE)
@@ -120,16 +122,36 @@ class Sweep(_Strict):
     m: SizeAxis | None = None  # omitted: m = n (self-attention)
     d_k: SizeAxis
     dtype: list[DType] = Field(default=["float32"], min_length=1)
+    # What the time includes: inputs already where the backend wants them ("kernel"), or host
+    # arrays in and a host array out, transfers and casts included ("end_to_end").
+    phase: list[Phase] = Field(default=["kernel"], min_length=1)
+    # "warm": the same inputs every call; "cold": inputs rotated through copies that together
+    # exceed the last-level cache, so every call starts from memory.
+    cache: list[CacheState] = Field(default=["warm"], min_length=1)
+    # Threads per CPU backend; omitted means each library's default (recorded per row).
+    threads: list[Annotated[int, Field(gt=0, le=4096)]] | None = None
 
     @field_validator("n", "m", "d_k", mode="before")
     @classmethod
     def _scalar_to_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, int) and not isinstance(value, bool) else value
 
-    @field_validator("dtype", mode="before")
+    @field_validator("dtype", "phase", "cache", mode="before")
     @classmethod
-    def _dtype_to_list(cls, value: Any) -> Any:
+    def _word_to_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_to_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("dtype", "phase", "cache", "threads")
+    @classmethod
+    def _no_repeats(cls, values: list[Any] | None) -> list[Any] | None:
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError(f"lists a value twice: {values}")
+        return values
 
     @field_validator("n", "m", "d_k")
     @classmethod
@@ -145,9 +167,9 @@ class Sweep(_Strict):
     @model_validator(mode="after")
     def _not_absurd(self) -> Sweep:
         points = (_axis_count(self.n) * _axis_count(self.m) * _axis_count(self.d_k)
-                  * len(self.dtype))
+                  * len(self.dtype) * len(self.phase) * len(self.cache) * len(self.threads or [0]))
         if points > MAX_POINTS:
-            raise ValueError(f"expands to {points:,} (n, m, d_k, dtype) combinations, more than "
+            raise ValueError(f"expands to {points:,} (n, m, d_k, dtype, ...) combinations, more than "
                              f"{MAX_POINTS:,}; is a range's stop, step or factor a typo?")
         return self
 
@@ -164,7 +186,10 @@ class BackendEntry(_Strict):
 
 
 BackendItem = Annotated[
-    Annotated[str, Tag("backend-name")] | Annotated[BackendEntry, Tag("backend-mapping")],
+    # min_length as in BackendEntry.name: resolve_backends wraps a bare name in a BackendEntry,
+    # which must not be where an empty name is first noticed (it would escape as a traceback).
+    Annotated[str, Field(min_length=1), Tag("backend-name")]
+    | Annotated[BackendEntry, Tag("backend-mapping")],
     Discriminator(lambda v: "backend-mapping" if isinstance(v, dict) else "backend-name",
                   custom_error_type="backend",
                   custom_error_message="expected a backend name or a mapping with 'name'"),

@@ -38,16 +38,33 @@ def format_seconds(seconds: float | None) -> str:
     return f"{seconds / 1e-9:.3g} ns"
 
 
+def time_split(wall_s: float, seconds: dict[str, float]) -> str:
+    """Where a run's wall time went, largest share first; the rest is messaging and bookkeeping."""
+    parts = sorted(seconds.items(), key=lambda item: -item[1])
+    other = max(0.0, wall_s - sum(seconds.values()))
+    shown = ", ".join(f"{name} {value:.1f} s ({100 * value / wall_s:.0f}%)"
+                      for name, value in parts + [("other", other)] if wall_s > 0)
+    return f"wall time {wall_s:.1f} s: {shown}"
+
+
+def _varying(summary: pd.DataFrame, columns: list[str]) -> list[str]:
+    return [c for c in columns if c in summary and summary[c].astype(str).nunique() > 1]
+
+
 def summary_table(summary: pd.DataFrame) -> str:
     """The summary as a readable text table, followed by the reason of every cell not ok."""
     if summary.empty:
         return "(no cells)"
+    # Axes a sweep did not vary (phase, cache, threads) would only repeat one value per row.
+    axes = {c: summary[c] for c in _varying(summary, ["phase", "cache", "threads_requested"])}
     view = pd.DataFrame({
         "backend": summary["backend"], "dtype": summary["dtype"],
-        "n": summary["n"], "m": summary["m"], "d_k": summary["d_k"], "status": summary["status"],
+        "n": summary["n"], "m": summary["m"], "d_k": summary["d_k"], **axes,
+        "status": summary["status"],
         "median": summary["median_s"].map(format_seconds),
         "±95%": summary["rel_ci"].map(lambda r: "-" if pd.isna(r) else f"{100 * r:.1f}%"),
         "GFLOP/s": summary["gflops"].map(lambda g: "-" if pd.isna(g) else f"{g:.3g}"),
+        "% peak": summary["pct_peak"].map(lambda p: "-" if pd.isna(p) else f"{p:.0f}%"),
         "first call": summary["first_call_s"].map(format_seconds),
         "samples": summary["samples"],
         "max err/bound": [

@@ -8,8 +8,11 @@ metadata, so fingerprinting never imports torch or numba into the main process.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 from datetime import datetime, timezone
@@ -23,8 +26,15 @@ LIBRARIES = ("numpy", "numba", "llvmlite", "torch", "cupy-cuda12x", "cupy-cuda11
              "pandas", "pyarrow", "pydantic", "pyyaml", "threadpoolctl")
 
 
+# The fields that decide whether two runs' numbers are comparable: the same hardware and the
+# same software. Hostname, time, clock readings and the git commit are deliberately left out.
+HARDWARE_FIELDS = ("cpu.model", "cpu.flags", "cpu.logical_cores", "cpu.caches", "memory_gib",
+                   "gpus")
+SOFTWARE_FIELDS = ("os", "python", "libraries", "blas")
+
+
 def fingerprint() -> dict[str, Any]:
-    return {
+    facts: dict[str, Any] = {
         "qkbench_version": harness.__version__,
         "git": git_state(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -35,7 +45,92 @@ def fingerprint() -> dict[str, Any]:
         "memory_gib": _memory_gib(),
         "blas": blas_info(),
         "libraries": library_versions(),
+        "gpus": gpu_info(),
     }
+    facts["hardware_key"] = digest(facts, HARDWARE_FIELDS)
+    facts["comparability_key"] = digest(facts, HARDWARE_FIELDS + SOFTWARE_FIELDS)
+    return facts
+
+
+def lookup(facts: dict[str, Any], dotted: str) -> Any:
+    value: Any = facts
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def digest(facts: dict[str, Any], fields: tuple[str, ...]) -> str:
+    """A short, stable hash of the named fields: equal keys mean comparable runs."""
+    chosen = {name: lookup(facts, name) for name in fields}
+    text = json.dumps(chosen, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def differences(a: dict[str, Any], b: dict[str, Any],
+                fields: tuple[str, ...] = HARDWARE_FIELDS + SOFTWARE_FIELDS) -> list[str]:
+    """Human-readable 'field: A vs B' lines for the fields in which two fingerprints differ."""
+    out = []
+    for name in fields:
+        left, right = lookup(a, name), lookup(b, name)
+        if isinstance(left, dict) and isinstance(right, dict):
+            for key in sorted(set(left) | set(right)):
+                if left.get(key) != right.get(key):
+                    out.append(f"{name}.{key}: {left.get(key)} vs {right.get(key)}")
+        elif left != right:
+            out.append(f"{name}: {left} vs {right}")
+    return out
+
+
+def cache_sizes() -> dict[str, int]:
+    """CPU cache sizes in bytes by level ("L1d", "L2", "L3"), from sysfs (Linux)."""
+    sizes: dict[str, int] = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        if kind == "Instruction":
+            continue
+        multiplier = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+        number = size.rstrip("KMG")
+        if number.isdigit():
+            sizes[f"L{level}{'d' if kind == 'Data' else ''}"] = int(number) * multiplier
+    return sizes
+
+
+def last_level_cache_bytes() -> int:
+    """The largest CPU cache; 32 MiB when the OS does not say (a generous server L3)."""
+    sizes = cache_sizes()
+    return max(sizes.values()) if sizes else 32 << 20
+
+
+def gpu_info() -> list[dict[str, Any]]:
+    """NVIDIA GPUs via nvidia-smi (no CUDA library is imported); empty without one."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    query = "name,memory.total,driver_version,clocks.max.sm"
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 4:
+            name, memory_mib, driver, max_sm_mhz = parts
+            gpus.append({"name": name, "memory_gib": _number(memory_mib, 1 / 1024),
+                         "driver": driver, "max_sm_clock_mhz": _number(max_sm_mhz)})
+    return gpus
+
+
+def _number(text: str, scale: float = 1.0) -> float | None:
+    try:
+        return round(float(text) * scale, 1)
+    except ValueError:
+        return None
 
 
 def library_versions() -> dict[str, str]:
@@ -61,6 +156,9 @@ def cpu_info() -> dict[str, Any]:
     fields = {k.strip(): v.strip() for k, v in fields.items()}
     if "model name" in fields:
         info["model"] = fields["model name"]
+    if "cpu MHz" in fields:
+        info["clock_mhz"] = _number(fields["cpu MHz"])
+    info["caches"] = cache_sizes()
     flags = set(fields.get("flags", "").split())
     info["flags"] = sorted(flags & {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile",
                                     "avx512_fp16", "f16c"})

@@ -31,28 +31,50 @@ from harness.timing import SamplingResult
 STATUSES = ("ok", "mismatch", "skipped", "error", "crashed", "timeout", "oom")
 FAILED_STATUSES = ("mismatch", "error", "crashed", "timeout", "oom")
 
+# The columns that identify a cell: two runs' rows with equal keys measured the same thing.
+CELL_KEY = ["backend", "dtype", "n", "m", "d_k", "phase", "cache", "threads_requested"]
+# Values of key columns for run directories written before those columns existed.
+KEY_DEFAULTS = {"phase": "kernel", "cache": "warm", "threads_requested": pd.NA}
+
 SUMMARY_COLUMNS = [
-    "backend", "device", "dtype", "n", "m", "d_k", "status", "reason",
+    "backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
+    "threads_requested", "status", "reason",
     "median_s", "ci_low_s", "ci_high_s", "rel_ci", "samples", "calls_per_sample", "converged",
-    "stopped_by", "first_call_s", "flops", "gflops", "max_err", "mean_err", "err_bound",
-    "checked_rows", "threads", "library_version",
+    "stopped_by", "first_call_s", "cache_copies", "flops", "bytes", "intensity", "gflops", "gbps",
+    "peak_gflops", "pct_peak", "max_err", "mean_err", "err_bound", "checked_rows", "threads",
+    "library_version",
 ]
-SAMPLE_COLUMNS = ["backend", "device", "dtype", "n", "m", "d_k", "round", "t_start", "seconds",
-                  "calls"]
-_INTEGER_COLUMNS = ["n", "m", "d_k", "samples", "calls_per_sample", "flops", "checked_rows",
-                    "threads"]
+SAMPLE_COLUMNS = ["backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
+                  "threads_requested", "round", "t_start", "seconds", "calls"]
+_INTEGER_COLUMNS = ["n", "m", "d_k", "threads_requested", "samples", "calls_per_sample",
+                    "cache_copies", "flops", "bytes", "checked_rows", "threads"]
+_FLOAT_COLUMNS = ["median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s", "intensity",
+                  "gflops", "gbps", "peak_gflops", "pct_peak", "max_err", "mean_err",
+                  "err_bound"]
+_STRING_COLUMNS = ["backend", "device", "dtype", "precision", "phase", "cache", "status",
+                   "reason", "stopped_by", "library_version"]
+ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+
+
+def min_bytes(cell: Cell) -> int:
+    """Fewest bytes the kernel must move: each input read once, the output written once."""
+    shape = cell.shape
+    return (shape.n * shape.d_k + shape.m * shape.d_k + shape.n * shape.m) * ITEMSIZE[cell.dtype]
 
 
 def summary_row(cell: Cell, device: str, status: str, reason: str = "",
                 figures: dict[str, Any] | None = None,
-                sampling: SamplingResult | None = None) -> dict[str, Any]:
+                sampling: SamplingResult | None = None,
+                peak_gflops: float | None = None) -> dict[str, Any]:
     """One cell's row; figures a status does not have stay empty (NaN), never zero."""
     assert status in STATUSES, status
     row: dict[str, Any] = {col: None for col in SUMMARY_COLUMNS}
-    row.update(cell.key(), device=device, status=status, reason=reason,
-               flops=cell.shape.flops, samples=0, converged=False)
+    flops, nbytes = cell.shape.flops, min_bytes(cell)
+    row.update(cell.key(), device=device, precision=cell.dtype, status=status, reason=reason,
+               flops=flops, bytes=nbytes, intensity=flops / nbytes, samples=0, converged=False,
+               peak_gflops=peak_gflops)
     for name, value in (figures or {}).items():
-        if name in row:
+        if name in row and name not in CELL_KEY:
             row[name] = value
     if sampling is not None and sampling.samples:
         row["samples"] = len(sampling.samples)
@@ -62,14 +84,18 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
         per_call = sorted(s.seconds for s in sampling.samples)
         median = ci.median if ci else per_call[len(per_call) // 2]
         row["median_s"] = median
-        row["gflops"] = cell.shape.flops / median / 1e9 if median > 0 else math.inf
+        row["gflops"] = flops / median / 1e9 if median > 0 else math.inf
+        row["gbps"] = nbytes / median / 1e9 if median > 0 else math.inf
+        if peak_gflops:
+            row["pct_peak"] = 100.0 * row["gflops"] / peak_gflops
         if ci is not None:
             row.update(ci_low_s=ci.low, ci_high_s=ci.high, rel_ci=ci.rel_halfwidth)
     return row
 
 
-def sample_rows(cell: Cell, device: str, sampling: SamplingResult) -> list[dict[str, Any]]:
-    key = {**cell.key(), "device": device}
+def sample_rows(cell: Cell, device: str, precision: str,
+                sampling: SamplingResult) -> list[dict[str, Any]]:
+    key = {**cell.key(), "device": device, "precision": precision}
     return [{**key, **asdict(sample)} for sample in sampling.samples]
 
 
@@ -112,20 +138,64 @@ class RunWriter:
 
 def read_log(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The tables from a run's append-only log; a torn last line (a killed run) is skipped."""
-    rows = _read_jsonl(folder / "cells.jsonl")
-    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS) if rows else \
-        pd.DataFrame({c: pd.Series(dtype="object") for c in SUMMARY_COLUMNS})
-    for column in _INTEGER_COLUMNS:
-        summary[column] = pd.array(summary[column], dtype="Int64")
-    for column in ("median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s", "gflops",
-                   "max_err", "mean_err", "err_bound"):
-        summary[column] = pd.to_numeric(summary[column], errors="coerce").astype("float64")
-    summary["converged"] = summary["converged"].astype(bool)
-    for column in ("backend", "device", "dtype", "status", "reason", "stopped_by",
-                   "library_version"):
-        summary[column] = summary[column].astype("string")
-    samples = pd.DataFrame(_read_jsonl(folder / "samples.jsonl"), columns=SAMPLE_COLUMNS)
+    summary = typed_summary(pd.DataFrame(_read_jsonl(folder / "cells.jsonl")))
+    samples = typed_samples(pd.DataFrame(_read_jsonl(folder / "samples.jsonl")))
     return summary, samples
+
+
+def typed_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """The summary with every column present (older runs get key defaults) and typed."""
+    frame = _with_columns(frame, SUMMARY_COLUMNS)
+    if "precision" in frame and frame["precision"].isna().any():
+        frame["precision"] = frame["precision"].fillna(frame["dtype"])
+    for column in _FLOAT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    frame["converged"] = frame["converged"].fillna(False).astype(bool)
+    return frame
+
+
+def typed_samples(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = _with_columns(frame, SAMPLE_COLUMNS)
+    if frame["precision"].isna().any():
+        frame["precision"] = frame["precision"].fillna(frame["dtype"])
+    for column in ("t_start", "seconds"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    for column in ("round", "calls"):
+        frame[column] = pd.array(frame[column], dtype="Int64")
+    return frame
+
+
+def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    frame = frame.copy()
+    for column in columns:
+        if column not in frame:
+            frame[column] = KEY_DEFAULTS.get(column, None)
+        if column in _INTEGER_COLUMNS:
+            frame[column] = pd.array(pd.to_numeric(frame[column], errors="coerce"), dtype="Int64")
+        elif column in _STRING_COLUMNS:
+            frame[column] = frame[column].astype("string")
+    return frame[columns]
+
+
+def load_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(summary, samples, meta) of a finished run directory, with defaults for columns older
+    runs lack. Raises UsageError when the folder is not a run directory."""
+    from harness.errors import UsageError
+
+    if not folder.is_dir():
+        raise UsageError(f"run directory not found: {folder}")
+    if not (folder / "summary.parquet").is_file():
+        raise UsageError(f"{folder} is not a finished run directory (no summary.parquet)")
+    try:
+        summary = typed_summary(pd.read_parquet(folder / "summary.parquet"))
+        samples_path = folder / "samples.parquet"
+        samples = typed_samples(pd.read_parquet(samples_path) if samples_path.is_file()
+                                else pd.DataFrame())
+        meta_path = folder / "meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read run directory {folder}: {exc}") from None
+    return summary, samples, meta
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -1,10 +1,10 @@
 """Step 5: run the cells of a sweep — the loop that ties inputs, agreement and timing together.
 
 For each shape the main process builds the inputs and the float64 reference once (saved to a
-scratch folder that workers map). For each dtype of that shape, every backend's worker sets up
-its cell (prepare, first call, agreement check); the backends that agree are then sampled in
-interleaved rounds. Every finished cell is handed to the `RunWriter` at once, and no failure of
-one backend or cell stops the others.
+scratch folder that workers map). For each variant of that shape (dtype, phase, cache, threads)
+every backend's worker sets up its cell (prepare, first call, agreement check); the backends
+that agree are then sampled in interleaved rounds. Every finished cell is handed to the
+`RunWriter` at once, and no failure of one backend or cell stops the others.
 """
 
 from __future__ import annotations
@@ -21,13 +21,17 @@ from backends.registry import BackendSpec, load_class
 from harness import inputs
 from harness.config import Config
 from harness.results import FAILED_STATUSES, RunWriter, sample_rows, summary_row
-from harness.sweep import Cell, Shape, expand, shapes
+from harness.sweep import Cell, Shape, expand, groups
 from harness.timing import Sample, SamplerFailed, SamplingResult, StopRule, interleave
 from harness.worker import CellFailure, CellPlan, WorkerHandle
 
 # How long asking a worker whether its backend is available may take (it imports the library).
 OPEN_TIMEOUT_S = 120.0
 RELEASE_TIMEOUT_S = 30.0
+
+CellDone = Callable[[dict[str, Any]], None]
+# (device, precision) → the machine's measured peak GFLOP/s, for percent-of-peak.
+Peaks = dict[tuple[str, str], float]
 
 
 @dataclass
@@ -45,19 +49,20 @@ class _Backend:
 
 @dataclass
 class RunCounts:
-    """How the cells ended; the CLI derives the exit code from it."""
+    """How the cells ended, and where the wall time went; the CLI reports both."""
 
     by_status: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, status: str) -> None:
         self.by_status[status] = self.by_status.get(status, 0) + 1
 
+    def spend(self, activity: str, seconds: float) -> None:
+        self.seconds[activity] = self.seconds.get(activity, 0.0) + seconds
+
     @property
     def failed(self) -> int:
         return sum(self.by_status.get(s, 0) for s in FAILED_STATUSES)
-
-
-CellDone = Callable[[dict[str, Any]], None]
 
 
 class _CellTimeout:
@@ -77,8 +82,10 @@ class _CellTimeout:
 
 class Runner:
     def __init__(self, config: Config, specs: list[BackendSpec], writer: RunWriter,
-                 on_cell_done: CellDone = lambda row: None) -> None:
+                 on_cell_done: CellDone = lambda row: None, peaks: Peaks | None = None,
+                 host_cache_bytes: int = 32 << 20) -> None:
         self.config, self.writer, self.on_cell_done = config, writer, on_cell_done
+        self.peaks, self.host_cache_bytes = peaks or {}, host_cache_bytes
         self.backends: dict[str, _Backend] = {}
         for spec in specs:
             cls = load_class(spec.path)
@@ -95,30 +102,33 @@ class Runner:
     def run(self) -> RunCounts:
         scratch = Path(tempfile.mkdtemp(prefix="qkbench-inputs-"))
         try:
-            for shape in shapes(self.config):
+            for shape, shape_groups in groups(self.config, list(self.backends)):
                 folder = scratch / f"{shape.n}x{shape.m}x{shape.d_k}"
-                prepared = False
-                for dtype in self.config.sweep.dtype:
-                    group = [Cell(label, shape, dtype) for label in self.backends]
-                    runnable = [c for c in group if self._skip_reason(c) is None]
+                for group in shape_groups:
+                    runnable = []
                     for cell in group:
-                        if cell not in runnable:
-                            self._record(cell, "skipped", self._skip_reason(cell) or "")
-                    if runnable and not prepared:
+                        reason = self._skip_reason(cell)
+                        if reason is None:
+                            runnable.append(cell)
+                        else:
+                            self._record(cell, "skipped", reason)
+                    if runnable and not folder.exists():
                         self._prepare_inputs(shape, folder)
-                        prepared = True
                     self._run_group(runnable, folder)
                 shutil.rmtree(folder, ignore_errors=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
             for backend in self.backends.values():
+                self.counts.spend("worker start-up", backend.worker.startup_s)
                 backend.worker.stop()
         return self.counts
 
     def _prepare_inputs(self, shape: Shape, folder: Path) -> None:
+        started = time.monotonic()
         built = inputs.build(shape.n, shape.m, shape.d_k, self.config.seed,
                              self.config.agreement.max_reference_elements)
         inputs.save(built, folder)
+        self.counts.spend("inputs and reference", time.monotonic() - started)
 
     def _skip_reason(self, cell: Cell) -> str | None:
         backend = self._open(cell.backend)
@@ -128,6 +138,8 @@ class Runner:
             return backend.unavailable
         if cell.dtype not in backend.dtypes:
             return f"{cell.backend} does not support {cell.dtype}"
+        if cell.variant.threads is not None and backend.device != "cpu":
+            return "the threads axis applies to CPU backends only"
         return None
 
     def _open(self, label: str) -> _Backend:
@@ -145,8 +157,14 @@ class Runner:
                     failure.status, f"checking availability failed: {failure.reason}")
         return backend
 
+    def _plan(self, cell: Cell) -> CellPlan:
+        timing, variant = self.config.timing, cell.variant
+        return CellPlan(dtype=variant.dtype, min_sample_s=timing.min_sample_s,
+                        warmup_s=timing.warmup_s, phase=variant.phase, cache=variant.cache,
+                        threads=variant.threads, host_cache_bytes=self.host_cache_bytes)
+
     def _run_group(self, cells: list[Cell], folder: Path) -> None:
-        """Set up each cell of one (shape, dtype); sample the ones that agree, interleaved."""
+        """Set up each cell of one group; sample the ones that agree, interleaved."""
         ready: dict[str, tuple[Cell, dict[str, Any], _CellTimeout]] = {}
         for cell in cells:
             backend = self.backends[cell.backend]
@@ -155,13 +173,12 @@ class Runner:
                 self._record(cell, failure.status, failure.reason)
                 continue
             limit = _CellTimeout(backend.worker, self.config.timing.timeout_s)
-            plan = CellPlan(dtype=cell.dtype, min_sample_s=self.config.timing.min_sample_s,
-                            warmup_s=self.config.timing.warmup_s)
             try:
-                figures = limit.request(("setup", str(folder), plan))
+                figures = limit.request(("setup", str(folder), self._plan(cell)))
             except CellFailure as failure:
                 self._record(cell, failure.status, failure.reason, failure.details)
                 continue
+            self._account_setup(figures)
             ready[cell.backend] = (cell, figures, limit)
         if not ready:
             return
@@ -179,6 +196,7 @@ class Runner:
                              block_s, self.rule)
         for label, result in results.items():
             cell, figures, _ = ready[label]
+            self.counts.spend("timed work", sum(s.seconds * s.calls for s in result.samples))
             if result.failure is not None:
                 self._record(cell, result.failure.status, result.failure.reason, figures)
             else:
@@ -188,11 +206,21 @@ class Runner:
             except CellFailure:
                 pass  # the next request restarts the worker if this one died
 
+    def _account_setup(self, figures: dict[str, Any]) -> None:
+        self.counts.spend("warm-up and compilation", figures.get("setup_s", 0.0)
+                          + figures.get("first_call_s", 0.0) + figures.get("warmup_s", 0.0))
+        self.counts.spend("agreement check", figures.get("agreement_s", 0.0))
+
     def _record(self, cell: Cell, status: str, reason: str,
                 figures: dict[str, Any] | None = None,
                 sampling: SamplingResult | None = None) -> None:
+        started = time.monotonic()
         device = self.backends[cell.backend].device
-        row = summary_row(cell, device, status, reason, figures, sampling)
-        self.writer.append(row, sample_rows(cell, device, sampling) if sampling else [])
+        precision = (figures or {}).get("precision", cell.dtype)
+        row = summary_row(cell, device, status, reason, figures, sampling,
+                          peak_gflops=self.peaks.get((device, precision)))
+        self.writer.append(row, sample_rows(cell, device, precision, sampling)
+                           if sampling else [])
         self.counts.add(status)
+        self.counts.spend("writing", time.monotonic() - started)
         self.on_cell_done(row)

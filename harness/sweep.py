@@ -1,13 +1,14 @@
 """Step 1: a validated Config → the list of cells to run, in the order they run.
 
-A cell is one backend × one shape (n, m, d_k) × one dtype. Cells are ordered shape-major, then
-dtype, then backend, so every backend of a (shape, dtype) group runs back to back: that is what
-lets the timing step interleave their samples and lets one reference serve the whole shape.
+A cell is one backend × one shape (n, m, d_k) × one dtype × one phase × one cache state × one
+thread count. Cells are ordered shape-major; all backends of one (shape, dtype, phase, cache,
+threads) group run back to back, which is what lets the timing step interleave their samples
+and lets one reference serve the whole shape.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import product
 
 from harness.config import Config
@@ -25,14 +26,30 @@ class Shape:
 
 
 @dataclass(frozen=True)
+class Variant:
+    """Everything about a cell except the backend and the shape: one interleaving group."""
+
+    dtype: str
+    phase: str = "kernel"
+    cache: str = "warm"
+    threads: int | None = None  # None: the library's default
+
+
+@dataclass(frozen=True)
 class Cell:
     backend: str  # the backend's label
     shape: Shape
-    dtype: str
+    variant: Variant
+
+    @property
+    def dtype(self) -> str:
+        return self.variant.dtype
 
     def key(self) -> dict[str, object]:
-        """The columns that identify this cell in every table."""
-        return {"backend": self.backend, "dtype": self.dtype, **asdict(self.shape)}
+        """The columns that identify this cell in every table (see results.CELL_KEY)."""
+        return {"backend": self.backend, "dtype": self.variant.dtype, "n": self.shape.n,
+                "m": self.shape.m, "d_k": self.shape.d_k, "phase": self.variant.phase,
+                "cache": self.variant.cache, "threads_requested": self.variant.threads}
 
 
 def shapes(config: Config) -> list[Shape]:
@@ -45,8 +62,20 @@ def shapes(config: Config) -> list[Shape]:
     return [Shape(n, m, d_k) for (n, m), d_k in product(pairs, d_ks)]
 
 
+def variants(config: Config) -> list[Variant]:
+    sweep = config.sweep
+    return [Variant(dtype, phase, cache, threads)
+            for dtype, phase, cache, threads in product(sweep.dtype, sweep.phase, sweep.cache,
+                                                        sweep.threads or [None])]
+
+
+def groups(config: Config, backend_labels: list[str]) -> list[tuple[Shape, list[list[Cell]]]]:
+    """Per shape, its interleaving groups: each one the cells of one variant, every backend."""
+    return [(shape, [[Cell(label, shape, variant) for label in backend_labels]
+                     for variant in variants(config)])
+            for shape in shapes(config)]
+
+
 def expand(config: Config, backend_labels: list[str]) -> list[Cell]:
-    return [Cell(label, shape, dtype)
-            for shape in shapes(config)
-            for dtype in config.sweep.dtype
-            for label in backend_labels]
+    return [cell for _, shape_groups in groups(config, backend_labels)
+            for group in shape_groups for cell in group]

@@ -5,7 +5,8 @@ process survives a segfault, an abort or a hang in any backend. The main process
 worker over a pipe with small request tuples; the worker answers each with
 ``("ok", payload)`` or ``("fail", status, reason)``.
 
-Requests: ``("open",)`` — instantiate and ask `unavailable()`; ``("setup", cell, folder, plan)``
+Requests: ``("ping",)`` — answered at once (measures start-up); ``("open",)`` — instantiate and
+ask `unavailable()`; ``("setup", cell, folder, plan)``
 — load the shape's inputs, cast, prepare, first call, agreement check, warm-up and block size;
 ``("sample", count, round)`` — timed samples; ``("release",)`` — drop the cell's arrays.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -34,6 +36,20 @@ class CellPlan:
     dtype: str
     min_sample_s: float
     warmup_s: float
+    phase: str = "kernel"
+    cache: str = "warm"
+    threads: int | None = None
+    host_cache_bytes: int = 32 << 20  # the host CPU's last-level cache
+
+
+# A cold-cache cell rotates through copies of its inputs that together exceed twice the cache;
+# tiny inputs would need absurdly many copies, so this caps it (and the row says how many).
+MAX_COLD_COPIES = 1 << 14
+
+
+def cold_copies(set_bytes: int, cache_bytes: int) -> int:
+    """How many input copies make a rotation that no cache level can hold."""
+    return int(min(MAX_COLD_COPIES, max(2, -(-2 * cache_bytes // max(set_bytes, 1)))))
 
 
 class CellFailure(Exception):
@@ -56,30 +72,76 @@ class _Session:
         self.backend = load_class(backend_path)(**options)
         self.timer: KernelTimer | None = None
         self.calls = 1
+        self.threads_set = False
+
+    def handle(self, request: tuple[Any, ...]) -> Any:
+        kind = request[0]
+        if kind == "open":
+            return self.open()
+        if kind == "setup":
+            try:
+                return self.setup(request[1], request[2])
+            except BaseException:
+                self.release()  # a failed cell leaves no thread limit or arrays behind
+                raise
+        if kind == "sample":
+            return self.sample(request[1], request[2])
+        if kind == "release":
+            return self.release()
+        raise ValueError(f"unknown request {kind!r}")
 
     def open(self) -> dict[str, Any]:
         return {"unavailable": self.backend.unavailable()}
 
     def setup(self, shape_folder: str, plan: CellPlan) -> dict[str, Any]:
         backend = self.backend
+        clock = time.perf_counter
+        started = clock()
+        backend.set_threads(plan.threads)
+        self.threads_set = plan.threads is not None
         shape = inputs.load(Path(shape_folder))
         q, k = inputs.cast(shape.q, plan.dtype), inputs.cast(shape.k, plan.dtype)
-        pq, pk = backend.prepare(q, k)
-        self.timer = KernelTimer(lambda: backend.scores(pq, pk), backend.sync)
+        precision = _precision(backend, plan.dtype)
+        copies = 1
+        if plan.cache == "cold":
+            copies = cold_copies(q.nbytes + k.nbytes, backend.cache_bytes() or plan.host_cache_bytes)
+        host_sets = [(q, k)] + [(q.copy(), k.copy()) for _ in range(copies - 1)]
+        if plan.phase == "kernel":
+            # Inputs already where the backend wants them; the result stays there.
+            arg_sets = [backend.prepare(a, b) for a, b in host_sets]
+            fn, to_host = backend.scores, backend.to_numpy
+        else:
+            # Host arrays in, host array out: prepare (copies, casts, transfers) and to_numpy
+            # are inside the time.
+            arg_sets = host_sets
+
+            def fn(a: Any, b: Any) -> Any:
+                return backend.to_numpy(backend.scores(*backend.prepare(a, b)))
+
+            def to_host(s: Any) -> Any:
+                return s
+        self.timer = KernelTimer(fn, arg_sets, backend.sync)
+        prepared = clock()
         result, first_call_s = self.timer.first_call()
-        host = backend.to_numpy(result)
-        figures: dict[str, Any] = {"first_call_s": first_call_s, **_safe_info(backend)}
+        host = to_host(result)
+        figures: dict[str, Any] = {"first_call_s": first_call_s, "precision": precision,
+                                   "cache_copies": copies, **_safe_info(backend)}
+        figures["setup_s"] = prepared - started
         bad_output = agreement.check_output(host, (q.shape[0], k.shape[0]), plan.dtype)
         if bad_output:
             raise CellFailure("mismatch", bad_output, figures)
-        verdict = agreement.compare(host, shape.reference, plan.dtype)
+        checked = clock()
+        verdict = agreement.compare(host, shape.reference, precision)
         figures.update(max_err=verdict.max_err, mean_err=verdict.mean_err,
-                       err_bound=verdict.bound, checked_rows=verdict.checked_rows)
+                       err_bound=verdict.bound, checked_rows=verdict.checked_rows,
+                       agreement_s=clock() - checked)
         if not verdict.passed:
             raise CellFailure("mismatch", verdict.reason or "", figures)
         del result, host
+        warm_start = clock()
         self.calls, block_s = self.timer.calibrate(plan.min_sample_s, plan.warmup_s)
-        figures.update(calls_per_sample=self.calls, block_s=block_s)
+        figures.update(calls_per_sample=self.calls, block_s=block_s,
+                       warmup_s=clock() - warm_start)
         return figures
 
     def sample(self, count: int, round_number: int) -> list[Any]:
@@ -88,6 +150,16 @@ class _Session:
 
     def release(self) -> None:
         self.timer = None
+        if self.threads_set:  # nothing leaks into the next cell
+            self.backend.set_threads(None)
+            self.threads_set = False
+
+
+def _precision(backend: Any, dtype: str) -> str:
+    """The precision the backend computes a dtype in (TF32 for float32, say); the agreement
+    bound uses it, so a backend that declares less precision is held to a looser bound."""
+    precision = getattr(backend, "precision", None)
+    return str(precision(dtype)) if callable(precision) else dtype
 
 
 def _safe_info(backend: Any) -> dict[str, Any]:
@@ -108,38 +180,35 @@ def worker_main(conn: Connection, backend_path: str, options: dict[str, Any]) ->
             request = conn.recv()
         except (EOFError, ConnectionResetError):
             return  # the main process closed the pipe or has gone
-        kind = request[0]
-        try:
-            if session is None:
-                session = _Session(backend_path, options)
-            if kind == "open":
-                reply: tuple[Any, ...] = ("ok", session.open())
-            elif kind == "setup":
-                reply = ("ok", session.setup(request[1], request[2]))
-            elif kind == "sample":
-                reply = ("ok", session.sample(request[1], request[2]))
-            elif kind == "release":
-                session.release()
-                reply = ("ok", None)
-            else:
-                reply = ("fail", "error", f"unknown request {kind!r}", {})
-        except CellFailure as failure:
-            reply = ("fail", failure.status, failure.reason, failure.details)
-        except MemoryError:
-            reply = ("fail", "oom", "out of host memory", {})
-        except Exception as exc:
-            if session is not None:
-                session.release()
-            reply = ("fail", "error", _describe(exc), {})
-        try:
+        if request[0] == "ping":  # answered before the backend is even imported
+            reply: tuple[Any, ...] = ("ok", None)
+        else:
             try:
-                conn.send(reply)
-            except (BrokenPipeError, EOFError, ConnectionResetError):
-                raise
-            except Exception as exc:  # e.g. a payload that cannot be pickled
-                conn.send(("fail", "error", f"cannot send result: {_describe(exc)}", {}))
+                if session is None:
+                    session = _Session(backend_path, options)
+                reply = ("ok", session.handle(request))
+            except CellFailure as failure:
+                reply = ("fail", failure.status, failure.reason, failure.details)
+            except MemoryError:
+                reply = ("fail", "oom", "out of host memory", {})
+            except Exception as exc:
+                reply = ("fail", "error", _describe(exc), {})
+        if not _send(conn, reply):
+            return
+
+
+def _send(conn: Connection, reply: tuple[Any, ...]) -> bool:
+    """Send a reply; False when the main process has gone (interrupted or finished)."""
+    try:
+        try:
+            conn.send(reply)
         except (BrokenPipeError, EOFError, ConnectionResetError):
-            return  # the main process has gone (interrupted or finished): nobody to answer
+            raise
+        except Exception as exc:  # e.g. a payload that cannot be pickled
+            conn.send(("fail", "error", f"cannot send result: {_describe(exc)}", {}))
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        return False
+    return True
 
 
 def _describe(exc: BaseException) -> str:
@@ -152,6 +221,9 @@ def _describe(exc: BaseException) -> str:
 
 # ---------------------------------------------------------------- main process side
 
+# Spawning a worker and importing the harness takes about a second; a minute means it is stuck.
+START_TIMEOUT_S = 60.0
+
 
 class WorkerHandle:
     """The main process's end of one backend's worker; restarts it after a crash or hang."""
@@ -162,8 +234,11 @@ class WorkerHandle:
         self._process: Any = None
         self._conn: Connection | None = None
         self.starts = 0
+        self.startup_s = 0.0
 
     def _start(self) -> None:
+        """Start a worker and wait until it answers, so start-up is counted on its own."""
+        started = time.monotonic()
         self.starts += 1
         parent_end, child_end = self._context.Pipe()
         self._process = self._context.Process(
@@ -171,6 +246,13 @@ class WorkerHandle:
         self._process.start()
         child_end.close()
         self._conn = parent_end
+        try:
+            parent_end.send(("ping",))
+            if parent_end.poll(START_TIMEOUT_S):
+                parent_end.recv()
+        except (EOFError, OSError):
+            pass  # a worker that dies at start-up is reported by the request that follows
+        self.startup_s += time.monotonic() - started
 
     def request(self, message: tuple[Any, ...], timeout_s: float) -> Any:
         """Send one request; return the payload or raise CellFailure."""

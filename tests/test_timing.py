@@ -24,10 +24,11 @@ class FakeKernel:
 
     def __init__(self, clock, seconds, compile_s=0.0, async_s=0.0):
         self.clock, self.seconds, self.compile_s, self.async_s = clock, seconds, compile_s, async_s
-        self.calls, self.pending, self.events = 0, 0.0, []
+        self.calls, self.pending, self.events, self.args = 0, 0.0, [], []
 
-    def call(self):
+    def call(self, q=None, k=None):
         self.calls += 1
+        self.args.append((q, k))
         self.events.append("call")
         self.clock.now += self.seconds + (self.compile_s if self.calls == 1 else 0.0)
         self.pending += self.async_s  # work queued on a 'device', paid at sync
@@ -42,7 +43,7 @@ class FakeKernel:
 def test_first_call_is_timed_alone_and_includes_compilation():
     clock = FakeClock()
     kernel = FakeKernel(clock, seconds=0.01, compile_s=2.0)
-    timer = KernelTimer(kernel.call, kernel.sync, clock)
+    timer = KernelTimer(kernel.call, [(1, 2)], kernel.sync, clock)
     result, first = timer.first_call()
     assert result == "result"
     assert first == pytest.approx(2.01)
@@ -53,7 +54,7 @@ def test_first_call_is_timed_alone_and_includes_compilation():
 def test_queued_device_work_is_inside_the_timed_region():
     clock = FakeClock()
     kernel = FakeKernel(clock, seconds=1e-6, async_s=0.005)  # launch is cheap, work is not
-    timer = KernelTimer(kernel.call, kernel.sync, clock)
+    timer = KernelTimer(kernel.call, [(1, 2)], kernel.sync, clock)
     _, elapsed = timer.time_block(4)
     assert elapsed == pytest.approx(4 * (1e-6 + 0.005))
     # synced before the block (earlier work stays out) and after it (this work stays in)
@@ -62,24 +63,24 @@ def test_queued_device_work_is_inside_the_timed_region():
 
 def test_short_calls_are_timed_in_blocks_long_calls_alone():
     clock = FakeClock()
-    short = KernelTimer(*_kernel(clock, 3e-6), clock)
+    short = KernelTimer(*_kernel(clock, 3e-6), clock=clock)
     calls, block_s = short.calibrate(min_sample_s=1e-3, warmup_s=0.0)
     assert calls == 512  # smallest power of two with 512 × 3 µs ≥ 1 ms
     assert block_s == pytest.approx(512 * 3e-6)
-    long = KernelTimer(*_kernel(clock, 0.2), clock)
+    long = KernelTimer(*_kernel(clock, 0.2), clock=clock)
     assert long.calibrate(min_sample_s=1e-3, warmup_s=0.0)[0] == 1
 
 
 def test_warmup_runs_for_at_least_the_warmup_time():
     clock = FakeClock()
     kernel = FakeKernel(clock, seconds=0.01)
-    KernelTimer(kernel.call, kernel.sync, clock).calibrate(min_sample_s=1e-3, warmup_s=0.1)
+    KernelTimer(kernel.call, [(1, 2)], kernel.sync, clock).calibrate(min_sample_s=1e-3, warmup_s=0.1)
     assert kernel.calls == 10
 
 
 def test_samples_store_per_call_time_and_block_size():
     clock = FakeClock()
-    timer = KernelTimer(*_kernel(clock, 2e-6), clock)
+    timer = KernelTimer(*_kernel(clock, 2e-6), clock=clock)
     samples = timer.samples(count=3, calls=100, round_number=7)
     assert [s.calls for s in samples] == [100, 100, 100]
     assert all(s.seconds == pytest.approx(2e-6) and s.round == 7 for s in samples)
@@ -88,7 +89,18 @@ def test_samples_store_per_call_time_and_block_size():
 
 def _kernel(clock, seconds):
     kernel = FakeKernel(clock, seconds)
-    return kernel.call, kernel.sync
+    return kernel.call, [("q", "k")], kernel.sync
+
+
+def test_cold_cache_blocks_rotate_through_input_copies():
+    clock = FakeClock()
+    kernel = FakeKernel(clock, seconds=0.001)
+    sets = [("q0", "k0"), ("q1", "k1"), ("q2", "k2")]
+    timer = KernelTimer(kernel.call, sets, kernel.sync, clock)
+    timer.time_block(7)
+    assert kernel.args == sets * 2 + sets[:1]
+    result, _ = KernelTimer(kernel.call, sets, kernel.sync, clock).first_call()
+    assert kernel.args[-1] == ("q0", "k0")
 
 
 # ---------------------------------------------------------------- stopping rule
