@@ -232,6 +232,13 @@ class _NumbaBackend(Backend):
         threads = 1 if self.kernel == "loops" else numba.get_num_threads()
         return {"library_version": numba.__version__, "threads": threads}
 
+    def set_threads(self, count: int | None) -> None:
+        import numba
+
+        # NUMBA_NUM_THREADS is the pool's size (and the default); set_num_threads may only
+        # lower it, so asking for more raises a ValueError that names the limit.
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS if count is None else count)
+
 
 class NumbaLoopsBackend(_NumbaBackend):
     name = "numba-loops"

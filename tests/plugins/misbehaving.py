@@ -166,3 +166,14 @@ def round_to_tf32(x: np.ndarray) -> np.ndarray:
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
     rounded = (bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)
     return rounded.view(np.float32)
+
+
+class SlowPrepare(_NumpyLike):
+    """Correct, with a deliberately slow prepare: only end-to-end time may include it."""
+
+    name = "slow-prepare"
+    dtypes = ("float32",)
+
+    def prepare(self, q, k):
+        time.sleep(0.02)
+        return q.copy(), k.copy()
