@@ -11,6 +11,7 @@ Everything is validated here, before anything is run or stored.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -19,6 +20,7 @@ from backends.base import DEVICES, KNOWN_DTYPES, Backend
 from harness.errors import UsageError
 
 ENTRY_POINT_GROUP = "qkbench.backends"
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 # Import paths, not classes: listing names must not import torch or numba.
 BUILTINS: dict[str, str] = {
@@ -90,6 +92,10 @@ def resolve(name: str, label: str | None = None, options: dict[str, Any] | None 
     cls = load_class(path)
     spec = BackendSpec(label=label or _class_name(cls, name), path=path, origin=origin,
                        options=tuple(sorted((options or {}).items())))
+    if not LABEL_PATTERN.fullmatch(spec.label):
+        # Labels name rows, figures and files: nothing that could form a path or break a table.
+        raise UsageError(f"backend name {spec.label!r} must be letters, digits and . _ + - "
+                         "(give it a 'label')")
     if origin != "builtin" and spec.label in BUILTINS:
         raise UsageError(f"{name!r} calls itself {spec.label!r}, a built-in name; plugins may not "
                          "shadow built-ins (give it another 'label')")
@@ -106,7 +112,9 @@ def resolve(name: str, label: str | None = None, options: dict[str, Any] | None 
 
 def _class_name(cls: type, given: str) -> str:
     declared = getattr(cls, "name", "")
-    return declared if isinstance(declared, str) and declared else given
+    if isinstance(declared, str) and declared:
+        return declared
+    return cls.__name__ if ":" in given else given
 
 
 def check_backend_class(cls: type, label: str) -> None:

@@ -38,9 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="run a sweep and write a run directory")
-    run.add_argument("config", nargs="?", default=DEFAULT_CONFIG,
+    run.add_argument("config", nargs="?", default=None,
                      help="a YAML file, or the name of one in configs/ (default: default)")
     run.add_argument("--out", type=Path, help="write the run directory exactly here")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="finish an interrupted run: only its missing cells are run")
+    run.add_argument("--shard", metavar="I/N",
+                     help="run only part I of N of the sweep (merge the parts with 'merge')")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
 
@@ -50,10 +54,45 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("backends", help="list backends and whether each can run here")
     commands.add_parser("env", help="print this machine's environment fingerprint (JSON)")
 
+    merge = commands.add_parser("merge", help="join the shards of one sweep into one run")
+    merge.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    merge.add_argument("--out", type=Path, required=True, help="the merged run directory")
+
     peaks_parser = commands.add_parser(
         "peaks", help="measure this machine's compute peak per dtype and memory bandwidth")
     peaks_parser.add_argument("--remeasure", action="store_true",
                               help="measure again even when peaks are stored")
+
+    compare = commands.add_parser(
+        "compare", help="compare two run directories: slower, faster or same, per cell")
+    compare.add_argument("baseline", type=Path, help="the run directory to compare against")
+    compare.add_argument("candidate", type=Path, help="the run directory under test")
+    compare.add_argument("--threshold", default="0.1", metavar="T",
+                         help="smallest change that counts: 0.1 or 10%% (default 0.1)")
+    compare.add_argument("--threshold-for", action="append", default=[], metavar="BACKEND=T",
+                         help="another threshold for one backend (repeatable)")
+    compare.add_argument("--normalize-by", metavar="BACKEND",
+                         help="divide each sample by BACKEND's time in the same interleaving "
+                              "round before comparing (cancels machine drift)")
+    compare.add_argument("--allow-different-machines", action="store_true",
+                         help="compare runs whose hardware or library versions differ")
+    compare.add_argument("--markdown", type=Path, metavar="FILE", help="also write Markdown")
+    compare.add_argument("--json", type=Path, metavar="FILE", help="also write JSON")
+
+    history = commands.add_parser(
+        "history", help="runs of one config over time: a table, trend plots, lasting changes")
+    history.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                         help="run directories, or folders holding them (e.g. results/)")
+    history.add_argument("--out", type=Path, default=Path("history"),
+                         help="where history.csv and the plots go (default: ./history)")
+    history.add_argument("--config", metavar="NAME", help="only the runs of this config")
+    history.add_argument("--normalize-by", metavar="BACKEND",
+                         help="track each median relative to BACKEND's in the same run")
+    history.add_argument("--threshold", default="0.1", metavar="T",
+                         help="smallest lasting change reported (default 0.1)")
+    history.add_argument("--min-runs", type=int, default=3, metavar="K",
+                         help="runs needed on each side of a step (default 3)")
+    history.add_argument("--no-plots", action="store_true", help="write no trend plots")
     return parser
 
 
@@ -121,68 +160,141 @@ def _run_folder(args: argparse.Namespace, config: config_module.Config) -> Path:
         folder = Path(config.output.dir) / f"{stamp}-{config.name}"
     # os.path.exists, not Path.exists: it answers False instead of raising (a name too long).
     if os.path.exists(folder) and (not folder.is_dir() or any(folder.iterdir())):
-        raise UsageError(f"run directory {folder} already exists and is not empty")
+        raise UsageError(f"run directory {folder} already exists and is not empty "
+                         "(to finish an interrupted run there: qkbench run --resume DIR)")
     return folder
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    path = find_config(args.config)
+def _parse_shard(text: str | None) -> Any:
+    from harness.sweep import Shard
+
+    if text is None:
+        return Shard()
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _new_run(args: argparse.Namespace) -> tuple[Any, ...]:
+    """A fresh run: (config, specs, folder, meta, cells already done, shard)."""
+    from harness.environment import fingerprint
+
+    path = find_config(args.config or DEFAULT_CONFIG)
     config = config_module.load(path)
     specs = config_module.resolve_backends(config)
+    shard = _parse_shard(args.shard)
     folder = _run_folder(args, config)
+    meta: dict[str, Any] = {
+        "config_file": str(path), "config": config.model_dump(mode="json", warnings=False),
+        "config_text": path.read_text(encoding="utf-8"),
+        "backends": [{"label": s.label, "path": s.path, "origin": s.origin,
+                      "options": dict(s.options)} for s in specs],
+        "shard": {"index": shard.index, "count": shard.count},
+        "command": sys.argv, "environment": fingerprint(), "state": "running",
+    }
+    return config, specs, folder, meta, set(), shard
+
+
+def _resumed_run(args: argparse.Namespace) -> tuple[Any, ...]:
+    """An interrupted run picked up where it stopped, with the config it was started with."""
+    from harness.environment import differences, fingerprint
+    from harness.results import finished_keys, repair_log
+    from harness.sweep import Shard
+
+    folder: Path = args.resume
+    if args.config is not None or args.out is not None:
+        raise UsageError("--resume takes the config and the folder from the run directory; "
+                         "give neither a config nor --out")
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        config_text, recorded_shard = meta["config_text"], meta.get("shard") or {}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(f"{folder} is not a qkbench run directory (no readable meta.json)") \
+            from None
+    config = config_module.parse(config_module.parse_yaml_text(config_text, str(folder)),
+                                 f"{folder}/meta.json")
+    specs = config_module.resolve_backends(config)
+    shard = Shard(**recorded_shard) if recorded_shard else Shard()
+    if args.shard is not None and _parse_shard(args.shard) != shard:
+        raise UsageError(f"{folder} holds shard {shard.index}/{shard.count}, not {args.shard}")
+    here = fingerprint()
+    if here["comparability_key"] != meta.get("environment", {}).get("comparability_key"):
+        changed = "; ".join(differences(meta.get("environment", {}), here)[:3])
+        raise UsageError(f"{folder} was started on other hardware or software ({changed}); "
+                         "resuming would mix machines in one table")
+    repair_log(folder)
+    meta.setdefault("resumed_utc", []).append(here["created_utc"])
+    meta["state"] = "running"
+    return config, specs, folder, meta, finished_keys(folder), shard
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config, specs, folder, meta, done, shard = (_resumed_run(args) if args.resume is not None
+                                                else _new_run(args))
 
     # Imported only once the request is known to be good: pandas and pyarrow double the time
     # it takes to refuse a bad one.
     from harness import peaks
     from harness.console import Progress, summary_table, time_split
-    from harness.environment import fingerprint, last_level_cache_bytes
-    from harness.results import RunWriter
+    from harness.environment import last_level_cache_bytes
+    from harness.results import FAILED_STATUSES, RunWriter
     from harness.runner import Runner
 
     try:
         writer = RunWriter(folder)
     except OSError as exc:
         raise UsageError(f"cannot create run directory {folder}: {exc.strerror}") from None
-    meta: dict[str, Any] = {
-        "config_file": str(path), "config": config.model_dump(mode="json", warnings=False),
-        "config_text": path.read_text(encoding="utf-8"),
-        "backends": [{"label": s.label, "path": s.path, "origin": s.origin,
-                      "options": dict(s.options)} for s in specs],
-        "command": sys.argv, "environment": fingerprint(), "state": "running",
-    }
     peaks_by_device, meta["environment"]["peaks"] = peaks.for_run(meta["environment"])
     writer.write_meta(meta)
     show = not (args.quiet or args.no_progress)
     runner = Runner(config, specs, writer, peaks=peaks_by_device,
-                    host_cache_bytes=last_level_cache_bytes())
-    progress = Progress(len(runner.cells()), config.name, enabled=show)
+                    host_cache_bytes=last_level_cache_bytes(), shard=shard, done=done)
+    label = config.name if shard.count == 1 else f"{config.name} {shard.index}/{shard.count}"
+    progress = Progress(len(runner.cells()), label, enabled=show)
     runner.on_cell_done = progress.cell_done
     started = time.monotonic()
     interrupted = False
     try:
-        counts = runner.run()
+        runner.run()
     except KeyboardInterrupt:
         interrupted = True
-        counts = runner.counts
     finally:
         progress.close()
         finishing = time.monotonic()
         summary, _ = writer.finish()
-        counts.spend("writing", time.monotonic() - finishing)
+        runner.counts.spend("writing", time.monotonic() - finishing)
         wall_s = time.monotonic() - started
         meta.update(state="interrupted" if interrupted else "finished", wall_s=round(wall_s, 3),
-                    cells_by_status=counts.by_status,
-                    time_split_s={k: round(v, 3) for k, v in counts.seconds.items()})
+                    cells_by_status=summary["status"].value_counts().to_dict(),
+                    time_split_s={k: round(v, 3) for k, v in runner.counts.seconds.items()})
         writer.write_meta(meta)
     if not args.quiet:
         print(summary_table(summary))
-        print("\n" + time_split(wall_s, counts.seconds))
+        print("\n" + time_split(wall_s, runner.counts.seconds))
     print(f"\nrun directory: {folder}")
     if interrupted:
-        print(f"interrupted: {len(summary)} finished cell(s) kept in {folder}", file=sys.stderr)
+        print(f"interrupted: {len(summary)} finished cell(s) kept in {folder}; "
+              f"finish it with: qkbench run --resume {folder}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if counts.failed:
-        print(f"{counts.failed} cell(s) failed: see the reasons above", file=sys.stderr)
+    failed = int(summary["status"].isin(FAILED_STATUSES).sum())
+    if failed:
+        print(f"{failed} cell(s) failed: see the reasons above", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from harness.merge import merge
+
+    meta, cells, missing = merge(args.runs, args.out)
+    print(f"merged {len(args.runs)} shard(s), {cells} cells, into {args.out}")
+    if missing:
+        shown = "; ".join(missing[:5]) + ("; ..." if len(missing) > 5 else "")
+        print(f"{len(missing)} cell(s) of the sweep are in no shard: {shown}", file=sys.stderr)
+        return EXIT_FAILED
+    if meta["state"] != "finished":
+        print("some shards were interrupted (resume them, then merge again)", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -205,8 +317,21 @@ def cmd_peaks(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import run_command
+
+    return run_command(args)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from harness.history import run_command
+
+    return run_command(args)
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "env": cmd_env,
-            "peaks": cmd_peaks}
+            "merge": cmd_merge,
+            "peaks": cmd_peaks, "compare": cmd_compare, "history": cmd_history}
 
 
 def _one_line(message: str) -> str:

@@ -296,6 +296,11 @@ def read_yaml(path: Path) -> Any:
         raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_yaml_text(text, str(path))
+
+
+def parse_yaml_text(text: str, path: str) -> Any:
+    """YAML text → plain data, safely (no tags that build objects); errors name `path`."""
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except RecursionError:  # PyYAML composes nested nodes recursively

@@ -99,6 +99,35 @@ def sample_rows(cell: Cell, device: str, precision: str,
     return [{**key, **asdict(sample)} for sample in sampling.samples]
 
 
+def key_of(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A row's cell key as a hashable tuple (NaN and NA read back from a log become None)."""
+    return tuple(None if _missing(row.get(column)) else row.get(column) for column in CELL_KEY)
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def finished_keys(folder: Path) -> set[tuple[Any, ...]]:
+    """The keys of the cells a run directory's log already holds."""
+    return {key_of(row) for row in read_jsonl(folder / "cells.jsonl")}
+
+
+def repair_log(folder: Path) -> None:
+    """Make an interrupted run's log safe to append to: drop a torn last line, and drop the
+    samples of a cell whose row never made it (samples are written first), so that re-running
+    that cell leaves no duplicates."""
+    rows = read_jsonl(folder / "cells.jsonl")
+    done = {key_of(row) for row in rows}
+    samples = [s for s in read_jsonl(folder / "samples.jsonl") if key_of(s) in done]
+    for name, records in (("cells.jsonl", rows), ("samples.jsonl", samples)):
+        text = "".join(json.dumps(r, default=_json_default) + "\n" for r in records)
+        write_atomically(folder / name, lambda tmp, text=text: tmp.write_text(text))
+
+
 class RunWriter:
     """Owns one run directory: the append-only log while running, the tables at the end."""
 
@@ -110,11 +139,14 @@ class RunWriter:
 
     def append(self, row: dict[str, Any], samples: list[dict[str, Any]]) -> None:
         """Persist one finished cell: samples first, so a logged row always has its samples."""
-        for sample in samples:
-            self._samples.write(json.dumps(sample) + "\n")
-        self._flush(self._samples)
+        self.append_samples(samples)
         self._cells.write(json.dumps(row, default=_json_default) + "\n")
         self._flush(self._cells)
+
+    def append_samples(self, samples: list[dict[str, Any]]) -> None:
+        for sample in samples:
+            self._samples.write(json.dumps(sample, default=_json_default) + "\n")
+        self._flush(self._samples)
 
     @staticmethod
     def _flush(handle: Any) -> None:
@@ -138,8 +170,8 @@ class RunWriter:
 
 def read_log(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The tables from a run's append-only log; a torn last line (a killed run) is skipped."""
-    summary = typed_summary(pd.DataFrame(_read_jsonl(folder / "cells.jsonl")))
-    samples = typed_samples(pd.DataFrame(_read_jsonl(folder / "samples.jsonl")))
+    summary = typed_summary(pd.DataFrame(read_jsonl(folder / "cells.jsonl")))
+    samples = typed_samples(pd.DataFrame(read_jsonl(folder / "samples.jsonl")))
     return summary, samples
 
 
@@ -198,7 +230,7 @@ def load_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     return summary, samples, meta
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     out = []

@@ -20,10 +20,18 @@ from typing import Any
 from backends.registry import BackendSpec, load_class
 from harness import inputs
 from harness.config import Config
-from harness.results import FAILED_STATUSES, RunWriter, sample_rows, summary_row
-from harness.sweep import Cell, Shape, expand, groups
+from harness.resources import available_bytes, cell_bytes, shape_bytes, too_big
+from harness.results import (
+    FAILED_STATUSES,
+    ITEMSIZE,
+    RunWriter,
+    key_of,
+    sample_rows,
+    summary_row,
+)
+from harness.sweep import Cell, Shape, Shard, expand, groups
 from harness.timing import Sample, SamplerFailed, SamplingResult, StopRule, interleave
-from harness.worker import CellFailure, CellPlan, WorkerHandle
+from harness.worker import CellFailure, CellPlan, WorkerHandle, cold_copies
 
 # How long asking a worker whether its backend is available may take (it imports the library).
 OPEN_TIMEOUT_S = 120.0
@@ -83,9 +91,13 @@ class _CellTimeout:
 class Runner:
     def __init__(self, config: Config, specs: list[BackendSpec], writer: RunWriter,
                  on_cell_done: CellDone = lambda row: None, peaks: Peaks | None = None,
-                 host_cache_bytes: int = 32 << 20) -> None:
+                 host_cache_bytes: int = 32 << 20, shard: Shard = Shard(),
+                 done: set[tuple[Any, ...]] | None = None) -> None:
+        """`shard` picks the part of the sweep to run; cells whose keys are in `done` (from an
+        interrupted run being resumed) are neither run nor recorded again."""
         self.config, self.writer, self.on_cell_done = config, writer, on_cell_done
         self.peaks, self.host_cache_bytes = peaks or {}, host_cache_bytes
+        self.shard, self.done = shard, done or set()
         self.backends: dict[str, _Backend] = {}
         for spec in specs:
             cls = load_class(spec.path)
@@ -97,17 +109,24 @@ class Runner:
         self.counts = RunCounts()
 
     def cells(self) -> list[Cell]:
-        return expand(self.config, list(self.backends))
+        """The cells this run will record: its shard of the sweep, less those already done."""
+        return [cell for cell in expand(self.config, list(self.backends), self.shard)
+                if key_of(cell.key()) not in self.done]
 
     def run(self) -> RunCounts:
         scratch = Path(tempfile.mkdtemp(prefix="qkbench-inputs-"))
+        max_ref = self.config.agreement.max_reference_elements
         try:
-            for shape, shape_groups in groups(self.config, list(self.backends)):
+            for shape, shape_groups in groups(self.config, list(self.backends), self.shard):
                 folder = scratch / f"{shape.n}x{shape.m}x{shape.d_k}"
+                shape_too_big = too_big(shape_bytes(shape, max_ref), available_bytes())
                 for group in shape_groups:
                     runnable = []
                     for cell in group:
-                        reason = self._skip_reason(cell)
+                        if key_of(cell.key()) in self.done:
+                            continue
+                        reason = (self._skip_reason(cell) or shape_too_big
+                                  or self._memory_reason(cell))
                         if reason is None:
                             runnable.append(cell)
                         else:
@@ -205,6 +224,16 @@ class Runner:
                 self.backends[label].worker.request(("release",), RELEASE_TIMEOUT_S)
             except CellFailure:
                 pass  # the next request restarts the worker if this one died
+
+    def _memory_reason(self, cell: Cell) -> str | None:
+        """Why the cell would not fit in host memory now, or None."""
+        shape, copies = cell.shape, 1
+        if cell.variant.cache == "cold":
+            set_bytes = (shape.n + shape.m) * shape.d_k * ITEMSIZE[cell.dtype]
+            copies = cold_copies(set_bytes, self.host_cache_bytes)
+        needed = cell_bytes(shape, cell.dtype, copies,
+                            self.config.agreement.max_reference_elements)
+        return too_big(needed, available_bytes())
 
     def _account_setup(self, figures: dict[str, Any]) -> None:
         self.counts.spend("warm-up and compilation", figures.get("setup_s", 0.0)

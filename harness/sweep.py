@@ -69,13 +69,47 @@ def variants(config: Config) -> list[Variant]:
                                                         sweep.threads or [None])]
 
 
-def groups(config: Config, backend_labels: list[str]) -> list[tuple[Shape, list[list[Cell]]]]:
-    """Per shape, its interleaving groups: each one the cells of one variant, every backend."""
-    return [(shape, [[Cell(label, shape, variant) for label in backend_labels]
-                     for variant in variants(config)])
-            for shape in shapes(config)]
+@dataclass(frozen=True)
+class Shard:
+    """Part `index` (1-based) of `count`: a deterministic 1/count of a sweep's groups."""
+
+    index: int = 1
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """'I/N' with 1 ≤ I ≤ N, else ValueError with a message fit for the user."""
+        index, _, count = text.partition("/")
+        if not (index.strip().isdigit() and count.strip().isdigit()):
+            raise ValueError(f"--shard must look like I/N (for example 2/8), got {text!r}")
+        shard = cls(int(index), int(count))
+        if not 1 <= shard.index <= shard.count:
+            raise ValueError(f"--shard {text}: I must be between 1 and N")
+        return shard
+
+    def takes(self, group_number: int) -> bool:
+        # Round-robin over groups rather than contiguous slices, so every shard gets a mix of
+        # small and large shapes and shards finish at about the same time. Whole groups, so
+        # the backends of a group are still interleaved.
+        return group_number % self.count == self.index - 1
 
 
-def expand(config: Config, backend_labels: list[str]) -> list[Cell]:
-    return [cell for _, shape_groups in groups(config, backend_labels)
+def groups(config: Config, backend_labels: list[str], shard: Shard = Shard()
+           ) -> list[tuple[Shape, list[list[Cell]]]]:
+    """Per shape, its interleaving groups (each one the cells of one variant, every backend);
+    with a shard, only the groups that shard takes. Shapes left without groups are dropped."""
+    out, number = [], 0
+    for shape in shapes(config):
+        taken = []
+        for variant in variants(config):
+            if shard.takes(number):
+                taken.append([Cell(label, shape, variant) for label in backend_labels])
+            number += 1
+        if taken:
+            out.append((shape, taken))
+    return out
+
+
+def expand(config: Config, backend_labels: list[str], shard: Shard = Shard()) -> list[Cell]:
+    return [cell for _, shape_groups in groups(config, backend_labels, shard)
             for group in shape_groups for cell in group]

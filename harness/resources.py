@@ -1,0 +1,62 @@
+"""Step 5a: will a cell fit? Estimate its memory before running it, instead of being killed.
+
+The OOM killer ends a process without a word, and on Linux it may pick the main process rather
+than the worker, losing the run's bookkeeping. So before a shape's inputs are built and before
+each cell is set up, the runner estimates the host memory it will need and skips the cell with
+the reason when that is more than the memory available now (with a safety margin).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from harness.results import ITEMSIZE
+from harness.sweep import Shape
+
+# Leave this share of the available memory to everything else (page cache, other processes).
+SAFETY = 0.8
+
+
+def available_bytes() -> int | None:
+    """Memory that can be allocated now without swapping (Linux MemAvailable), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def reference_rows(shape: Shape, max_reference_elements: int) -> int:
+    return shape.n if shape.n * shape.m <= max_reference_elements else \
+        max(1, max_reference_elements // shape.m)
+
+
+def shape_bytes(shape: Shape, max_reference_elements: int) -> int:
+    """The main process's share: float64 master inputs and the reference rows (and a copy
+    of each while they are written out)."""
+    rows = reference_rows(shape, max_reference_elements)
+    return 2 * 8 * ((shape.n + shape.m) * shape.d_k + rows * shape.m)
+
+
+def cell_bytes(shape: Shape, dtype: str, input_copies: int, max_reference_elements: int) -> int:
+    """A worker's peak for one cell: inputs in the dtype (twice: host and prepared, per copy),
+    two outputs (the result and its host copy), and the float64 error arrays of the check."""
+    size = ITEMSIZE[dtype]
+    inputs = 2 * input_copies * (shape.n + shape.m) * shape.d_k * size
+    outputs = 2 * shape.n * shape.m * size
+    check = 4 * 8 * reference_rows(shape, max_reference_elements) * shape.m
+    return inputs + outputs + check
+
+
+def too_big(needed: int, available: int | None) -> str | None:
+    """The skip reason when `needed` bytes do not fit, else None."""
+    if available is None or needed <= SAFETY * available:
+        return None
+    return (f"needs about {needed / 2**30:.1f} GiB of host memory, "
+            f"{available / 2**30:.1f} GiB available")
