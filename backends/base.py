@@ -95,6 +95,29 @@ class Backend:
         None means the host CPU's last-level cache (right for CPU backends)."""
         return None
 
+    # ------------------------------------------------------------------ device hooks
+    # Optional; the defaults suit a CPU library. GPU backends override them.
+
+    def device_memory(self) -> tuple[int, int] | None:
+        """(free, total) bytes of device memory, so a cell that cannot fit is skipped rather
+        than failing; None for host memory (the harness checks that itself)."""
+        return None
+
+    def reset_peak_memory(self) -> None:
+        """Start counting peak device memory for a new cell."""
+
+    def peak_memory_bytes(self) -> int | None:
+        """Peak device memory since `reset_peak_memory`, or None when not tracked."""
+        return None
+
+    def telemetry(self) -> dict[str, float]:
+        """Clock, temperature, power now (keys: sm_clock_mhz, temperature_c, power_w), read at
+        the start and the end of each cell so throttling shows; {} when unknown."""
+        return {}
+
+    def cleanup(self) -> None:
+        """Undo per-cell global settings (TF32 mode, ...) after a cell."""
+
 
 def missing_package_reason(module: str, extra: str) -> str | None:
     """The 'why not' for a backend whose library is not importable, or None if it is."""

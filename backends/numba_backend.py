@@ -35,8 +35,8 @@ enough independent chains to cover the FMA latency while leaving room for the op
   `nnan`/`ninf` would allow NaN and inf handling to be optimised away. NaN in Q or K must
   reach S, because the harness's agreement check has to see it.
 
-With this structure LLVM's loop vectoriser produces the tile by itself, so no Numba setting
-(SLP vectorisation, NUMBA_* variables) is changed.
+The one Numba setting the kernel relies on, SLP vectorisation, is switched on by the backend
+itself and only while the kernel is called (see `_call_with_slp`).
 """
 
 from __future__ import annotations
@@ -257,5 +257,27 @@ class NumbaBackend(_NumbaBackend):
         width = _panel_width(q.dtype)
         s = np.empty((n, m), dtype=q.dtype)
         kp = np.empty(((m + width - 1) // width, d_k, width), dtype=q.dtype)
-        _kernels()["blocked"](q, k, kp, s)
+        _call_with_slp(_kernels()["blocked"], q, k, kp, s)
         return s
+
+
+def _call_with_slp(kernel: Any, *args: Any) -> None:
+    """Call `kernel` with LLVM's SLP vectoriser enabled for whatever this call compiles.
+
+    The tile's inner loops are fully unrolled before LLVM's loop vectoriser runs, leaving 8 × W
+    scalar FMAs per t; only the SLP (straight-line) vectoriser turns them back into vector
+    FMAs (without it: scalar code, ~2 GFLOP/s). Numba turns SLP off by default after a
+    miscompilation elsewhere (numba#8705) and reads the switch only while compiling, so it is
+    switched on just for this call: a first call compiles (or loads from the cache) with it,
+    later calls only pay two attribute writes, and no other jitted code in the process
+    (numba-loops, anything in the same test session) is compiled with it. The on-disk cache
+    does not record the switch, which is why the kernel must only ever be called through here.
+    """
+    from numba.core import config
+
+    saved = config.SLP_VECTORIZE
+    config.SLP_VECTORIZE = 1
+    try:
+        kernel(*args)
+    finally:
+        config.SLP_VECTORIZE = saved

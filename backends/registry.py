@@ -28,6 +28,11 @@ BUILTINS: dict[str, str] = {
     "numba-loops": "backends.numba_backend:NumbaLoopsBackend",
     "numba": "backends.numba_backend:NumbaBackend",
     "torch-cpu": "backends.torch_backend:TorchCpuBackend",
+    "torch-cuda": "backends.torch_backend:TorchCudaBackend",
+    "torch-cuda-tf32": "backends.torch_backend:TorchCudaTf32Backend",
+    "torch-mps": "backends.torch_backend:TorchMpsBackend",
+    "cupy": "backends.cupy_backend:CupyBackend",
+    "cupy-tf32": "backends.cupy_backend:CupyTf32Backend",
 }
 
 

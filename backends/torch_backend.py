@@ -1,4 +1,5 @@
-"""Backend `torch-cpu`: torch.matmul on CPU tensors that share memory with the NumPy inputs."""
+"""Backends on PyTorch: `torch-cpu` (CPU tensors sharing memory with the NumPy inputs),
+`torch-cuda` and `torch-cuda-tf32` (NVIDIA GPUs), `torch-mps` (Apple GPUs)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,14 @@ from backends.base import Backend, missing_package_reason
 class TorchCpuBackend(Backend):
     name = "torch-cpu"
     device = "cpu"
-    dtypes = ("float16", "float32", "float64")
+    dtypes = ("float16", "bfloat16", "float32", "float64")
 
     def unavailable(self) -> str | None:
         return missing_package_reason("torch", "torch")
 
     def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
-        import torch
-
         # from_numpy shares memory, so prepare costs no copy; contiguity keeps matmul on BLAS.
-        return (torch.from_numpy(np.ascontiguousarray(q)),
-                torch.from_numpy(np.ascontiguousarray(k)))
+        return _torch_from_numpy(q), _torch_from_numpy(k)
 
     def scores(self, q: Any, k: Any) -> Any:
         import torch
@@ -30,7 +28,7 @@ class TorchCpuBackend(Backend):
         return torch.matmul(q, k.t())
 
     def to_numpy(self, s: Any) -> np.ndarray:
-        return s.numpy()
+        return _tensor_to_numpy(s)
 
     def info(self) -> dict[str, Any]:
         import torch
@@ -43,3 +41,176 @@ class TorchCpuBackend(Backend):
         if not hasattr(self, "_default_threads"):
             self._default_threads = torch.get_num_threads()
         torch.set_num_threads(self._default_threads if count is None else count)
+
+
+def _torch_from_numpy(array: np.ndarray) -> Any:
+    """A CPU tensor sharing memory with `array`; bfloat16 (from ml_dtypes) goes via its bits,
+    since torch.from_numpy does not know ml_dtypes."""
+    import torch
+
+    array = np.ascontiguousarray(array)
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(array.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
+def _tensor_to_numpy(s: Any) -> np.ndarray:
+    import torch
+
+    s = s.detach().cpu()
+    if s.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return s.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return s.numpy()
+
+
+class TorchCudaBackend(Backend):
+    """torch.matmul on CUDA tensors, float32 computed in full float32 (TF32 off).
+
+    PyTorch may compute float32 matmuls in TF32 on Ampere and newer GPUs, which is 2^13 times
+    less precise; this backend turns TF32 off before its first matmul (PyTorch's switch and
+    NVIDIA_TF32_OVERRIDE=0 for cuBLAS) and restores PyTorch's setting after each cell. The
+    `torch-cuda-tf32` variant allows TF32 and says so: its float32 rows have precision tf32.
+    """
+
+    name = "torch-cuda"
+    device = "gpu"
+    dtypes = ("float16", "bfloat16", "float32", "float64")
+    allow_tf32 = False
+
+    def unavailable(self) -> str | None:
+        missing = missing_package_reason("torch", "torch")
+        if missing:
+            return missing
+        import torch
+
+        if torch.version.cuda is None:
+            return f"torch {torch.__version__} is a build without CUDA (a CPU-only wheel)"
+        if not torch.cuda.is_available():
+            return f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA GPU"
+        return None
+
+    def precision(self, dtype: str) -> str:
+        return "tf32" if dtype == "float32" and self.allow_tf32 else dtype
+
+    def _set_tf32(self) -> None:
+        import torch
+
+        from backends.gpu_support import allow_tf32_again, forbid_tf32_everywhere
+
+        # Before the first matmul creates the cuBLAS handle, which reads the override.
+        (allow_tf32_again if self.allow_tf32 else forbid_tf32_everywhere)()
+        matmul = torch.backends.cuda.matmul
+        if not hasattr(self, "_saved_tf32"):
+            self._saved_tf32 = matmul.allow_tf32
+        matmul.allow_tf32 = self.allow_tf32
+
+    def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
+        self._set_tf32()
+        return (_torch_from_numpy(q).to("cuda", non_blocking=False),
+                _torch_from_numpy(k).to("cuda", non_blocking=False))
+
+    def scores(self, q: Any, k: Any) -> Any:
+        import torch
+
+        return torch.matmul(q, k.t())
+
+    def sync(self) -> None:
+        import torch
+
+        torch.cuda.synchronize()
+
+    def to_numpy(self, s: Any) -> np.ndarray:
+        return _tensor_to_numpy(s)
+
+    def cleanup(self) -> None:
+        import torch
+
+        if hasattr(self, "_saved_tf32"):
+            torch.backends.cuda.matmul.allow_tf32 = self._saved_tf32
+            del self._saved_tf32
+
+    def info(self) -> dict[str, Any]:
+        import torch
+
+        return {"library_version": torch.__version__,
+                "device_name": torch.cuda.get_device_name()}
+
+    def cache_bytes(self) -> int | None:
+        import torch
+
+        return int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0)) or None
+
+    def device_memory(self) -> tuple[int, int] | None:
+        import torch
+
+        free, total = torch.cuda.mem_get_info()
+        return int(free), int(total)
+
+    def reset_peak_memory(self) -> None:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+    def peak_memory_bytes(self) -> int | None:
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+
+    def telemetry(self) -> dict[str, float]:
+        from backends.gpu_support import nvml_telemetry
+
+        import torch
+
+        return nvml_telemetry(torch.cuda.current_device())
+
+
+class TorchCudaTf32Backend(TorchCudaBackend):
+    """torch-cuda with TF32 allowed for float32: faster on tensor cores, 10-bit mantissa."""
+
+    name = "torch-cuda-tf32"
+    dtypes = ("float32",)
+    allow_tf32 = True
+
+
+class TorchMpsBackend(Backend):
+    """torch.matmul on Apple GPUs through Metal (MPS). MPS has no float64."""
+
+    name = "torch-mps"
+    device = "gpu"
+    dtypes = ("float16", "bfloat16", "float32")
+
+    def unavailable(self) -> str | None:
+        missing = missing_package_reason("torch", "torch")
+        if missing:
+            return missing
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_built():
+            return f"torch {torch.__version__} was built without MPS (Apple GPU) support"
+        if not mps.is_available():
+            return f"torch {torch.__version__} sees no MPS device (not an Apple-silicon Mac?)"
+        return None
+
+    def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
+        return _torch_from_numpy(q).to("mps"), _torch_from_numpy(k).to("mps")
+
+    def scores(self, q: Any, k: Any) -> Any:
+        import torch
+
+        return torch.matmul(q, k.t())
+
+    def sync(self) -> None:
+        import torch
+
+        torch.mps.synchronize()
+
+    def to_numpy(self, s: Any) -> np.ndarray:
+        return _tensor_to_numpy(s)
+
+    def info(self) -> dict[str, Any]:
+        import torch
+
+        return {"library_version": torch.__version__}

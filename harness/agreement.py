@@ -71,9 +71,9 @@ def check_output(s: object, expected_shape: tuple[int, int], dtype: str) -> str 
         return f"to_numpy returned {type(s).__name__}, not a numpy.ndarray"
     if s.shape != expected_shape:
         return f"output has shape {s.shape}, expected {expected_shape}"
-    if dtype != "bfloat16" and s.dtype != np.dtype(dtype):
+    if s.dtype.name != dtype:  # bfloat16 arrays (ml_dtypes) are named "bfloat16" too
         # A float32 cell answered in float64 was probably computed in float64: not comparable.
-        return f"output dtype is {s.dtype}, expected {dtype}"
+        return f"output dtype is {s.dtype.name}, expected {dtype}"
     return None
 
 

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only part I of N of the sweep (merge the parts with 'merge')")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
+    run.add_argument("--no-plots", action="store_true",
+                     help="draw no figures at the end (default: RUN_DIR/figures/)")
 
     validate = commands.add_parser("validate", help="check a config; print how many cells it has")
     validate.add_argument("config")
@@ -93,6 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--min-runs", type=int, default=3, metavar="K",
                          help="runs needed on each side of a step (default 3)")
     history.add_argument("--no-plots", action="store_true", help="write no trend plots")
+
+    plot = commands.add_parser(
+        "plot", help="draw figures (PNG and SVG) of one run, or of several machines together")
+    plot.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                      help="run directories; several are compared, labelled by machine")
+    plot.add_argument("--out", type=Path, metavar="DIR",
+                      help="where the figures go (default: the first RUN's figures/)")
+    plot.add_argument("--baseline-backend", metavar="NAME",
+                      help="the backend speedups are measured against (default: numpy)")
+
+    report = commands.add_parser(
+        "report", help="write a self-contained HTML report and a Markdown summary")
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                        help="run directories; several are compared, labelled by machine")
+    report.add_argument("--baseline", type=Path, metavar="RUN",
+                        help="a run directory to compare with, cell by cell")
+    report.add_argument("--out", type=Path, metavar="FILE",
+                        help="the HTML file (default: the first RUN's report.html); the "
+                             "Markdown summary goes next to it (.md)")
+    report.add_argument("--baseline-backend", metavar="NAME",
+                        help="the backend speedups are measured against (default: numpy)")
     return parser
 
 
@@ -273,6 +296,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(summary_table(summary))
         print("\n" + time_split(wall_s, runner.counts.seconds))
     print(f"\nrun directory: {folder}")
+    if not (interrupted or args.no_plots):
+        _draw_run_figures(folder, args.quiet)
     if interrupted:
         print(f"interrupted: {len(summary)} finished cell(s) kept in {folder}; "
               f"finish it with: qkbench run --resume {folder}", file=sys.stderr)
@@ -329,9 +354,57 @@ def cmd_history(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def _check_run_dirs(folders: list[Path]) -> None:
+    """Refuse a missing run directory before matplotlib and pandas are imported."""
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise UsageError(f"run directory not found: {folder}")
+        if not os.path.isfile(folder / "summary.parquet"):
+            raise UsageError(f"{folder} is not a finished run directory (no summary.parquet)")
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    _check_run_dirs(args.runs)
+    from harness.plots import plot_runs
+
+    written, skipped = plot_runs(args.runs, out=args.out, baseline_backend=args.baseline_backend)
+    folder = written[0].parent if written else (args.out or args.runs[0] / "figures")
+    print(f"{len(written)} file(s) in {folder}: "
+          + ", ".join(sorted({p.stem for p in written})))
+    for name, why in skipped.items():
+        print(f"not drawn: {name} ({why})")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    _check_run_dirs(args.runs + ([args.baseline] if args.baseline is not None else []))
+    from harness.report import write
+
+    html_path, markdown_path = write(args.runs, baseline=args.baseline, out=args.out,
+                                     baseline_backend=args.baseline_backend)
+    print(f"report: {html_path}\nsummary: {markdown_path}")
+    return EXIT_OK
+
+
+def _draw_run_figures(folder: Path, quiet: bool) -> None:
+    """The default figures at the end of `qkbench run`. Drawing is a convenience on top of the
+    tables: whatever goes wrong here is one warning line and never changes the exit code."""
+    try:
+        from harness.plots import plot_runs
+
+        written, _ = plot_runs([folder])
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - see the docstring
+        print(f"qkbench: warning: figures not drawn: {_one_line(str(exc) or type(exc).__name__)}",
+              file=sys.stderr)
+        return
+    if written and not quiet:
+        print(f"figures: {written[0].parent}")
+
+
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "backends": cmd_backends, "env": cmd_env,
             "merge": cmd_merge,
-            "peaks": cmd_peaks, "compare": cmd_compare, "history": cmd_history}
+            "peaks": cmd_peaks, "compare": cmd_compare, "history": cmd_history,
+            "plot": cmd_plot, "report": cmd_report}
 
 
 def _one_line(message: str) -> str:

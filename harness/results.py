@@ -42,17 +42,21 @@ SUMMARY_COLUMNS = [
     "median_s", "ci_low_s", "ci_high_s", "rel_ci", "samples", "calls_per_sample", "converged",
     "stopped_by", "first_call_s", "cache_copies", "flops", "bytes", "intensity", "gflops", "gbps",
     "peak_gflops", "pct_peak", "max_err", "mean_err", "err_bound", "checked_rows", "threads",
-    "library_version",
+    "library_version", "device_name", "peak_device_bytes", "sm_clock_start_mhz",
+    "sm_clock_end_mhz", "temperature_start_c", "temperature_end_c", "power_start_w",
+    "power_end_w", "throttled",
 ]
 SAMPLE_COLUMNS = ["backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
                   "threads_requested", "round", "t_start", "seconds", "calls"]
 _INTEGER_COLUMNS = ["n", "m", "d_k", "threads_requested", "samples", "calls_per_sample",
-                    "cache_copies", "flops", "bytes", "checked_rows", "threads"]
+                    "cache_copies", "flops", "bytes", "checked_rows", "threads",
+                    "peak_device_bytes"]
 _FLOAT_COLUMNS = ["median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s", "intensity",
                   "gflops", "gbps", "peak_gflops", "pct_peak", "max_err", "mean_err",
-                  "err_bound"]
+                  "err_bound", "sm_clock_start_mhz", "sm_clock_end_mhz", "temperature_start_c",
+                  "temperature_end_c", "power_start_w", "power_end_w"]
 _STRING_COLUMNS = ["backend", "device", "dtype", "precision", "phase", "cache", "status",
-                   "reason", "stopped_by", "library_version"]
+                   "reason", "stopped_by", "library_version", "device_name"]
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
@@ -183,6 +187,7 @@ def typed_summary(frame: pd.DataFrame) -> pd.DataFrame:
     for column in _FLOAT_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame["converged"] = frame["converged"].fillna(False).astype(bool)
+    frame["throttled"] = frame["throttled"].astype("boolean")  # empty: no clock was read
     return frame
 
 

@@ -73,6 +73,18 @@ class RunCounts:
         return sum(self.by_status.get(s, 0) for s in FAILED_STATUSES)
 
 
+# A cell is flagged as throttled when the GPU's SM clock fell by more than this share between
+# the end of warm-up and the end of sampling: the hardware bent that number.
+THROTTLE_DROP = 0.05
+
+
+def throttled(figures: dict[str, Any]) -> bool | None:
+    start, end = figures.get("sm_clock_start_mhz"), figures.get("sm_clock_end_mhz")
+    if not start or end is None:
+        return None
+    return bool(end < (1.0 - THROTTLE_DROP) * start)
+
+
 class _CellTimeout:
     """A cell's hard time limit, counted only while its own worker works on it: with
     interleaving, a cell also waits while the other backends of its group take their turns."""
@@ -216,14 +228,16 @@ class Runner:
         for label, result in results.items():
             cell, figures, _ = ready[label]
             self.counts.spend("timed work", sum(s.seconds * s.calls for s in result.samples))
-            if result.failure is not None:
-                self._record(cell, result.failure.status, result.failure.reason, figures)
-            else:
-                self._record(cell, "ok", "", figures, result)
-            try:
-                self.backends[label].worker.request(("release",), RELEASE_TIMEOUT_S)
+            try:  # the closing telemetry and peak memory belong to the row
+                figures.update(self.backends[label].worker.request(("release",),
+                                                                   RELEASE_TIMEOUT_S))
             except CellFailure:
                 pass  # the next request restarts the worker if this one died
+            if result.failure is None:
+                figures["throttled"] = throttled(figures)
+                self._record(cell, "ok", "", figures, result)
+            else:
+                self._record(cell, result.failure.status, result.failure.reason, figures)
 
     def _memory_reason(self, cell: Cell) -> str | None:
         """Why the cell would not fit in host memory now, or None."""

@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from backends.gpu_support import is_out_of_memory
 from harness import agreement, inputs
 from harness.timing import KernelTimer
 
@@ -105,6 +106,8 @@ class _Session:
         copies = 1
         if plan.cache == "cold":
             copies = cold_copies(q.nbytes + k.nbytes, backend.cache_bytes() or plan.host_cache_bytes)
+        self._check_device_memory(q, k, copies, plan)
+        backend.reset_peak_memory()
         host_sets = [(q, k)] + [(q.copy(), k.copy()) for _ in range(copies - 1)]
         if plan.phase == "kernel":
             # Inputs already where the backend wants them; the result stays there.
@@ -142,17 +145,41 @@ class _Session:
         self.calls, block_s = self.timer.calibrate(plan.min_sample_s, plan.warmup_s)
         figures.update(calls_per_sample=self.calls, block_s=block_s,
                        warmup_s=clock() - warm_start)
+        # Read after warm-up, when the clocks have risen to what sampling will see.
+        figures.update(_telemetry(backend, "start"))
         return figures
+
+    def _check_device_memory(self, q: Any, k: Any, copies: int, plan: CellPlan) -> None:
+        """Skip (not fail) a cell whose inputs and outputs cannot fit in device memory: the
+        input copies (twice in end-to-end, where each call makes its own) and two outputs."""
+        memory = self.backend.device_memory()
+        if memory is None:
+            return
+        free, total = memory
+        inputs_bytes = copies * (q.nbytes + k.nbytes) * (2 if plan.phase == "end_to_end" else 1)
+        needed = inputs_bytes + 2 * q.shape[0] * k.shape[0] * q.itemsize
+        if needed > 0.9 * free:
+            raise CellFailure("skipped", f"needs about {needed / 2**30:.1f} GiB of device "
+                              f"memory, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
 
     def sample(self, count: int, round_number: int) -> list[Any]:
         assert self.timer is not None, "sample before setup"
         return self.timer.samples(count, self.calls, round_number)
 
-    def release(self) -> None:
+    def release(self) -> dict[str, Any]:
+        """End the cell: its closing telemetry and peak memory; undo per-cell settings."""
+        figures: dict[str, Any] = {}
+        if self.timer is not None:
+            figures.update(_telemetry(self.backend, "end"))
+            peak = self.backend.peak_memory_bytes()
+            if peak is not None:
+                figures["peak_device_bytes"] = int(peak)
         self.timer = None
         if self.threads_set:  # nothing leaks into the next cell
             self.backend.set_threads(None)
             self.threads_set = False
+        self.backend.cleanup()
+        return figures
 
 
 def _precision(backend: Any, dtype: str) -> str:
@@ -160,6 +187,20 @@ def _precision(backend: Any, dtype: str) -> str:
     bound uses it, so a backend that declares less precision is held to a looser bound."""
     precision = getattr(backend, "precision", None)
     return str(precision(dtype)) if callable(precision) else dtype
+
+
+def _telemetry(backend: Any, when: str) -> dict[str, float]:
+    """sm_clock_start_mhz, temperature_end_c, ...: a backend's readings, named by moment."""
+    try:
+        readings = backend.telemetry() or {}
+    except Exception:  # telemetry is extra information; it never fails a cell
+        return {}
+    out = {}
+    for key, value in readings.items():
+        stem, _, unit = key.rpartition("_")
+        if stem and isinstance(value, (int, float)):
+            out[f"{stem}_{when}_{unit}"] = float(value)
+    return out
 
 
 def _safe_info(backend: Any) -> dict[str, Any]:
@@ -192,7 +233,8 @@ def worker_main(conn: Connection, backend_path: str, options: dict[str, Any]) ->
             except MemoryError:
                 reply = ("fail", "oom", "out of host memory", {})
             except Exception as exc:
-                reply = ("fail", "error", _describe(exc), {})
+                status = "oom" if is_out_of_memory(exc) else "error"
+                reply = ("fail", status, _describe(exc), {})
         if not _send(conn, reply):
             return
 

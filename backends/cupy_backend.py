@@ -1,0 +1,118 @@
+"""Backends `cupy` and `cupy-tf32`: `q @ k.T` on CUDA arrays through CuPy (cuBLAS).
+
+CuPy computes float32 matmuls in TF32 only when asked (CUPY_TF32=1, read at the first float32
+matmul); `cupy` additionally sets NVIDIA_TF32_OVERRIDE=0 before CuPy creates its cuBLAS handle,
+so its float32 rows are full float32 whatever the environment says. `cupy-tf32` asks for TF32
+and records precision tf32. Both run in worker processes of their own, so these process-wide
+settings never reach another backend. CuPy has no bfloat16 matmul.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from backends.base import Backend
+
+
+class CupyBackend(Backend):
+    name = "cupy"
+    device = "gpu"
+    dtypes = ("float16", "float32", "float64")
+    allow_tf32 = False
+
+    def unavailable(self) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec("cupy") is None:
+            return "cupy is not installed (pip install 'qkbench[cupy]', a cupy-cudaXXx wheel)"
+        try:
+            import cupy
+        except Exception as exc:  # CUDA libraries missing or mismatched
+            return f"cupy cannot be imported: {type(exc).__name__}: {exc}"
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # no driver: cudaErrorNoDevice, cudaErrorInsufficientDriver
+            return f"cupy {cupy.__version__} sees no usable CUDA GPU ({exc})"
+        if count == 0:
+            return f"cupy {cupy.__version__} sees no CUDA GPU"
+        return None
+
+    def _configure_tf32(self) -> None:
+        os.environ["CUPY_TF32"] = "1" if self.allow_tf32 else "0"
+        if self.allow_tf32:
+            os.environ.pop("NVIDIA_TF32_OVERRIDE", None)
+        else:
+            os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
+
+    def precision(self, dtype: str) -> str:
+        return "tf32" if dtype == "float32" and self.allow_tf32 else dtype
+
+    def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
+        import cupy
+
+        self._configure_tf32()  # before the first matmul initialises cuBLAS
+        return cupy.asarray(np.ascontiguousarray(q)), cupy.asarray(np.ascontiguousarray(k))
+
+    def scores(self, q: Any, k: Any) -> Any:
+        return q @ k.T
+
+    def sync(self) -> None:
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+
+    def to_numpy(self, s: Any) -> np.ndarray:
+        import cupy
+
+        return cupy.asnumpy(s)
+
+    def info(self) -> dict[str, Any]:
+        import cupy
+
+        device = cupy.cuda.Device()
+        name = cupy.cuda.runtime.getDeviceProperties(device.id)["name"]
+        return {"library_version": cupy.__version__,
+                "device_name": name.decode() if isinstance(name, bytes) else str(name)}
+
+    def cache_bytes(self) -> int | None:
+        import cupy
+
+        size = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id).get("l2CacheSize")
+        return int(size) if size else None
+
+    def device_memory(self) -> tuple[int, int] | None:
+        import cupy
+
+        free, total = cupy.cuda.runtime.memGetInfo()
+        # Blocks CuPy's pool holds but does not use are free for this cell too.
+        pool = cupy.get_default_memory_pool()
+        return int(free + pool.free_bytes()), int(total)
+
+    def reset_peak_memory(self) -> None:
+        import cupy
+
+        cupy.get_default_memory_pool().free_all_blocks()
+
+    def peak_memory_bytes(self) -> int | None:
+        import cupy
+
+        # The pool keeps every block it allocated during the cell: its size is the peak.
+        return int(cupy.get_default_memory_pool().total_bytes())
+
+    def telemetry(self) -> dict[str, float]:
+        import cupy
+
+        from backends.gpu_support import nvml_telemetry
+
+        return nvml_telemetry(cupy.cuda.Device().id)
+
+
+class CupyTf32Backend(CupyBackend):
+    """cupy with TF32 allowed for float32 (tensor cores, 10-bit mantissa), recorded as tf32."""
+
+    name = "cupy-tf32"
+    dtypes = ("float32",)
+    allow_tf32 = True

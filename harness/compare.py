@@ -1,0 +1,609 @@
+"""Step 7: two run directories → a verdict per cell: slower, faster, same, or not comparable.
+
+The question CI asks is "did this change make a kernel slower?", and a check that cries wolf is
+soon ignored, so a cell is called slower only when two things hold at once (the rule asv uses):
+
+* the change is statistically significant: the confidence interval of the ratio of medians
+  (candidate / baseline) excludes 1, and
+* the change is large enough to matter: it exceeds a threshold (10% unless told otherwise).
+
+Both are folded into one test: **slower when the whole interval lies above 1 + t, faster when
+it lies below 1 / (1 + t)**, same otherwise. Why not the weaker "ratio above 1 + t and interval
+above 1": the interval only covers the noise *within* a run (which samples the run happened to
+take). Two runs of unchanged code also differ *between* runs (frequency scaling, other tenants,
+where the buffers landed), and that shift is not in any interval computed from one pair of runs.
+Demanding the whole interval beyond the threshold makes the threshold the allowance for that
+shift; `benchmarks/aa_false_alarms.py` measures both rules on real A/A runs. The faster bound
+is 1 / (1 + t), not 1 − t, so swapping baseline and candidate swaps slower and faster exactly.
+
+The interval is a seeded percentile bootstrap of the ratio of medians over the raw per-call
+samples (samples.parquet), resampling each run's samples independently. Timings are skewed and
+the ratio of two medians has no simple formula, which is what the bootstrap is for.
+
+Drift-proof mode (`normalize_by`): the harness samples all backends of a group (shape, dtype,
+phase, cache, threads) in interleaved rounds, so a shared machine's drift falls on all of them
+within a round. Each sample is divided by the reference backend's median in the same run, group
+and round; those normalised values are then compared between runs as above. A machine that is
+40% slower today slows the reference by as much, and the normalised values do not move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import UsageError
+from harness.results import CELL_KEY, KEY_DEFAULTS, load_run
+
+DEFAULT_THRESHOLD = 0.10
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+SEED = 0
+MIN_SAMPLES = 6  # the fewest with an order-statistic 95% interval of the median (harness.stats)
+
+# What runs written before the fingerprint had a comparability_key are compared on.
+LEGACY_FIELDS = ("cpu.model", "cpu.logical_cores", "libraries")
+
+# Output order: what needs attention first.
+VERDICT_ORDER = ("slower", "faster", "not comparable", "only in baseline", "only in candidate",
+                 "same", "reference")
+GROUP_KEY = [c for c in CELL_KEY if c != "backend"]  # one interleaving group
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How sure and how large a change must be before a cell is called slower or faster."""
+
+    threshold: float = DEFAULT_THRESHOLD
+    per_backend: Mapping[str, float] = field(default_factory=dict)
+    confidence: float = CONFIDENCE
+    resamples: int = RESAMPLES
+    seed: int = SEED
+    min_samples: int = MIN_SAMPLES
+
+    def threshold_for(self, backend: str) -> float:
+        return self.per_backend.get(backend, self.threshold)
+
+    def decide(self, ci_low: float, ci_high: float, threshold: float) -> str:
+        if ci_low > 1.0 + threshold:
+            return "slower"
+        if ci_high < 1.0 / (1.0 + threshold):
+            return "faster"
+        return "same"
+
+    def describe(self) -> str:
+        pct = f"{100 * self.threshold:g}%"
+        return (f"slower = the {100 * self.confidence:g}% interval of the ratio lies above "
+                f"1 + {pct}, faster = below 1 / (1 + {pct})")
+
+
+@dataclass(frozen=True)
+class CellResult:
+    key: dict[str, Any]  # the CELL_KEY columns
+    verdict: str
+    baseline: float = math.nan  # median (seconds), or median normalised value
+    candidate: float = math.nan
+    ratio: float = math.nan  # candidate / baseline
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    threshold: float = math.nan
+    baseline_samples: int = 0
+    candidate_samples: int = 0
+    baseline_status: str = ""
+    candidate_status: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: Path
+    candidate: Path
+    rule: Rule
+    normalize_by: str | None
+    cells: list[CellResult]
+    environment_differences: list[str]
+    commits: tuple[str | None, str | None] = (None, None)
+    runs: tuple[int, int] = (1, 1)  # run directories pooled on each side
+
+    def counts(self) -> dict[str, int]:
+        found = {v: 0 for v in VERDICT_ORDER}
+        for cell in self.cells:
+            found[cell.verdict] += 1
+        return found
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.counts()["slower"] else 0
+
+    def ordered(self) -> list[CellResult]:
+        """Regressions first (largest first), then improvements, then the rest."""
+        def order(cell: CellResult) -> tuple[int, float]:
+            ratio = cell.ratio if not math.isnan(cell.ratio) else 1.0
+            return VERDICT_ORDER.index(cell.verdict), -ratio if cell.verdict == "slower" else ratio
+        return sorted(self.cells, key=order)
+
+    def headline(self) -> str:
+        counts = self.counts()
+        text = f"{counts['slower']} slower, {counts['faster']} faster, {counts['same']} same"
+        for verdict in ("not comparable", "only in baseline", "only in candidate"):
+            if counts[verdict]:
+                text += f", {counts[verdict]} {verdict}"
+        return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+
+
+def bootstrap_ratio(baseline: np.ndarray | Sequence[np.ndarray],
+                    candidate: np.ndarray | Sequence[np.ndarray], confidence: float = CONFIDENCE,
+                    resamples: int = RESAMPLES, rng: np.random.Generator | None = None
+                    ) -> tuple[float, float, float]:
+    """(ratio of medians candidate/baseline, interval low, interval high): percentile bootstrap,
+    each side resampled on its own.
+
+    A side is one array of samples, or a list of arrays, one per run. Several runs are
+    resampled in two stages — the runs with replacement, then each drawn run's samples — so
+    that how much whole runs differ from one another (which no single run can show) widens
+    the interval as it should."""
+    rng = rng if rng is not None else np.random.default_rng(SEED)
+    base_runs, cand_runs = _as_runs(baseline), _as_runs(candidate)
+    ratio = float(np.median(np.concatenate(cand_runs)) / np.median(np.concatenate(base_runs)))
+    ratios = (_bootstrap_medians(cand_runs, resamples, rng)
+              / _bootstrap_medians(base_runs, resamples, rng))
+    alpha = 1.0 - confidence
+    low, high = np.quantile(ratios, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return ratio, float(low), float(high)
+
+
+def _as_runs(values: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        return [values.astype(float)]
+    return [np.asarray(v, dtype=float) for v in values]
+
+
+def _bootstrap_medians(runs: list[np.ndarray], resamples: int, rng: np.random.Generator
+                       ) -> np.ndarray:
+    """Medians of `resamples` two-stage resamples, as weighted medians of the sorted samples:
+    a sample's weight is how often the resample drew it (so no resample is materialised)."""
+    values = np.concatenate(runs)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    out = np.empty(resamples)
+    chunk = max(1, 2_000_000 // len(values))  # bounds memory: chunk × samples weights at once
+    for start in range(0, resamples, chunk):
+        count = min(resamples, start + chunk) - start
+        drawn = rng.multinomial(len(runs), np.full(len(runs), 1.0 / len(runs)), size=count)
+        parts = []
+        for i, run in enumerate(runs):
+            # A run drawn k times by a resample contributes k × len(run) draws of its samples.
+            size = len(run)
+            replicate = np.repeat(np.arange(count), drawn[:, i] * size)
+            picks = rng.integers(0, size, size=len(replicate))
+            parts.append(np.bincount(replicate * size + picks,
+                                     minlength=count * size).reshape(count, size))
+        weights = np.concatenate(parts, axis=1)[:, order]
+        cumulative = np.cumsum(weights, axis=1)
+        half = cumulative[:, -1:] / 2.0
+        low = np.argmax(cumulative >= half, axis=1)  # the middle one, or the lower of two
+        high = np.argmax(cumulative > half, axis=1)  # the upper of two (same when odd)
+        out[start:start + count] = 0.5 * (ordered[low] + ordered[high])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparability of two environments
+
+
+def environment_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """What makes two runs' timings not comparable, as 'field: A vs B' strings (empty: none).
+
+    Runs that both carry the fingerprint's `comparability_key` (a hash of the hardware and
+    software fields, see harness.environment) are compared on it; runs written before it existed
+    are compared on CPU model, core count and library versions."""
+    from harness.environment import differences
+
+    key_a, key_b = a.get("comparability_key"), b.get("comparability_key")
+    if key_a is not None and key_b is not None:
+        if key_a == key_b:
+            return []
+        return (differences(dict(a), dict(b))
+                or [f"comparability_key: {key_a} vs {key_b}"])
+    return differences(dict(a), dict(b), LEGACY_FIELDS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading runs
+
+
+@dataclass
+class _Run:
+    folder: Path
+    summary: pd.DataFrame  # with columns _cell and _group added
+    samples: pd.DataFrame  # likewise
+    meta: dict[str, Any]
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        return self.meta.get("environment") or {}
+
+    @property
+    def commit(self) -> str | None:
+        return (self.environment.get("git") or {}).get("commit")
+
+
+def key_tuple(values: Sequence[Any]) -> tuple[Any, ...]:
+    """A hashable cell or group key; NA (threads_requested = library default) becomes None."""
+    return tuple(None if _is_na(v) else (int(v) if isinstance(v, (int, np.integer)) else v)
+                 for v in values)
+
+
+def _is_na(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _with_keys(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    for column in CELL_KEY:  # load_run fills these already; this covers any hand-made frame
+        if column not in frame:
+            frame[column] = KEY_DEFAULTS.get(column)
+    frame["_cell"] = [key_tuple(row) for row in frame[CELL_KEY].itertuples(index=False)]
+    frame["_group"] = [key_tuple(row) for row in frame[GROUP_KEY].itertuples(index=False)]
+    return frame
+
+
+def read_run(folder: Path) -> _Run:
+    summary, samples, meta = load_run(Path(folder))
+    if summary["backend"].isna().any():
+        raise UsageError(f"{folder}: summary.parquet has rows without a backend")
+    return _Run(Path(folder), _with_keys(summary), _with_keys(samples), meta)
+
+
+@dataclass
+class _Side:
+    """One side of a comparison: one run directory, or several runs of one config pooled."""
+
+    path: Path
+    runs: list[_Run]
+    rows: list[dict[tuple[Any, ...], pd.Series]] = field(default_factory=list)  # per run
+
+    def __post_init__(self) -> None:
+        self.rows = [{row["_cell"]: row for _, row in run.summary.iterrows()}
+                     for run in self.runs]
+
+    def cells(self) -> list[tuple[Any, ...]]:
+        return list(dict.fromkeys(cell for rows in self.rows for cell in rows))
+
+    def backends(self) -> set[str]:
+        return {cell[0] for cell in self.cells()}
+
+    def state(self, cell: tuple[Any, ...]) -> tuple[str, str]:
+        """(status, problem): 'ok' and '' when the cell is ok in every run of this side."""
+        rows = [rows.get(cell) for rows in self.rows]
+        statuses = ["missing" if row is None else str(row["status"]) for row in rows]
+        if all(status == "ok" for status in statuses):
+            return "ok", ""
+        if len(rows) == 1:
+            reason = _text(rows[0]["reason"]) if rows[0] is not None else ""
+            return statuses[0], statuses[0] + (f" ({reason})" if reason else "")
+        bad = [status for status in statuses if status != "ok"]
+        return ("mixed", f"{', '.join(sorted(set(bad)))} in {len(bad)} of {len(rows)} runs")
+
+    @property
+    def commit(self) -> str | None:
+        commits = {run.commit for run in self.runs}
+        return commits.pop() if len(commits) == 1 else "several"
+
+
+def read_side(path: Path) -> _Side:
+    """A run directory, or a folder holding run directories of one config (pooled)."""
+    path = Path(path)
+    if not path.is_dir() or (path / "summary.parquet").is_file():
+        return _Side(path, [read_run(path)])
+    inside = sorted(p for p in path.iterdir() if (p / "summary.parquet").is_file())
+    if not inside:
+        raise UsageError(f"{path} is not a finished run directory (no summary.parquet) nor a "
+                         "folder of run directories")
+    runs = [read_run(p) for p in inside]
+    names = sorted({str((run.meta.get("config") or {}).get("name")) for run in runs})
+    if len(names) > 1:
+        raise UsageError(f"{path} holds runs of several configs ({', '.join(names)}); "
+                         "pool the runs of one config only")
+    return _Side(path, runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing
+
+
+def compare_runs(baseline: Path, candidate: Path, rule: Rule | None = None,
+                 normalize_by: str | None = None, allow_different_machines: bool = False
+                 ) -> Comparison:
+    """Give every cell of either side a verdict. Each side is a run directory, or a folder of
+    run directories of one config whose samples are pooled (see `bootstrap_ratio`)."""
+    rule = rule or Rule()
+    base, cand = read_side(baseline), read_side(candidate)
+    first = base.runs[0]
+    differences = list(dict.fromkeys(
+        d for run in base.runs[1:] + cand.runs
+        for d in environment_differences(first.environment, run.environment)))
+    if differences and not allow_different_machines:
+        raise UsageError("baseline and candidate ran on different machines or software ("
+                         + "; ".join(differences)
+                         + "); pass --allow-different-machines to compare anyway")
+    backends = base.backends() | cand.backends()
+    unknown = sorted(set(rule.per_backend) - backends)
+    if unknown:
+        raise UsageError(f"--threshold-for names {', '.join(unknown)}, which neither run has "
+                         f"(backends: {', '.join(sorted(backends))})")
+    if normalize_by is not None:
+        for side, name in ((base, "baseline"), (cand, "candidate")):
+            if normalize_by not in side.backends():
+                raise UsageError(f"--normalize-by {normalize_by}: the {name} has no backend "
+                                 f"{normalize_by!r} (it has: {', '.join(sorted(side.backends()))})")
+    values = ([_values(run, normalize_by) for run in base.runs],
+              [_values(run, normalize_by) for run in cand.runs])
+    base_cells, cand_cells = base.cells(), set(cand.cells())
+    cells = []
+    for cell in base_cells + [c for c in cand.cells() if c not in set(base_cells)]:
+        key = dict(zip(CELL_KEY, cell))
+        if cell not in cand_cells:
+            cells.append(CellResult(key, "only in baseline", baseline_status=base.state(cell)[0]))
+        elif cell not in base_cells:
+            cells.append(CellResult(key, "only in candidate",
+                                    candidate_status=cand.state(cell)[0]))
+        else:
+            cells.append(_compare_cell(key, cell, base, cand, values, rule, normalize_by))
+    return Comparison(Path(baseline), Path(candidate), rule, normalize_by, cells, differences,
+                      (base.commit, cand.commit), (len(base.runs), len(cand.runs)))
+
+
+def _values(run: _Run, normalize_by: str | None) -> dict[tuple[Any, ...], np.ndarray]:
+    """Per cell, the values compared: seconds per call, or those divided by the reference
+    backend's median in the same group and round."""
+    samples = run.samples[np.isfinite(run.samples["seconds"]) & (run.samples["seconds"] > 0)]
+    if normalize_by is not None:
+        reference = samples[samples["backend"] == normalize_by]
+        level = reference.groupby(["_group", "round"])["seconds"].median().rename("_level")
+        samples = samples.join(level, on=["_group", "round"], how="inner")
+        samples = samples.assign(seconds=samples["seconds"] / samples["_level"])
+    return {cell: group["seconds"].to_numpy(dtype=float)
+            for cell, group in samples.groupby("_cell", sort=False)}
+
+
+def _compare_cell(key: dict[str, Any], cell: tuple[Any, ...], base: _Side, cand: _Side,
+                  values: tuple[list[dict[tuple[Any, ...], np.ndarray]], ...], rule: Rule,
+                  normalize_by: str | None) -> CellResult:
+    (b_status, b_problem), (c_status, c_problem) = base.state(cell), cand.state(cell)
+    statuses = dict(baseline_status=b_status, candidate_status=c_status)
+    threshold = rule.threshold_for(key["backend"])
+    if normalize_by is not None and key["backend"] == normalize_by:
+        return CellResult(key, "reference", threshold=threshold, **statuses,
+                          note="the backend the others are divided by")
+    problems = [f"{name} {problem}" for name, problem in (("baseline", b_problem),
+                                                         ("candidate", c_problem)) if problem]
+    if normalize_by is not None and not problems:
+        reference = (normalize_by,) + cell[1:]
+        for side, name in ((base, "baseline"), (cand, "candidate")):
+            status, problem = side.state(reference)
+            if problem:
+                problems.append(f"the reference {normalize_by} in the {name}: {problem}")
+    if problems:
+        return CellResult(key, "not comparable", threshold=threshold, **statuses,
+                          note="; ".join(problems))
+    b_runs = [v[cell] for v in values[0] if cell in v and len(v[cell])]
+    c_runs = [v[cell] for v in values[1] if cell in v and len(v[cell])]
+    b_count, c_count = sum(map(len, b_runs)), sum(map(len, c_runs))
+    counts = dict(baseline_samples=b_count, candidate_samples=c_count)
+    if min(b_count, c_count) < rule.min_samples:
+        what = "values in rounds shared with " + normalize_by if normalize_by else "samples"
+        return CellResult(key, "not comparable", threshold=threshold, **statuses, **counts,
+                          note=f"too few {what} ({b_count} baseline, {c_count} "
+                               f"candidate; at least {rule.min_samples} needed)")
+    rng = np.random.default_rng([rule.seed, zlib.crc32(repr(cell).encode())])
+    ratio, low, high = bootstrap_ratio(b_runs, c_runs, rule.confidence, rule.resamples, rng)
+    verdict = rule.decide(low, high, threshold)
+    note = ""
+    if verdict == "same" and (high > 1.0 + threshold or low < 1.0 / (1.0 + threshold)):
+        note = f"inconclusive: the interval reaches beyond ±{100 * threshold:g}%"
+    return CellResult(key, verdict, float(np.median(np.concatenate(b_runs))),
+                      float(np.median(np.concatenate(c_runs))), ratio, low, high, threshold,
+                      **counts, **statuses, note=note)
+
+
+def _text(value: Any) -> str:
+    return "" if _is_na(value) else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def _shown_key_columns(cells: Sequence[CellResult]) -> list[str]:
+    """Key columns worth a table column: the shape always, the rest only when they vary or
+    differ from their defaults."""
+    shown = []
+    for column in CELL_KEY:
+        values = {c.key[column] for c in cells}
+        default = KEY_DEFAULTS.get(column, object())
+        default = None if _is_na(default) else default
+        if column in ("backend", "dtype", "n", "m", "d_k") or values - {default}:
+            shown.append(column)
+    return shown
+
+
+def _value_text(value: float, normalised: bool) -> str:
+    from harness.console import format_seconds
+
+    if math.isnan(value):
+        return "-"
+    return f"{value:.3f}" if normalised else format_seconds(value)
+
+
+def _rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+    cells = comparison.ordered()
+    columns = _shown_key_columns(cells)
+    unit = f" (÷ {comparison.normalize_by})" if comparison.normalize_by else ""
+    header = columns + [f"baseline{unit}", f"candidate{unit}", "ratio", "95% interval",
+                        "verdict", "note"]
+    rows = []
+    for cell in cells:
+        keys = ["" if cell.key[c] is None else str(cell.key[c]) for c in columns]
+        interval = ("-" if math.isnan(cell.ci_low)
+                    else f"[{cell.ci_low:.3f}, {cell.ci_high:.3f}]")
+        note = cell.note
+        if cell.verdict in ("slower", "faster"):
+            note = f"{100 * (cell.ratio - 1):+.1f}% (threshold {100 * cell.threshold:g}%)"
+        rows.append(keys + [_value_text(cell.baseline, comparison.normalize_by is not None),
+                            _value_text(cell.candidate, comparison.normalize_by is not None),
+                            "-" if math.isnan(cell.ratio) else f"{cell.ratio:.3f}", interval,
+                            cell.verdict, note])
+    return header, rows
+
+
+def _context_lines(comparison: Comparison) -> list[str]:
+    lines = [f"baseline:  {comparison.baseline}"
+             + _commit(comparison.commits[0], comparison.runs[0]),
+             f"candidate: {comparison.candidate}"
+             + _commit(comparison.commits[1], comparison.runs[1])]
+    how = comparison.rule.describe()
+    if comparison.rule.per_backend:
+        how += " (" + ", ".join(f"{b}: {100 * t:g}%"
+                                for b, t in sorted(comparison.rule.per_backend.items())) + ")"
+    lines.append(f"rule: {how}")
+    if comparison.normalize_by:
+        lines.append(f"normalised: each sample ÷ {comparison.normalize_by}'s median in the same "
+                     "run, group and interleaving round")
+    if comparison.environment_differences:
+        lines.append("note: the runs' environments differ (allowed): "
+                     + "; ".join(comparison.environment_differences))
+    return lines
+
+
+def _commit(commit: str | None, runs: int) -> str:
+    facts = [f"{runs} runs pooled"] if runs > 1 else []
+    if commit:
+        facts.append(f"commit {commit[:10]}")
+    return f" ({', '.join(facts)})" if facts else ""
+
+
+def to_text(comparison: Comparison) -> str:
+    """The terminal table."""
+    header, rows = _rows(comparison)
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    lines = _context_lines(comparison) + [""]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines += ["", comparison.headline()]
+    return "\n".join(lines)
+
+
+def to_markdown(comparison: Comparison) -> str:
+    """A GitHub job summary or PR comment: the headline, then the table, regressions first."""
+    counts = comparison.counts()
+    mark = "🔴" if counts["slower"] else "🟢"
+    header, rows = _rows(comparison)
+    lines = [f"### {mark} qkbench compare: {comparison.headline()}", ""]
+    lines += [f"- {_md_escape(line)}" for line in _context_lines(comparison)]
+    lines += ["", "| " + " | ".join(header) + " |",
+              "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_json(comparison: Comparison) -> dict[str, Any]:
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, np.generic):
+            return clean(value.item())
+        return value
+
+    return {
+        "baseline": str(comparison.baseline), "candidate": str(comparison.candidate),
+        "baseline_commit": comparison.commits[0], "candidate_commit": comparison.commits[1],
+        "baseline_runs": comparison.runs[0], "candidate_runs": comparison.runs[1],
+        "normalize_by": comparison.normalize_by,
+        "rule": {"threshold": comparison.rule.threshold,
+                 "threshold_for": dict(comparison.rule.per_backend),
+                 "confidence": comparison.rule.confidence,
+                 "resamples": comparison.rule.resamples, "seed": comparison.rule.seed,
+                 "min_samples": comparison.rule.min_samples,
+                 "description": comparison.rule.describe()},
+        "environment_differences": comparison.environment_differences,
+        "counts": comparison.counts(), "headline": comparison.headline(),
+        "cells": [{**{k: clean(v) for k, v in cell.key.items()}, "verdict": cell.verdict,
+                   "baseline": clean(cell.baseline), "candidate": clean(cell.candidate),
+                   "ratio": clean(cell.ratio), "ci_low": clean(cell.ci_low),
+                   "ci_high": clean(cell.ci_high), "threshold": clean(cell.threshold),
+                   "baseline_samples": cell.baseline_samples,
+                   "candidate_samples": cell.candidate_samples,
+                   "baseline_status": cell.baseline_status,
+                   "candidate_status": cell.candidate_status, "note": cell.note}
+                  for cell in comparison.ordered()],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_threshold(text: str, flag: str = "--threshold") -> float:
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise UsageError(f"{flag}: {text!r} is not a number (give e.g. 0.1 or 10%)") from None
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"{flag}: {text!r} must be a fraction ≥ 0 (e.g. 0.1 for 10%)")
+    return value
+
+
+def parse_per_backend(items: Sequence[str]) -> dict[str, float]:
+    found = {}
+    for item in items:
+        backend, sep, value = item.rpartition("=")
+        if not sep or not backend:
+            raise UsageError(f"--threshold-for: {item!r} must look like BACKEND=0.2")
+        found[backend] = parse_threshold(value, f"--threshold-for {backend}")
+    return found
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`qkbench compare`: 0 no cell slower, 1 some cell slower, 2 (UsageError) bad input."""
+    rule = Rule(threshold=parse_threshold(args.threshold),
+                per_backend=parse_per_backend(args.threshold_for))
+    comparison = compare_runs(args.baseline, args.candidate, rule, args.normalize_by,
+                              args.allow_different_machines)
+    if args.markdown is not None:
+        _write(args.markdown, to_markdown(comparison))
+    if args.json is not None:
+        _write(args.json, json.dumps(to_json(comparison), indent=2, allow_nan=False) + "\n")
+    print(to_text(comparison))
+    if comparison.exit_code:
+        print(f"regression: {comparison.counts()['slower']} cell(s) slower", file=sys.stderr)
+    return comparison.exit_code

@@ -1,0 +1,377 @@
+"""Step 7b: many run directories of one config → a timeline per cell, and the steps in it.
+
+`compare` answers "is this change slower than that one?"; history answers "when did this cell
+get slower, and did it stay slower?". Runs are ordered by when they were made
+(meta.json environment.created_utc, then git commit), one value per run and cell: the median
+time, or with `normalize_by` the ratio to the reference backend's median in the same run
+(which cancels machines that were faster or slower on the day).
+
+A step is a lasting change: the split of a cell's series that maximises the difference between
+the median before and the median after, with at least `min_runs` runs on each side nearer
+that side's median than the other's (one odd run, or a change seen twice, is not a step). It is kept when the shift exceeds the threshold and stands clear of the
+run-to-run scatter (3 robust standard deviations, estimated from the median of successive
+differences, which a step barely moves). Each side is then searched again, so a series can
+hold several steps; each step's before/after medians are those of its final neighbouring
+segments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.compare import DEFAULT_THRESHOLD, environment_differences, parse_threshold, read_run
+from harness.errors import UsageError
+from harness.results import CELL_KEY, KEY_DEFAULTS
+
+MIN_RUNS = 3
+# Scale factor that turns a median absolute deviation into a standard deviation (normal data).
+MAD_TO_SD = 1.4826
+NOISE_MULTIPLE = 3.0
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int  # position (in the series) of the first run after the change
+    before: float  # median of the values before it (within its segment)
+    after: float
+
+    @property
+    def change(self) -> float:
+        return self.after / self.before - 1.0
+
+
+def find_steps(values: Sequence[float], threshold: float = DEFAULT_THRESHOLD,
+               min_runs: int = MIN_RUNS) -> list[Step]:
+    """Lasting changes in a series, by binary segmentation on medians (see the module doc)."""
+    logs = np.log(np.asarray(values, dtype=float))
+    if not np.all(np.isfinite(logs)):
+        raise ValueError("find_steps needs positive, finite values")
+    # Run-to-run scatter from successive differences: a step moves one difference only, so the
+    # median of them sees the noise and not the steps.
+    noise = (MAD_TO_SD * float(np.median(np.abs(np.diff(logs)))) / math.sqrt(2.0)
+             if len(logs) > 1 else 0.0)
+    needed = max(math.log1p(threshold), NOISE_MULTIPLE * noise)
+    splits: list[int] = []
+
+    def search(lo: int, hi: int) -> None:
+        candidates = []
+        for split in range(lo + min_runs, hi - min_runs + 1):
+            before, after = logs[lo:split], logs[split:hi]
+            shift = float(np.median(after) - np.median(before))
+            cost = float(np.abs(before - np.median(before)).sum()
+                         + np.abs(after - np.median(after)).sum())
+            candidates.append((split, shift, cost))
+        if not candidates:
+            return
+        largest = max(abs(shift) for _, shift, _ in candidates)
+        if largest <= needed:
+            return
+        # Medians move little when the split slides by a run or two, so several splits tie for
+        # the largest shift; the one that leaves both sides tightest is where the change is.
+        split = min((c for c in candidates if abs(c[1]) >= 0.9 * largest),
+                    key=lambda c: c[2])[0]
+        # Lasting: at least min_runs runs on each side sit nearer their own side's median.
+        before, after = logs[lo:split], logs[split:hi]
+        middle = 0.5 * (float(np.median(before)) + float(np.median(after)))
+        rising = np.median(after) > np.median(before)
+        if (min(np.sum((before < middle) == rising), np.sum((after > middle) == rising))
+                < min_runs):
+            return
+        splits.append(split)
+        search(lo, split)
+        search(split, hi)
+
+    search(0, len(logs))
+    bounds = [0] + sorted(splits) + [len(logs)]
+    steps = []
+    for before_lo, split, after_hi in zip(bounds, bounds[1:], bounds[2:]):
+        before = float(np.exp(np.median(logs[before_lo:split])))
+        after = float(np.exp(np.median(logs[split:after_hi])))
+        if abs(math.log(after / before)) > needed:  # judged again between its final neighbours
+            steps.append(Step(split, before, after))
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Gathering runs
+
+
+def find_runs(paths: Sequence[Path]) -> list[Path]:
+    """Run directories given directly, or found one level inside a folder (e.g. results/)."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_dir():
+            raise UsageError(f"not a directory: {path}")
+        if _is_run(path):
+            found.append(path)
+            continue
+        inside = sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
+        if not inside:
+            raise UsageError(f"{path} is neither a run directory nor a folder holding any "
+                             "(a finished run has summary.parquet)")
+        found += inside
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    return unique
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "summary.parquet").is_file()
+
+
+def gather(runs: Sequence[Path], normalize_by: str | None = None,
+           config: str | None = None) -> pd.DataFrame:
+    """One row per run and cell, runs in time order; `value` is what steps are found in."""
+    frames, environments = [], {}
+    for folder in runs:
+        run = read_run(folder)
+        env = run.environment
+        name = (run.meta.get("config") or {}).get("name") or folder.name
+        if config is not None and name != config:
+            continue
+        summary = run.summary
+        value = summary["median_s"].where(summary["status"] == "ok")
+        if normalize_by is not None:
+            ok_ref = summary[(summary["backend"] == normalize_by) & (summary["status"] == "ok")]
+            reference = dict(zip(ok_ref["_group"], ok_ref["median_s"]))
+            value = value / summary["_group"].map(reference).astype(float)
+        git = env.get("git") or {}
+        frame = pd.DataFrame({
+            "config": name, "run": folder.name, "created_utc": env.get("created_utc") or "",
+            "commit": (git.get("commit") or "")[:10], "dirty": git.get("dirty"),
+            "machine": _machine(env), **{c: summary[c] for c in CELL_KEY},
+            "status": summary["status"], "median_s": summary["median_s"],
+            "ci_low_s": summary["ci_low_s"], "ci_high_s": summary["ci_high_s"],
+            "value": value.astype(float), "_cell": summary["_cell"], "_path": str(folder),
+        })
+        frames.append(frame)
+        environments[str(folder)] = env
+    if not frames:
+        raise UsageError(f"no run of config {config!r} among the runs given"
+                         if config else "no runs found")
+    table = pd.concat(frames, ignore_index=True)
+    order = (table[["created_utc", "commit", "run", "_path"]].drop_duplicates()
+             .sort_values(["created_utc", "commit", "run"]).reset_index(drop=True))
+    table["run_index"] = table["_path"].map({p: i for i, p in enumerate(order["_path"])})
+    table = table.sort_values(["config", "run_index"], kind="stable").reset_index(drop=True)
+    table.attrs["environments"] = environments
+    return table
+
+
+def _machine(env: dict[str, Any]) -> str:
+    cpu = env.get("cpu") or {}
+    if not cpu:
+        return ""
+    return f"{cpu.get('model', '?')} ×{cpu.get('logical_cores', '?')}"
+
+
+@dataclass(frozen=True)
+class FoundStep:
+    config: str
+    cell: tuple[Any, ...]
+    run: str  # the first run after the change
+    commit: str
+    before: float
+    after: float
+    environment_change: list[str]
+
+    @property
+    def change(self) -> float:
+        return self.after / self.before - 1.0
+
+
+def detect(table: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD,
+           min_runs: int = MIN_RUNS) -> list[FoundStep]:
+    """Steps of every cell's series (ok runs only), with any environment change at the step."""
+    environments = table.attrs.get("environments", {})
+    found = []
+    for (config, cell), series in table.groupby(["config", "_cell"], sort=False):
+        series = series[series["value"].notna() & (series["value"] > 0)]
+        series = series.sort_values("run_index")
+        for step in find_steps(series["value"].tolist(), threshold, min_runs):
+            at, previous = series.iloc[step.index], series.iloc[step.index - 1]
+            changed = environment_differences(environments.get(previous["_path"], {}),
+                                              environments.get(at["_path"], {}))
+            found.append(FoundStep(config, cell, at["run"], at["commit"], step.before,
+                                   step.after, changed))
+    return found
+
+
+def mark_steps(table: pd.DataFrame, steps: Sequence[FoundStep]) -> pd.DataFrame:
+    marked = {(s.config, s.cell, s.run) for s in steps}
+    table = table.copy()
+    table["step"] = [(c, k, r) in marked
+                     for c, k, r in zip(table["config"], table["_cell"], table["run"])]
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def cell_label(cell: tuple[Any, ...]) -> str:
+    key = dict(zip(CELL_KEY, cell))
+    text = f"{key['backend']} {key['dtype']} n={key['n']} m={key['m']} d_k={key['d_k']}"
+    for column in CELL_KEY[5:]:
+        default = KEY_DEFAULTS.get(column)
+        default = None if default is None or pd.isna(default) else default
+        if key.get(column) != default:
+            text += f" {column}={key[column]}"
+    return text
+
+
+def _value_text(value: float, normalised: bool) -> str:
+    from harness.console import format_seconds
+
+    if pd.isna(value):
+        return "-"
+    return f"{value:.3f}" if normalised else format_seconds(float(value))
+
+
+def to_text(table: pd.DataFrame, steps: Sequence[FoundStep], normalize_by: str | None,
+            last: int = 10) -> str:
+    """Per config: the runs, then one line per cell with its value in each (the last `last`
+    runs; history.csv has them all), a ▲/▼ before the value where a step begins."""
+    lines = []
+    marked = {(s.config, s.cell, s.run): s for s in steps}
+    for config, part in table.groupby("config", sort=False):
+        runs = part[["run_index", "run", "created_utc", "commit", "machine"]].drop_duplicates(
+            "run_index").sort_values("run_index")
+        shown = runs.tail(last)
+        lines.append(f"config {config}: {len(runs)} run(s)"
+                     + (f", showing the last {last}" if len(runs) > last else ""))
+        for number, (_, run) in enumerate(shown.iterrows(), start=len(runs) - len(shown) + 1):
+            lines.append(f"  #{number:<3} {run['created_utc'] or '?':25} "
+                         f"{run['commit'] or '-':10}  {run['machine']:30}  {run['run']}")
+        index_to_number = {i: n for n, i in enumerate(runs["run_index"], start=1)}
+        header = ["cell"] + [f"#{index_to_number[i]}" for i in shown["run_index"]]
+        rows = []
+        for cell, series in part.groupby("_cell", sort=False):
+            by_run = dict(zip(series["run_index"], zip(series["value"], series["status"],
+                                                       series["run"])))
+            row = [cell_label(cell)]
+            for i in shown["run_index"]:
+                if i not in by_run:
+                    row.append("")
+                    continue
+                value, status, run = by_run[i]
+                text = _value_text(value, normalize_by is not None) if status == "ok" else status
+                step = marked.get((config, cell, run))
+                if step is not None:
+                    text = ("▲ " if step.change > 0 else "▼ ") + text
+                row.append(text)
+            rows.append(row)
+        widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+        lines.append("")
+        lines.append("  ".join(h.rjust(w) if i else h.ljust(w)
+                               for i, (h, w) in enumerate(zip(header, widths))))
+        for row in rows:
+            lines.append("  ".join(c.rjust(w) if i else c.ljust(w)
+                                   for i, (c, w) in enumerate(zip(row, widths))))
+        lines.append("")
+    lines.append(steps_text(steps, normalize_by))
+    return "\n".join(lines)
+
+
+def steps_text(steps: Sequence[FoundStep], normalize_by: str | None) -> str:
+    if not steps:
+        return "no lasting change found"
+    lines = [f"{len(steps)} lasting change(s):"]
+    for step in steps:
+        before = _value_text(step.before, normalize_by is not None)
+        after = _value_text(step.after, normalize_by is not None)
+        word = "slower" if step.change > 0 else "faster"
+        text = (f"  {step.config}: {cell_label(step.cell)}: {100 * step.change:+.1f}% ({word}) "
+                f"from run {step.run}" + (f" (commit {step.commit})" if step.commit else "")
+                + f": {before} → {after}")
+        if step.environment_change:
+            text += "; the environment changed there too: " + "; ".join(step.environment_change)
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def write_plots(table: pd.DataFrame, steps: Sequence[FoundStep], folder: Path,
+                normalize_by: str | None) -> list[Path] | None:
+    """One trend plot per cell; None when matplotlib is not installed."""
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
+    except ImportError:
+        return None
+    written = []
+    by_cell = {}
+    for step in steps:
+        by_cell.setdefault((step.config, step.cell), []).append(step)
+    for (config, cell), series in table.groupby(["config", "_cell"], sort=False):
+        series = series[series["value"].notna()].sort_values("run_index")
+        if series.empty:
+            continue
+        fig = Figure(figsize=(8, 4), layout="constrained")
+        ax = fig.add_subplot()
+        x = np.arange(len(series))
+        y = series["value"].to_numpy(float)
+        if normalize_by is None:
+            scale = 1e-3 if np.nanmedian(y) >= 1e-3 else 1e-6
+            unit = "ms" if scale == 1e-3 else "µs"
+            low = (y - series["ci_low_s"].to_numpy(float)) / scale
+            high = (series["ci_high_s"].to_numpy(float) - y) / scale
+            ax.errorbar(x, y / scale, yerr=np.nan_to_num(np.vstack([low, high])), fmt="o-",
+                        capsize=3)
+            ax.set_ylabel(f"median time per call ({unit}, 95% interval)")
+        else:
+            ax.plot(x, y, "o-")
+            ax.set_ylabel(f"time ÷ {normalize_by}")
+        runs = list(series["run"])
+        for step in by_cell.get((config, cell), []):
+            if step.run in runs:
+                ax.axvline(runs.index(step.run) - 0.5, color="tab:red", linestyle="--")
+        ax.set_xticks(x, [c or r[:15] for c, r in zip(series["commit"].str[:7], runs)],
+                      rotation=45, ha="right", fontsize=7)
+        ax.set_title(f"{config}: {cell_label(cell)}", fontsize=9)
+        path = folder / (config + "_" + _slug(cell_label(cell)) + ".png")
+        fig.savefig(path, dpi=100)
+        written.append(path)
+    return written
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`qkbench history`: 0 always once the runs are read (a step is news, not a failure)."""
+    threshold = parse_threshold(args.threshold)
+    if args.min_runs < 1:
+        raise UsageError("--min-runs must be at least 1")
+    table = gather(find_runs(args.runs), args.normalize_by, args.config)
+    if args.normalize_by is not None and args.normalize_by not in set(table["backend"]):
+        raise UsageError(f"--normalize-by {args.normalize_by}: no run has that backend")
+    steps = detect(table, threshold, args.min_runs)
+    table = mark_steps(table, steps)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        csv = args.out / "history.csv"
+        table.drop(columns=["_cell", "_path"]).to_csv(csv, index=False)
+    except OSError as exc:
+        raise UsageError(f"cannot write to {args.out}: {exc.strerror}") from None
+    print(to_text(table, steps, args.normalize_by))
+    print(f"\nhistory table: {csv}")
+    if not args.no_plots:
+        plots = write_plots(table, steps, args.out, args.normalize_by)
+        if plots is None:
+            print("no plots: matplotlib is not installed")
+        else:
+            print(f"{len(plots)} trend plot(s) in {args.out}")
+    return 0
+
