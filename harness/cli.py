@@ -133,14 +133,15 @@ def find_config(name: str) -> Path:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from harness.sweep import expand, shapes
+    from harness.sweep import expand, shapes, variants
 
     path = find_config(args.config)
     config = config_module.load(path)
     specs = config_module.resolve_backends(config)
     cells = expand(config, [s.label for s in specs])
+    # A variant is one (dtype, phase, cache, threads) combination.
     print(f"{path}: valid — {len(cells)} cells ({len(specs)} backends × "
-          f"{len(shapes(config))} shapes × {len(config.sweep.dtype)} dtypes)")
+          f"{len(shapes(config))} shapes × {len(variants(config))} variants)")
     return EXIT_OK
 
 
@@ -258,7 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Imported only once the request is known to be good: pandas and pyarrow double the time
     # it takes to refuse a bad one.
-    from harness import peaks
+    from harness import crossover, peaks
     from harness.console import Progress, summary_table, time_split
     from harness.environment import last_level_cache_bytes
     from harness.results import FAILED_STATUSES, RunWriter
@@ -294,6 +295,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         writer.write_meta(meta)
     if not args.quiet:
         print(summary_table(summary))
+        gpu_over_cpu = crossover.describe(summary)
+        if gpu_over_cpu:
+            print("\n" + gpu_over_cpu)
         print("\n" + time_split(wall_s, runner.counts.seconds))
     print(f"\nrun directory: {folder}")
     if not (interrupted or args.no_plots):

@@ -228,11 +228,12 @@ class Runner:
         for label, result in results.items():
             cell, figures, _ = ready[label]
             self.counts.spend("timed work", sum(s.seconds * s.calls for s in result.samples))
-            try:  # the closing telemetry and peak memory belong to the row
-                figures.update(self.backends[label].worker.request(("release",),
-                                                                   RELEASE_TIMEOUT_S))
-            except CellFailure:
-                pass  # the next request restarts the worker if this one died
+            worker = self.backends[label].worker
+            if worker.alive:  # a crashed or killed worker has nothing left to release
+                try:  # the closing telemetry and peak memory belong to the row
+                    figures.update(worker.request(("release",), RELEASE_TIMEOUT_S))
+                except CellFailure:
+                    pass  # the next request restarts the worker if this one died
             if result.failure is None:
                 figures["throttled"] = throttled(figures)
                 self._record(cell, "ok", "", figures, result)

@@ -296,6 +296,10 @@ class WorkerHandle:
             pass  # a worker that dies at start-up is reported by the request that follows
         self.startup_s += time.monotonic() - started
 
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
     def request(self, message: tuple[Any, ...], timeout_s: float) -> Any:
         """Send one request; return the payload or raise CellFailure."""
         if self._process is None or not self._process.is_alive():

@@ -48,3 +48,30 @@ def read_summary(run_dir: Path) -> pd.DataFrame:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+def _cuda_gpu_present() -> bool:
+    """True when torch or CuPy sees a CUDA GPU (checked without failing on a missing one)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return True
+    if importlib.util.find_spec("cupy") is not None:
+        try:
+            import cupy
+
+            return cupy.cuda.runtime.getDeviceCount() > 0
+        except Exception:
+            return False
+    return False
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if gpu_items and not _cuda_gpu_present():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (none seen by torch or CuPy)")
+        for item in gpu_items:
+            item.add_marker(skip)

@@ -1,0 +1,54 @@
+"""A GPU as the tests need one: NumPy arithmetic behind the device hooks of a GPU backend.
+
+Only for what a CPU machine cannot give a test: a device with little free memory, an
+out-of-memory error, a clock that drops while sampling. The arithmetic is real (NumPy), so
+the agreement check and the timing are real too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backends.base import Backend
+
+
+class FakeGpu(Backend):
+    name = "fake-gpu"
+    device = "gpu"
+    dtypes = ("float32",)
+    free_bytes = 1 << 20  # 1 MiB "free": shapes beyond a few hundred rows do not fit
+    clock_readings = (1980.0, 1500.0)  # the clock drops between warm-up and the end
+
+    def __init__(self) -> None:
+        self._reads = 0
+
+    def scores(self, q, k):
+        return q @ k.T
+
+    def device_memory(self):
+        return self.free_bytes, 8 << 20
+
+    def peak_memory_bytes(self):
+        return 123_456
+
+    def telemetry(self):
+        clock = self.clock_readings[min(self._reads, len(self.clock_readings) - 1)]
+        self._reads += 1
+        return {"sm_clock_mhz": clock, "temperature_c": 60.0 + self._reads, "power_w": 300.0}
+
+
+class SteadyFakeGpu(FakeGpu):
+    name = "steady-fake-gpu"
+    clock_readings = (1980.0, 1975.0)
+
+
+class OutOfDeviceMemory(FakeGpu):
+    name = "oom-fake-gpu"
+    free_bytes = 1 << 40
+
+    def scores(self, q, k):
+        raise OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named like torch.cuda.OutOfMemoryError and cupy's, which the harness recognises."""
