@@ -159,9 +159,9 @@ class TorchCudaBackend(Backend):
         return int(torch.cuda.max_memory_allocated())
 
     def telemetry(self) -> dict[str, float]:
-        from backends.gpu_support import nvml_telemetry
-
         import torch
+
+        from backends.gpu_support import nvml_telemetry
 
         return nvml_telemetry(torch.cuda.current_device())
 

@@ -302,7 +302,7 @@ def read_yaml(path: Path) -> Any:
 def parse_yaml_text(text: str, path: str) -> Any:
     """YAML text → plain data, safely (no tags that build objects); errors name `path`."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no object tags
     except RecursionError:  # PyYAML composes nested nodes recursively
         raise UsageError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.MarkedYAMLError as exc:

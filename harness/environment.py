@@ -166,9 +166,8 @@ def cpu_info() -> dict[str, Any]:
 
 
 def blas_info() -> list[dict[str, Any]]:
-    from threadpoolctl import threadpool_info
-
     import numpy  # noqa: F401 - loads the BLAS so threadpoolctl can see it
+    from threadpoolctl import threadpool_info
 
     return [{"library": p.get("internal_api"), "version": p.get("version"),
              "threads": p.get("num_threads"), "architecture": p.get("architecture")}

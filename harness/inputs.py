@@ -69,8 +69,8 @@ def build(n: int, m: int, d_k: int, seed: int, max_reference_elements: int) -> S
 def save(inputs: ShapeInputs, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     ref = inputs.reference
-    arrays = dict(q=inputs.q, k=inputs.k, rows=ref.rows, values=ref.values,
-                  q_norms=ref.q_norms, k_norms=ref.k_norms)
+    arrays = {"q": inputs.q, "k": inputs.k, "rows": ref.rows, "values": ref.values,
+              "q_norms": ref.q_norms, "k_norms": ref.k_norms}
     for name in _FILES:
         np.save(folder / f"{name}.npy", arrays[name])
 

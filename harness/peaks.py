@@ -114,12 +114,12 @@ def measure_cpu(size: int = 2048, seconds: float = 1.0) -> dict[str, float]:
     for dtype in ("float32", "float64"):
         a = rng.standard_normal((size, size)).astype(dtype)
         b = rng.standard_normal((size, size)).astype(dtype)
-        rates = [_best_rate(lambda: a @ b, flops, seconds)]
+        rates = [_best_rate(lambda a=a, b=b: a @ b, flops, seconds)]
         try:
             import torch
 
             ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-            rates.append(_best_rate(lambda: torch.matmul(ta, tb), flops, seconds))
+            rates.append(_best_rate(lambda ta=ta, tb=tb: torch.matmul(ta, tb), flops, seconds))
         except ImportError:
             pass
         peaks[dtype] = round(max(rates) / 1e9, 1)

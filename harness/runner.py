@@ -73,6 +73,8 @@ class RunCounts:
         return sum(self.by_status.get(s, 0) for s in FAILED_STATUSES)
 
 
+WHOLE_SWEEP = Shard(1, 1)
+
 # A cell is flagged as throttled when the GPU's SM clock fell by more than this share between
 # the end of warm-up and the end of sampling: the hardware bent that number.
 THROTTLE_DROP = 0.05
@@ -103,7 +105,7 @@ class _CellTimeout:
 class Runner:
     def __init__(self, config: Config, specs: list[BackendSpec], writer: RunWriter,
                  on_cell_done: CellDone = lambda row: None, peaks: Peaks | None = None,
-                 host_cache_bytes: int = 32 << 20, shard: Shard = Shard(),
+                 host_cache_bytes: int = 32 << 20, shard: Shard = WHOLE_SWEEP,
                  done: set[tuple[Any, ...]] | None = None) -> None:
         """`shard` picks the part of the sweep to run; cells whose keys are in `done` (from an
         interrupted run being resumed) are neither run nor recorded again."""

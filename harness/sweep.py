@@ -94,10 +94,11 @@ class Shard:
         return group_number % self.count == self.index - 1
 
 
-def groups(config: Config, backend_labels: list[str], shard: Shard = Shard()
+def groups(config: Config, backend_labels: list[str], shard: Shard | None = None
            ) -> list[tuple[Shape, list[list[Cell]]]]:
     """Per shape, its interleaving groups (each one the cells of one variant, every backend);
     with a shard, only the groups that shard takes. Shapes left without groups are dropped."""
+    shard = shard or Shard()
     out, number = [], 0
     for shape in shapes(config):
         taken = []
@@ -110,6 +111,6 @@ def groups(config: Config, backend_labels: list[str], shard: Shard = Shard()
     return out
 
 
-def expand(config: Config, backend_labels: list[str], shard: Shard = Shard()) -> list[Cell]:
+def expand(config: Config, backend_labels: list[str], shard: Shard | None = None) -> list[Cell]:
     return [cell for _, shape_groups in groups(config, backend_labels, shard)
             for group in shape_groups for cell in group]

@@ -29,7 +29,7 @@ def run_cli(*args: str, extra_path: Path | None = None, timeout: float = 240,
             cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd,
                           env=cli_env(extra_path), capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
 
 
 def write_config(folder: Path, backends: list, timing: dict | None = None, **sweep) -> Path:

@@ -108,12 +108,12 @@ def test_crossover_is_the_smallest_n_from_which_the_gpu_keeps_winning():
     rows = []
     cpu = {64: 1e-5, 128: 4e-5, 256: 3e-4, 512: 2e-3, 1024: 1.6e-2}
     gpu = {64: 2e-5, 128: 3e-5, 256: 4e-4, 512: 5e-4, 1024: 1e-3}  # a lone win at 128
-    for n in cpu:
-        rows += [("numpy", "cpu", n, n, cpu[n], "kernel"),
-                 ("torch-cpu", "cpu", n, n, cpu[n] * 1.5, "kernel"),
+    for n, cpu_s in cpu.items():
+        rows += [("numpy", "cpu", n, n, cpu_s, "kernel"),
+                 ("torch-cpu", "cpu", n, n, cpu_s * 1.5, "kernel"),
                  ("cupy", "gpu", n, n, gpu[n], "kernel"),
                  ("cupy", "gpu", n, n, gpu[n] * 50, "end_to_end"),
-                 ("numpy", "cpu", n, n, cpu[n], "end_to_end")]
+                 ("numpy", "cpu", n, n, cpu_s, "end_to_end")]
     table = crossover.speedups(summary_table(rows))
     kernel = table[table.phase == "kernel"].set_index("n")
     assert kernel.loc[1024, "speedup"] == pytest.approx(16.0)

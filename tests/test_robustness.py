@@ -1,7 +1,6 @@
 """Nothing lost: kill and resume, interrupted logs, shards and merge, memory guards."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

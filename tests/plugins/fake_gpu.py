@@ -7,8 +7,6 @@ the agreement check and the timing are real too.
 
 from __future__ import annotations
 
-import numpy as np
-
 from backends.base import Backend
 
 
