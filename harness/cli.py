@@ -372,9 +372,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from harness.plots import plot_runs
 
     written, skipped = plot_runs(args.runs, out=args.out, baseline_backend=args.baseline_backend)
-    folder = written[0].parent if written else (args.out or args.runs[0] / "figures")
-    print(f"{len(written)} file(s) in {folder}: "
-          + ", ".join(sorted({p.stem for p in written})))
+    if written:
+        print(f"{len(written)} file(s) in {written[0].parent}: "
+              + ", ".join(sorted({p.stem for p in written})))
+    else:
+        print("no figure drawn: the runs have no cell the figures could show")
     for name, why in skipped.items():
         print(f"not drawn: {name} ({why})")
     return EXIT_OK
@@ -397,7 +399,7 @@ def _draw_run_figures(folder: Path, quiet: bool) -> None:
         from harness.plots import plot_runs
 
         written, _ = plot_runs([folder])
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - see the docstring
+    except (Exception, KeyboardInterrupt) as exc:
         print(f"qkbench: warning: figures not drawn: {_one_line(str(exc) or type(exc).__name__)}",
               file=sys.stderr)
         return

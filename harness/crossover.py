@@ -17,10 +17,11 @@ FAMILY = ["dtype", "phase", "cache", "d_k", "m_rule"]
 
 def speedups(summary: pd.DataFrame) -> pd.DataFrame:
     """One row per (family, n): best CPU and GPU backend, their medians, GPU speedup."""
+    columns = FAMILY + ["n", "cpu_backend", "cpu_median_s", "gpu_backend", "gpu_median_s",
+                        "speedup"]
     ok = summary[(summary["status"] == "ok") & summary["median_s"].notna()].copy()
     if ok.empty or not {"cpu", "gpu"} <= set(ok["device"]):
-        return pd.DataFrame(columns=FAMILY + ["n", "cpu_backend", "cpu_median_s",
-                                              "gpu_backend", "gpu_median_s", "speedup"])
+        return pd.DataFrame(columns=columns)
     ok["m_rule"] = ["m=n" if m == n else f"m={m}" for n, m in zip(ok["n"], ok["m"])]
     rows = []
     for key, group in ok.groupby(FAMILY + ["n"], dropna=False):
@@ -37,7 +38,8 @@ def speedups(summary: pd.DataFrame) -> pd.DataFrame:
                      "gpu_backend": best["gpu"]["backend"],
                      "gpu_median_s": best["gpu"]["median_s"],
                      "speedup": best["cpu"]["median_s"] / best["gpu"]["median_s"]})
-    return pd.DataFrame(rows).sort_values(FAMILY + ["n"]).reset_index(drop=True)
+    # No rows when CPU and GPU share no shape (say, the GPU ran only float16).
+    return pd.DataFrame(rows, columns=columns).sort_values(FAMILY + ["n"]).reset_index(drop=True)
 
 
 def crossovers(table: pd.DataFrame) -> pd.DataFrame:

@@ -33,13 +33,12 @@ from matplotlib.ticker import (
     NullLocator,
 )
 
-from harness import results
+from harness import crossover, results
 from harness.console import format_seconds
 from harness.errors import UsageError
 
 DEFAULT_BASELINE_BACKEND = "numpy"
 DTYPE_ORDER = ("float16", "bfloat16", "float32", "float64")
-ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 # Columns a run directory may lack (written before they existed), and what they mean then.
 COLUMN_DEFAULTS: dict[str, Any] = {"phase": "kernel", "cache": "warm"}
 NUMERIC_COLUMNS = ("median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s", "flops",
@@ -61,40 +60,20 @@ _PNG_DPI = 110
 def load_run(folder: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(summary, samples, meta) of one run directory, every column present.
 
-    Runs written before a column existed get its meaning as the default: phase "kernel", cache
-    "warm", threads_requested NA (the library's default), precision = dtype; bytes and
-    arithmetic intensity are recomputed from the shape (each input read once, S written once);
-    other figures stay NaN. Raises UsageError when the folder is not a finished run directory.
+    results.load_run reads the tables; on top of it, runs written before a column existed get
+    its meaning: phase "kernel", cache "warm", threads_requested NA (the library's default),
+    precision = dtype; bytes and arithmetic intensity are recomputed from the shape (each input
+    read once, S written once); other figures stay NaN. Raises UsageError when the folder is
+    not a finished run directory.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise UsageError(f"run directory not found: {folder}")
-    if not (folder / "summary.parquet").is_file():
-        raise UsageError(f"{folder} is not a finished run directory (no summary.parquet)")
-    shared = getattr(results, "load_run", None)  # the shared loader, once results.py has one
     try:
-        if shared is not None:
-            summary, samples, meta = shared(folder)
-        else:
-            summary, samples, meta = _read_run(folder)
-    except UsageError:
-        raise
-    except (OSError, ValueError, KeyError) as exc:
+        summary, samples, meta = results.load_run(folder)
+    except (OSError, ValueError, KeyError) as exc:  # a table that is there but unreadable
         raise UsageError(f"cannot read run directory {folder}: {exc}") from None
     if not isinstance(meta, dict):
         raise UsageError(f"cannot read run directory {folder}: meta.json is not a mapping")
     return _summary_defaults(summary), _sample_defaults(samples), meta
-
-
-def _read_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    import json
-
-    summary = pd.read_parquet(folder / "summary.parquet")
-    samples_path = folder / "samples.parquet"
-    samples = pd.read_parquet(samples_path) if samples_path.is_file() else pd.DataFrame()
-    meta_path = folder / "meta.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    return summary, samples, meta
 
 
 def _summary_defaults(summary: pd.DataFrame) -> pd.DataFrame:
@@ -107,7 +86,7 @@ def _summary_defaults(summary: pd.DataFrame) -> pd.DataFrame:
             summary[column] = pd.NA
     summary = _key_defaults(summary)
     for column in NUMERIC_COLUMNS:
-        values = summary[column] if column in summary else np.nan
+        values = summary.get(column, np.nan)
         summary[column] = pd.to_numeric(pd.Series(values, index=summary.index),
                                         errors="coerce").astype("float64")
     if "converged" not in summary:
@@ -116,7 +95,7 @@ def _summary_defaults(summary: pd.DataFrame) -> pd.DataFrame:
     summary["reason"] = summary["reason"].fillna("").astype(str)
     # Recompute what the shape alone determines, for runs that predate these columns.
     n, m, d_k = (summary[c].astype("float64") for c in ("n", "m", "d_k"))
-    itemsize = summary["dtype"].map(ITEMSIZE).astype("float64")
+    itemsize = summary["dtype"].map(results.ITEMSIZE).astype("float64")
     flops = 2.0 * n * m * d_k
     summary["flops"] = summary["flops"].fillna(flops)
     summary["bytes"] = summary["bytes"].fillna((n * d_k + m * d_k + n * m) * itemsize)
@@ -137,7 +116,7 @@ def _sample_defaults(samples: pd.DataFrame) -> pd.DataFrame:
     samples = _key_defaults(samples)
     samples["seconds"] = pd.to_numeric(samples["seconds"], errors="coerce").astype("float64")
     for column in ("t_start", "round", "calls"):
-        values = samples[column] if column in samples else np.nan
+        values = samples.get(column, np.nan)
         samples[column] = pd.to_numeric(pd.Series(values, index=samples.index),
                                         errors="coerce").astype("float64")
     return samples
@@ -312,8 +291,9 @@ def _variant_words(row: Any, columns: tuple[str, ...] | list[str], all_words: bo
     if "cache" in columns and (all_words or row["cache"] != "warm"):
         words.append(f"{row['cache']} cache")
     if "threads_key" in columns and (all_words or row["threads_key"] != ""):
-        words.append("default threads" if row["threads_key"] == ""
-                     else f"{row['threads_key']} threads")
+        threads = row["threads_key"]
+        words.append("default threads" if threads == "" else
+                     f"{threads} thread{'' if threads == '1' else 's'}")
     if "precision" in columns and row["precision"] != row["dtype"]:
         words.append(f"computes in {row['precision']}")
     return words
@@ -771,69 +751,62 @@ def speedup(runs: RunSet, baseline: str = DEFAULT_BASELINE_BACKEND) -> Figure:
 
 
 def gpu_cpu_speedup(runs: RunSet) -> pd.DataFrame:
-    """Best GPU backend over best CPU backend per shape, dtype, phase and cache state.
+    """Best GPU backend over best CPU backend per shape family and n (harness.crossover's
+    table, so the figure, the report and the terminal agree), plus a `group` column.
 
     Compared within each machine that has both; when no machine has both (a laptop run next to
-    a GPU box's), across all the runs given. Columns: group (who is compared), dtype, n, m,
-    d_k, phase, cache, cpu_backend, cpu_s, gpu_backend, gpu_s, speedup (cpu_s / gpu_s).
+    a GPU box's), across all the runs given.
     """
     ok = runs.ok
-    keys = ["dtype", "n", "m", "d_k", "phase", "cache"]
     has_both = [machine for machine in runs.machines
                 if {"cpu", "gpu"} <= set(ok.loc[ok["machine"] == machine, "device"])]
     if has_both:
         pools = [(machine, ok[ok["machine"] == machine]) for machine in has_both]
     elif {"cpu", "gpu"} <= set(ok["device"]):
-        gpu_hosts = [m for m in runs.machines if (ok.loc[ok["machine"] == m, "device"] == "gpu").any()]
-        cpu_hosts = [m for m in runs.machines if (ok.loc[ok["machine"] == m, "device"] == "cpu").any()]
-        pools = [(f"GPU of {', '.join(gpu_hosts)} vs CPU of {', '.join(cpu_hosts)}", ok)]
+        hosts = {device: [m for m in runs.machines
+                          if (ok.loc[ok["machine"] == m, "device"] == device).any()]
+                 for device in ("gpu", "cpu")}
+        pools = [(f"GPU of {', '.join(hosts['gpu'])} vs CPU of {', '.join(hosts['cpu'])}", ok)]
     else:
         return pd.DataFrame()
-    rows = []
-    for group_name, pool in pools:
-        for key, cell in pool.groupby(keys, sort=True):
-            cpu = cell[cell["device"] == "cpu"]
-            gpu = cell[cell["device"] == "gpu"]
-            if cpu.empty or gpu.empty:
-                continue
-            best_cpu = cpu.loc[cpu["median_s"].idxmin()]
-            best_gpu = gpu.loc[gpu["median_s"].idxmin()]
-            rows.append({"group": group_name, **dict(zip(keys, key)),
-                         "cpu_backend": best_cpu["backend"], "cpu_s": best_cpu["median_s"],
-                         "gpu_backend": best_gpu["backend"], "gpu_s": best_gpu["median_s"],
-                         "speedup": best_cpu["median_s"] / best_gpu["median_s"]})
-    table = pd.DataFrame(rows)
-    if not table.empty:
-        # m = n is one line; a fixed m is a line of its own.
-        table["m_key"] = np.where(table["m"] == table["n"], "= n", table["m"].astype(str))
-    return table
+    tables = []
+    for name, pool in pools:
+        try:
+            table = crossover.speedups(pool)
+        except KeyError:  # CPU and GPU rows, but no shape that both measured
+            continue
+        if not table.empty:
+            tables.append(table.assign(group=name))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+_FAMILY = ["group", *crossover.FAMILY]
 
 
 def crossovers(table: pd.DataFrame) -> pd.DataFrame:
-    """Per line of the GPU-over-CPU figure: the smallest n at which the GPU is faster (NaN:
-    not within the sizes measured), and the speedup at the largest n."""
-    rows = []
+    """Per line of the GPU-over-CPU figure: harness.crossover's crossover n (NA when the GPU
+    is not faster from some n on through the largest), and the sizes measured."""
     if table.empty:
-        return pd.DataFrame(rows)
-    for key, line in table.groupby(["group", "dtype", "d_k", "m_key", "phase", "cache"],
-                                   sort=True):
-        line = line.sort_values("n")
-        faster = line[line["speedup"] > 1]
-        rows.append({"group": key[0], "dtype": key[1], "d_k": int(key[2]), "m": key[3],
-                     "phase": key[4], "cache": key[5],
-                     "crossover_n": int(faster["n"].iloc[0]) if len(faster) else None,
-                     "smallest_n": int(line["n"].iloc[0]), "largest_n": int(line["n"].iloc[-1]),
-                     "speedup_at_largest": float(line["speedup"].iloc[-1])})
-    return pd.DataFrame(rows)
+        return pd.DataFrame()
+    frames = []
+    for name, part in table.groupby("group", sort=False):
+        found = crossover.crossovers(part.drop(columns="group")).assign(group=name)
+        sizes = part.groupby(crossover.FAMILY, dropna=False)["n"].agg(["min", "max"])
+        found = found.merge(sizes.rename(columns={"min": "smallest_n", "max": "largest_n"}),
+                            left_on=crossover.FAMILY, right_index=True, how="left")
+        frames.append(found)
+    return pd.concat(frames, ignore_index=True)[
+        [*_FAMILY, "crossover_n", "smallest_n", "largest_n", "speedup_smallest",
+         "speedup_largest"]]
 
 
-def _crossover_words(line: pd.DataFrame) -> str:
-    faster = line[line["speedup"] > 1]
-    if faster.empty:
-        return f"CPU faster up to n = {int(line['n'].max())}"
-    n_cross = int(faster["n"].iloc[0])
-    return "GPU faster at every n" if n_cross == int(line["n"].min()) \
-        else f"GPU faster from n = {n_cross}"
+def crossover_words(row: Any) -> str:
+    """'GPU faster from n = 256' for a row of crossovers()."""
+    if pd.isna(row["crossover_n"]):
+        return f"no crossover up to n = {int(row['largest_n'])}"
+    if int(row["crossover_n"]) == int(row["smallest_n"]):
+        return "GPU faster at every n"
+    return f"GPU faster from n = {int(row['crossover_n'])}"
 
 
 def gpu_over_cpu(runs: RunSet) -> Figure:
@@ -841,6 +814,7 @@ def gpu_over_cpu(runs: RunSet) -> Figure:
     table = gpu_cpu_speedup(runs)
     if table.empty:
         raise _NoFigure("the runs have no shape with ok cells on both a CPU and a GPU backend")
+    found = crossovers(table).set_index(_FAMILY)
     dtypes = sorted(table["dtype"].unique(), key=_dtype_rank)
     groups = list(dict.fromkeys(table["group"]))
     compared = ("best CPU and best GPU backend of the same machine: " + ", ".join(groups)
@@ -848,7 +822,7 @@ def gpu_over_cpu(runs: RunSet) -> Figure:
     fig, axes = _grid(dtypes, "GPU over CPU: the best GPU backend's speedup over the best CPU "
                       "backend (above 1 = GPU faster)", runs.subtitle() + "\n" + compared,
                       panel=(5.4, 4.0))
-    varies = {c: table[c].nunique() > 1 for c in ("d_k", "m_key", "phase", "cache")}
+    varies = {c: table[c].nunique() > 1 for c in ("m_rule", "phase", "cache")}
     d_ks = sorted(table["d_k"].unique())
     phases = sorted(set(table["phase"]), key=lambda p: (p != "kernel", p))
     caches = sorted(set(table["cache"]), key=lambda c: (c != "warm", c))
@@ -856,29 +830,33 @@ def gpu_over_cpu(runs: RunSet) -> Figure:
     for ax, dtype in zip(axes, dtypes):
         ax.axhline(1.0, color="0.2", linewidth=1.0)
         panel = table[table["dtype"] == dtype]
-        for key, line in panel.groupby(["group", "d_k", "m_key", "phase", "cache"], sort=False):
-            group_name, d_k, m_key, phase, cache = key
+        lines = sorted(panel.groupby(_FAMILY, sort=False), key=lambda item: (
+            groups.index(item[0][0]), phases.index(item[0][2]), caches.index(item[0][3]),
+            item[0][4], str(item[0][5])))
+        for key, line in lines:
+            group_name, _, phase, cache, d_k, m_rule = key
             line = line.sort_values("n")
             words = [f"d_k={d_k}"]
-            words += [f"m {m_key}"] if varies["m_key"] else []
+            words += [m_rule] if varies["m_rule"] else []
             words += [_PHASE_WORDS.get(phase, phase)] if varies["phase"] else []
             words += [f"{cache} cache"] if varies["cache"] else []
             label = ", ".join(words) + (f" @ {group_name}" if len(groups) > 1 else "")
-            label += f": {_crossover_words(line)}"
+            label += f": {crossover_words(found.loc[key])}"
             color = _PALETTE[d_ks.index(d_k) % len(_PALETTE)]
             style = _LINESTYLES[(phases.index(phase) + 2 * caches.index(cache)) % 4]
             marker = _MARKERS[groups.index(group_name) % len(_MARKERS)]
             ax.plot(line["n"].astype(float), line["speedup"], color=color, marker=marker,
                     linestyle=style, markersize=4.5, linewidth=1.4, label=label)
-            faster = line[line["speedup"] > 1]
-            if len(faster):
-                ax.plot([float(faster["n"].iloc[0])], [faster["speedup"].iloc[0]], marker="o",
+            n_cross = found.loc[key, "crossover_n"]
+            if not pd.isna(n_cross):
+                at = line[line["n"] == n_cross]
+                ax.plot([float(n_cross)], [float(at["speedup"].iloc[0])], marker="o",
                         markersize=13, markerfacecolor="none", markeredgecolor=color,
                         markeredgewidth=1.6, linestyle="none", gid="crossover")
         ax.set_title(dtype, fontsize=10)
         ax.set_yscale("log")
         _log_size_axis(ax, panel["n"].tolist())
-        ax.set_xlabel("n (rows of Q; m in the legend), log scale" if varies["m_key"]
+        ax.set_xlabel("n (rows of Q; m in the legend), log scale" if varies["m_rule"]
                       else "n = m (rows of Q and of K), log scale")
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes:
@@ -890,7 +868,7 @@ def gpu_over_cpu(runs: RunSet) -> Figure:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     handles["break-even (1×)"] = Line2D([], [], color="0.2")
-    handles["crossover: smallest n where the GPU is faster"] = Line2D(
+    handles["crossover: GPU faster from this n through the largest"] = Line2D(
         [], [], marker="o", markersize=10, markerfacecolor="none", color="0.2", linestyle="none")
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                ncols=2 if len(handles) > 3 else len(handles), fontsize=8.5, frameon=False)
@@ -1004,7 +982,7 @@ CAPTIONS = {
     "speedup": "Speedup of each backend over {baseline} in the same cell ({baseline}'s median "
                "time / the backend's); above 1 is faster.",
     "gpu_over_cpu": "Best GPU backend over best CPU backend per shape; the circled point is the "
-                    "crossover, the smallest n where the GPU is faster.",
+                    "crossover, the smallest n from which the GPU is faster at every size.",
     "noisiest_cells": "Every sample of the cells with the widest confidence intervals, as a "
                       "distribution and in the order taken: outliers, drift or two modes show "
                       "why an interval is wide.",

@@ -111,21 +111,21 @@ def counts_text(summary: pd.DataFrame) -> str:
 
 
 def fastest(runs: plots.RunSet) -> pd.DataFrame:
-    """Per machine, dtype, d_k and variant: the fastest backend at the largest n measured."""
+    """Per machine, dtype and variant: the fastest backend at the largest shape measured (the
+    one the sweep was most likely made for)."""
     ok = runs.ok
     if ok.empty:
         return ok
     rows = []
-    for _, group in ok.groupby(["machine", "dtype", "d_k", "phase", "cache", "threads_key"],
+    for _, group in ok.groupby(["machine", "dtype", "phase", "cache", "threads_key"],
                                sort=False):
-        largest = group[group["n"] == group["n"].max()]
-        largest = largest[largest["m"] == largest["m"].max()]
+        flops = group["flops"].max()
+        largest = group[group["flops"] == flops]
         rows.append(largest.loc[largest["median_s"].idxmin()])
-    frame = pd.DataFrame(rows)
     order = {m: i for i, m in enumerate(runs.machines)}
-    frame["_machine"] = frame["machine"].map(order)
-    frame["_dtype"] = frame["dtype"].map(plots._dtype_rank)
-    return frame.sort_values(["_machine", "_dtype", "d_k", "phase", "cache"], kind="stable")
+    frame = _ranked(pd.DataFrame(rows))
+    frame["_m"] = frame["machine"].map(order)
+    return frame.sort_values(["_m", *_RANKS], kind="stable")
 
 
 def variant_words(row: Any) -> str:
@@ -207,13 +207,15 @@ def machine_facts(run: plots.RunInfo) -> dict[str, str]:
     """The fingerprint of one run's machine as label → text, for the machines table."""
     env = run.environment
     cpu = env.get("cpu") if isinstance(env.get("cpu"), dict) else {}
-    facts: dict[str, str] = {"host": str(env.get("hostname") or "?")}
+    facts: dict[str, str] = {"host": str(env.get("hostname") or "unknown")}
     cores = cpu.get("logical_cores")
     usable = cpu.get("usable_cores")
     core_text = f"{cores} logical cores" if cores else ""
     if usable and cores and usable != cores:
         core_text += f" ({usable} usable)"
-    facts["CPU"] = ", ".join(p for p in (str(cpu.get("model") or "?"), core_text) if p)
+    cpu_text = ", ".join(p for p in (str(cpu.get("model") or ""), core_text) if p)
+    if cpu_text:
+        facts["CPU"] = cpu_text
     if cpu.get("flags"):
         facts["CPU features"] = " ".join(map(str, cpu["flags"]))
     if env.get("memory_gib") is not None:
@@ -242,11 +244,12 @@ def machine_facts(run: plots.RunInfo) -> dict[str, str]:
     if libraries:
         facts["libraries"] = ", ".join(f"{k} {v}" for k, v in libraries.items())
     git = env.get("git") if isinstance(env.get("git"), dict) else {}
-    version = f"qkbench {env.get('qkbench_version', '?')}"
-    if git.get("commit"):
-        version += f" @ {str(git['commit'])[:10]}" + (" (uncommitted changes)"
-                                                       if git.get("dirty") else "")
-    facts["qkbench"] = version
+    if env.get("qkbench_version"):
+        version = f"qkbench {env['qkbench_version']}"
+        if git.get("commit"):
+            version += f" @ {str(git['commit'])[:10]}" + (" (uncommitted changes)"
+                                                           if git.get("dirty") else "")
+        facts["qkbench"] = version
     for key in ("hardware_key", "comparability_key"):
         if env.get(key):
             facts[key.replace("_", " ")] = str(env[key])
@@ -279,7 +282,7 @@ def _peaks_text(record: dict[str, Any]) -> str:
 _CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
   color:#1d2330;margin:0;background:#f6f7f9}
-main{max-width:1180px;margin:0 auto;padding:24px 28px 60px;background:#fff}
+main{max-width:1380px;margin:0 auto;padding:24px 28px 60px;background:#fff}
 h1{font-size:26px;margin:4px 0 2px}h2{font-size:20px;margin:34px 0 8px;padding-top:6px;
   border-top:1px solid #e3e6eb}h3{font-size:16px;margin:20px 0 6px}
 .sub{color:#5b6373;margin:0 0 14px}
@@ -290,7 +293,9 @@ h1{font-size:26px;margin:4px 0 2px}h2{font-size:20px;margin:34px 0 8px;padding-t
 .alert{border-left:4px solid #c62828;background:#fdecea;padding:8px 12px;border-radius:4px}
 .note{border-left:4px solid #9aa3b2;background:#f1f3f6;padding:8px 12px;border-radius:4px}
 table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
-th,td{padding:3px 9px;border-bottom:1px solid #eceef2;text-align:left;vertical-align:top}
+th,td{padding:3px 7px;border-bottom:1px solid #eceef2;text-align:left;vertical-align:top;
+  white-space:nowrap}
+td.wrap{white-space:normal;min-width:18em}
 th{background:#f1f3f6;position:sticky;top:0}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.failed td{background:#fdecea}tr.skipped td{color:#8a93a3}
@@ -298,7 +303,7 @@ tr.slower td.verdict{color:#c62828;font-weight:600}tr.faster td.verdict{color:#2
 .best{font-weight:700}
 figure{margin:18px 0 26px}figure img{max-width:100%;height:auto;border:1px solid #eceef2}
 figcaption{color:#3d4452;font-size:14px;margin-top:4px}
-.machines th{position:static;white-space:nowrap}
+.machines th{position:static}.machines td{white-space:normal}
 .scroll{overflow-x:auto}
 code{background:#f1f3f6;padding:0 3px;border-radius:3px}
 footer{color:#7a8291;font-size:12px;margin-top:40px}
@@ -377,20 +382,20 @@ def _glance_html(report: Report) -> str:
                if row["peak_gflops"] > 0 else "") + ")</div>")
     if cards:
         out.append('<div class="cards">' + "".join(cards[:12]) + "</div>")
-    crossover = plots.crossovers(plots.gpu_cpu_speedup(runs))
-    if not crossover.empty:
+    crossing = plots.crossovers(plots.gpu_cpu_speedup(runs))
+    if not crossing.empty:
         items = []
-        for _, row in crossover.iterrows():
-            what = (f"GPU faster from n = {row['crossover_n']}" if pd.notna(row["crossover_n"])
-                    and row["crossover_n"] > row["smallest_n"] else
-                    "GPU faster at every n measured" if pd.notna(row["crossover_n"]) else
-                    f"CPU faster at every n up to {row['largest_n']}")
+        for _, row in crossing.iterrows():
             items.append(f"<li>{_e(row['group'])} · {_e(row['dtype'])} · d_k={row['d_k']}"
-                         + (f" · {_e(plots._PHASE_WORDS.get(row['phase'], row['phase']))}")
+                         + (f" · {_e(row['m_rule'])}" if row["m_rule"] != "m=n" else "")
+                         + f" · {_e(plots._PHASE_WORDS.get(row['phase'], row['phase']))}"
                          + (f" · {_e(row['cache'])} cache" if row["cache"] != "warm" else "")
-                         + f": <b>{_e(what)}</b> ({format_number(row['speedup_at_largest'])}× "
-                         f"at n = {row['largest_n']})</li>")
-        out.append("<h3>GPU over CPU: crossover</h3><ul>" + "".join(items) + "</ul>")
+                         + f": <b>{_e(plots.crossover_words(row))}</b> "
+                         f"({format_number(row['speedup_largest'])}× at n = "
+                         f"{int(row['largest_n'])})</li>")
+        out.append("<h3>GPU over CPU: crossover</h3><p>The smallest n from which the best GPU "
+                   "backend is faster than the best CPU backend at every larger size too.</p>"
+                   "<ul>" + "".join(items) + "</ul>")
     out.append("</section>")
     return "\n".join(out)
 
@@ -426,8 +431,8 @@ def _figures_html(report: Report) -> str:
 
 def _summary_html(runs: plots.RunSet) -> str:
     out = ['<section id="summary"><h2>All cells</h2>',
-           "<p>Median time per call with its 95% confidence interval; the fastest backend of "
-           "each shape is in bold. ‡: stopped before reaching the precision target.</p>"]
+           ("<p>Median time per call with its 95% confidence interval; the fastest backend of "
+            "each shape is in bold. ‡: stopped before reaching the precision target.</p>")]
     summary = runs.summary
     variants = plots._Variants.of(summary) if len(summary) else None
     show_variant = bool(variants and variants.columns)
@@ -449,7 +454,9 @@ def _summary_html(runs: plots.RunSet) -> str:
                                                           else " ‡")
             cells = [(_e(row["backend"]), ""), (_e(row["device"]), ""), (_e(row["dtype"]), ""),
                      (_e(row["n"]), "num"), (_e(row["m"]), "num"), (_e(row["d_k"]), "num")]
-            cells += [(_e(variant_words(row) or "-"), "")] if show_variant else []
+            cells += [(_e(", ".join(plots._variant_words(row, variants.columns,
+                                                         all_words=True)) or "-"), "")] \
+                if show_variant and variants is not None else []
             cells += [(_e(row["status"]), ""),
                       (median, "num best" if index in best else "num"),
                       (_e(format_ci(row)), "num"), (_e(format_rel(row["rel_ci"])), "num"),
@@ -498,7 +505,8 @@ def _problems_html(runs: plots.RunSet) -> str:
         rows = [("failed", ([(_e(r["machine"]), "")] if many else []) + [
             (_e(r["backend"]), ""), (_e(r["dtype"]) + _e(" · " + variant_words(r)
                                                           if variant_words(r) else ""), ""),
-            (_e(shape_text(r)), ""), (f"<b>{_e(r['status'])}</b>", ""), (_e(r["reason"]), "")])
+            (_e(shape_text(r)), ""), (f"<b>{_e(r['status'])}</b>", ""),
+            (_e(r["reason"]), "wrap")])
             for _, r in failed.iterrows()]
         out.append(_table(headers, rows))
     if not skipped.empty:
@@ -508,7 +516,7 @@ def _problems_html(runs: plots.RunSet) -> str:
             ("backend", False), ("cells", True), ("which", False), ("reason", False)]
         rows = [("skipped", ([(_e(r["machine"]), "")] if many else []) + [
             (_e(r["backend"]), ""), (_e(r["cells"]), "num"), (_e(r["which"]), ""),
-            (_e(r["reason"]), "")]) for _, r in skipped.iterrows()]
+            (_e(r["reason"]), "wrap")]) for _, r in skipped.iterrows()]
         out.append(_table(headers, rows))
     out.append("</section>")
     return "\n".join(out)
@@ -519,10 +527,10 @@ def _comparison_html(report: Report) -> str:
     base = report.baseline.runs[0]
     table = report.comparison
     out = ['<section id="comparison"><h2>Compared with the baseline</h2>',
-           f"<p>Baseline: <code>{_e(base.folder)}</code> on {_e(base.label)}. Ratio = this "
-           "run's median / the baseline's (above 1: slower now). <i>slower</i> / <i>faster</i> "
-           "when the two 95% intervals do not overlap; a regression verdict with thresholds is "
-           "<code>qkbench compare</code>'s job.</p>"]
+           (f"<p>Baseline: <code>{_e(base.folder)}</code> on {_e(base.label)}. Ratio = this "
+            "run's median / the baseline's (above 1: slower now). <i>slower</i> / <i>faster</i> "
+            "when the two 95% intervals do not overlap; a regression verdict with thresholds is "
+            "<code>qkbench compare</code>'s job.</p>")]
     if table.empty:
         out.append('<p class="note">No cell is ok in both the baseline and the run(s): '
                    "nothing to compare (different backends, shapes or dtypes?).</p>")
@@ -571,8 +579,9 @@ def render_markdown(report: Report) -> str:
         if facts.get("memory"):
             detail.append(facts["memory"])
         detail.append(facts.get("qkbench", ""))
-        lines.append(f"- **{_md(run.host)}**: {_md(' · '.join(d for d in detail if d))} — "
-                     f"{_md(counts_text(summary))}")
+        text = " · ".join(d for d in detail if d)
+        lines.append(f"- **{_md(run.host)}**" + (f": {_md(text)}" if text else "")
+                     + f" — {_md(counts_text(summary))}")
     lines.append("")
     failed = runs.summary[runs.summary["status"].isin(FAILED_STATUSES)]
     if len(failed):
@@ -581,8 +590,8 @@ def render_markdown(report: Report) -> str:
     if report.baseline is not None:
         lines += _markdown_comparison(report)
     lines += _markdown_problems(runs)
-    lines += ["", f"<sub>qkbench {harness.__version__} · medians with 95% CIs · full report "
-              "with figures: report.html</sub>", ""]
+    lines += ["", (f"<sub>qkbench {harness.__version__} · medians with 95% CIs · full report "
+                   "with figures: report.html</sub>"), ""]
     return "\n".join(lines)
 
 

@@ -26,7 +26,11 @@ def cli_env(extra_path: Path | None = None) -> dict[str, str]:
 
 
 def run_cli(*args: str, extra_path: Path | None = None, timeout: float = 240,
-            cwd: Path = REPO) -> subprocess.CompletedProcess:
+            cwd: Path = REPO, plots: bool = False) -> subprocess.CompletedProcess:
+    """`qkbench ARGS` in a subprocess. Runs draw no figures unless asked (`plots=True`): the
+    figures are tested on their own, and drawing them costs seconds per run."""
+    if args and args[0] == "run" and not plots:
+        args = (*args, "--no-plots")
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd,
                           env=cli_env(extra_path), capture_output=True, text=True,
                           timeout=timeout, check=False)

@@ -125,9 +125,12 @@ def test_crossover_is_the_smallest_n_from_which_the_gpu_keeps_winning():
     assert "GPU wins from n = 512" in text and "does not win" in text
 
 
-def test_no_crossover_table_without_both_devices():
+def test_no_crossover_table_without_both_devices_or_shared_shapes():
     rows = [("numpy", "cpu", 64, 64, 1e-5, "kernel")]
     assert crossover.describe(summary_table(rows)) == ""
+    disjoint = [("numpy", "cpu", 64, 64, 1e-5, "kernel"), ("cupy", "gpu", 128, 128, 1e-5,
+                                                             "kernel")]
+    assert crossover.describe(summary_table(disjoint)) == ""
 
 
 # ---------------------------------------------------------------- real GPU

@@ -21,7 +21,7 @@ def quick_run(tmp_path_factory):
     """`qkbench run quick` once for the module: the configuration the README promises."""
     out = tmp_path_factory.mktemp("quick") / "run"
     started = time.monotonic()
-    result = run_cli("run", "quick", "--out", str(out))
+    result = run_cli("run", "quick", "--out", str(out), plots=True)  # as the README runs it
     return result, out, time.monotonic() - started
 
 
@@ -30,6 +30,7 @@ def test_quick_run_succeeds_within_a_minute(quick_run):
     assert result.returncode == 0, result.stderr[-2000:]
     assert seconds < 60
     assert "run directory:" in result.stdout and "GFLOP/s" in result.stdout
+    assert len(list((out / "figures").glob("*.png"))) >= 3  # run draws its figures by default
 
 
 def test_run_directory_holds_tables_and_metadata(quick_run):
