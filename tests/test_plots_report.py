@@ -381,7 +381,8 @@ def test_run_survives_a_plotting_failure(tmp_path, monkeypatch, capsys):
 
 def test_run_draws_its_figures(tmp_path):
     config = write_config(tmp_path, ["numpy"], n=[16])
-    result = run_cli("run", str(config), "--out", str(tmp_path / "run"), "--no-progress")
+    result = run_cli("run", str(config), "--out", str(tmp_path / "run"), "--no-progress",
+                     plots=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "figures" / "time_vs_size.png").is_file()
     assert f"figures: {tmp_path / 'run' / 'figures'}" in result.stdout
