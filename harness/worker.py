@@ -109,38 +109,18 @@ class _Session:
         self._check_device_memory(q, k, copies, plan)
         backend.reset_peak_memory()
         host_sets = [(q, k)] + [(q.copy(), k.copy()) for _ in range(copies - 1)]
-        if plan.phase == "kernel":
-            # Inputs already where the backend wants them; the result stays there.
-            arg_sets = [backend.prepare(a, b) for a, b in host_sets]
-            fn, to_host = backend.scores, backend.to_numpy
-        else:
-            # Host arrays in, host array out: prepare (copies, casts, transfers) and to_numpy
-            # are inside the time.
-            arg_sets = host_sets
-
-            def fn(a: Any, b: Any) -> Any:
-                return backend.to_numpy(backend.scores(*backend.prepare(a, b)))
-
-            def to_host(s: Any) -> Any:
-                return s
+        fn, arg_sets, to_host = _timed_call(backend, plan.phase, host_sets)
         self.timer = KernelTimer(fn, arg_sets, backend.sync)
         prepared = clock()
         result, first_call_s = self.timer.first_call()
-        host = to_host(result)
         figures: dict[str, Any] = {"first_call_s": first_call_s, "precision": precision,
-                                   "cache_copies": copies, **_safe_info(backend)}
-        figures["setup_s"] = prepared - started
-        bad_output = agreement.check_output(host, (q.shape[0], k.shape[0]), plan.dtype)
-        if bad_output:
-            raise CellFailure("mismatch", bad_output, figures)
+                                   "cache_copies": copies, "setup_s": prepared - started,
+                                   **_safe_info(backend)}
         checked = clock()
-        verdict = agreement.compare(host, shape.reference, precision)
-        figures.update(max_err=verdict.max_err, mean_err=verdict.mean_err,
-                       err_bound=verdict.bound, checked_rows=verdict.checked_rows,
-                       agreement_s=clock() - checked)
-        if not verdict.passed:
-            raise CellFailure("mismatch", verdict.reason or "", figures)
-        del result, host
+        _check_agreement(to_host(result), shape.reference, (q.shape[0], k.shape[0]), plan.dtype,
+                         precision, figures)
+        figures["agreement_s"] = clock() - checked
+        del result
         warm_start = clock()
         self.calls, block_s = self.timer.calibrate(plan.min_sample_s, plan.warmup_s)
         figures.update(calls_per_sample=self.calls, block_s=block_s,
@@ -180,6 +160,34 @@ class _Session:
             self.threads_set = False
         self.backend.cleanup()
         return figures
+
+
+def _timed_call(backend: Any, phase: str, host_sets: list[tuple[Any, Any]]
+                ) -> tuple[Any, list[tuple[Any, Any]], Any]:
+    """(the function to time, its argument sets, how to bring its result to the host)."""
+    if phase == "kernel":
+        # Inputs already where the backend wants them; the result stays there.
+        return backend.scores, [backend.prepare(a, b) for a, b in host_sets], backend.to_numpy
+
+    def end_to_end(a: Any, b: Any) -> Any:
+        # Host arrays in, host array out: prepare (copies, casts, transfers) and to_numpy are
+        # inside the time.
+        return backend.to_numpy(backend.scores(*backend.prepare(a, b)))
+
+    return end_to_end, host_sets, lambda s: s
+
+
+def _check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, int], dtype: str,
+                     precision: str, figures: dict[str, Any]) -> None:
+    """Add the error figures to `figures`; raise CellFailure("mismatch") when S is wrong."""
+    bad_output = agreement.check_output(host, shape, dtype)
+    if bad_output:
+        raise CellFailure("mismatch", bad_output, figures)
+    verdict = agreement.compare(host, reference, precision)
+    figures.update(max_err=verdict.max_err, mean_err=verdict.mean_err, err_bound=verdict.bound,
+                   checked_rows=verdict.checked_rows)
+    if not verdict.passed:
+        raise CellFailure("mismatch", verdict.reason or "", figures)
 
 
 def _precision(backend: Any, dtype: str) -> str:
