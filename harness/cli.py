@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser(
         "compare", help="compare two run directories: slower, faster or same, per cell")
-    compare.add_argument("baseline", type=Path, help="the run directory to compare against")
-    compare.add_argument("candidate", type=Path, help="the run directory under test")
+    compare.add_argument("baseline", type=Path,
+                         help="a run directory, or a folder of runs of one config (pooled)")
+    compare.add_argument("candidate", type=Path, help="the same, for the code under test")
     compare.add_argument("--threshold", default="0.1", metavar="T",
                          help="smallest change that counts: 0.1 or 10%% (default 0.1)")
     compare.add_argument("--threshold-for", action="append", default=[], metavar="BACKEND=T",

@@ -1,4 +1,4 @@
-"""Step 7: two run directories → a verdict per cell: slower, faster, same, or not comparable.
+"""Step 7: two runs (or two sets of runs) → a verdict per cell: slower, faster, same, …
 
 The question CI asks is "did this change make a kernel slower?", and a check that cries wolf is
 soon ignored, so a cell is called slower only when two things hold at once (the rule asv uses):
@@ -9,16 +9,18 @@ soon ignored, so a cell is called slower only when two things hold at once (the 
 
 Both are folded into one test: **slower when the whole interval lies above 1 + t, faster when
 it lies below 1 / (1 + t)**, same otherwise. Why not the weaker "ratio above 1 + t and interval
-above 1": the interval only covers the noise *within* a run (which samples the run happened to
-take). Two runs of unchanged code also differ *between* runs (frequency scaling, other tenants,
-where the buffers landed), and that shift is not in any interval computed from one pair of runs.
-Demanding the whole interval beyond the threshold makes the threshold the allowance for that
-shift; `benchmarks/aa_false_alarms.py` measures both rules on real A/A runs. The faster bound
-is 1 / (1 + t), not 1 − t, so swapping baseline and candidate swaps slower and faster exactly.
+above 1": an interval computed from one run only knows the noise *within* that run. Two runs
+of unchanged code also differ as wholes (frequency scaling, other tenants, where the buffers
+landed), and that shift is in no interval from one pair of runs. Demanding the whole interval
+beyond the threshold makes the threshold the allowance for it; `benchmarks/aa_false_alarms.py`
+measures both rules on real A/A runs. The faster bound is 1 / (1 + t), not 1 − t, so swapping
+baseline and candidate swaps slower and faster exactly.
 
 The interval is a seeded percentile bootstrap of the ratio of medians over the raw per-call
-samples (samples.parquet), resampling each run's samples independently. Timings are skewed and
-the ratio of two medians has no simple formula, which is what the bootstrap is for.
+samples (samples.parquet), each side resampled on its own: timings are skewed and the ratio of
+two medians has no simple formula. A side may be a folder of several runs of one config; they
+are pooled and resampled run first, then sample, so the run-to-run shift that a single run
+cannot show widens the interval — the way to keep A/A comparisons quiet on a noisy machine.
 
 Drift-proof mode (`normalize_by`): the harness samples all backends of a group (shape, dtype,
 phase, cache, threads) in interleaved rounds, so a shared machine's drift falls on all of them
@@ -260,8 +262,12 @@ def _with_keys(frame: pd.DataFrame) -> pd.DataFrame:
     for column in CELL_KEY:  # load_run fills these already; this covers any hand-made frame
         if column not in frame:
             frame[column] = KEY_DEFAULTS.get(column)
-    frame["_cell"] = [key_tuple(row) for row in frame[CELL_KEY].itertuples(index=False)]
-    frame["_group"] = [key_tuple(row) for row in frame[GROUP_KEY].itertuples(index=False)]
+    for name, columns in (("_cell", CELL_KEY), ("_group", GROUP_KEY)):
+        # One key per distinct combination, not per row: samples tables run to 10⁵ rows.
+        ids = frame.groupby(columns, dropna=False, sort=False).ngroup().to_numpy()
+        firsts = np.unique(ids, return_index=True)[1] if len(ids) else np.empty(0, int)
+        keys = {ids[i]: key_tuple(frame[columns].iloc[i]) for i in firsts}
+        frame[name] = [keys[i] for i in ids]
     return frame
 
 
@@ -388,7 +394,7 @@ def _compare_cell(key: dict[str, Any], cell: tuple[Any, ...], base: _Side, cand:
                   values: tuple[list[dict[tuple[Any, ...], np.ndarray]], ...], rule: Rule,
                   normalize_by: str | None) -> CellResult:
     (b_status, b_problem), (c_status, c_problem) = base.state(cell), cand.state(cell)
-    statuses = dict(baseline_status=b_status, candidate_status=c_status)
+    statuses = {"baseline_status": b_status, "candidate_status": c_status}
     threshold = rule.threshold_for(key["backend"])
     if normalize_by is not None and key["backend"] == normalize_by:
         return CellResult(key, "reference", threshold=threshold, **statuses,
@@ -398,7 +404,7 @@ def _compare_cell(key: dict[str, Any], cell: tuple[Any, ...], base: _Side, cand:
     if normalize_by is not None and not problems:
         reference = (normalize_by,) + cell[1:]
         for side, name in ((base, "baseline"), (cand, "candidate")):
-            status, problem = side.state(reference)
+            problem = side.state(reference)[1]
             if problem:
                 problems.append(f"the reference {normalize_by} in the {name}: {problem}")
     if problems:
@@ -407,7 +413,7 @@ def _compare_cell(key: dict[str, Any], cell: tuple[Any, ...], base: _Side, cand:
     b_runs = [v[cell] for v in values[0] if cell in v and len(v[cell])]
     c_runs = [v[cell] for v in values[1] if cell in v and len(v[cell])]
     b_count, c_count = sum(map(len, b_runs)), sum(map(len, c_runs))
-    counts = dict(baseline_samples=b_count, candidate_samples=c_count)
+    counts = {"baseline_samples": b_count, "candidate_samples": c_count}
     if min(b_count, c_count) < rule.min_samples:
         what = "values in rounds shared with " + normalize_by if normalize_by else "samples"
         return CellResult(key, "not comparable", threshold=threshold, **statuses, **counts,

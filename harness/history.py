@@ -8,9 +8,10 @@ time, or with `normalize_by` the ratio to the reference backend's median in the 
 
 A step is a lasting change: the split of a cell's series that maximises the difference between
 the median before and the median after, with at least `min_runs` runs on each side nearer
-that side's median than the other's (one odd run, or a change seen twice, is not a step). It is kept when the shift exceeds the threshold and stands clear of the
-run-to-run scatter (3 robust standard deviations, estimated from the median of successive
-differences, which a step barely moves). Each side is then searched again, so a series can
+that side's median than the other's (one odd run, or a change seen twice, is not a step). It
+is kept when the shift exceeds the threshold and stands clear of the run-to-run scatter (3
+robust standard deviations, estimated from the median of successive differences, which a
+step barely moves). Each side is then searched again, so a series can
 hold several steps; each step's before/after medians are those of its final neighbouring
 segments.
 """
@@ -178,6 +179,7 @@ class FoundStep:
     config: str
     cell: tuple[Any, ...]
     run: str  # the first run after the change
+    path: str  # its directory (run names need not be unique across folders)
     commit: str
     before: float
     after: float
@@ -200,16 +202,16 @@ def detect(table: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD,
             at, previous = series.iloc[step.index], series.iloc[step.index - 1]
             changed = environment_differences(environments.get(previous["_path"], {}),
                                               environments.get(at["_path"], {}))
-            found.append(FoundStep(config, cell, at["run"], at["commit"], step.before,
-                                   step.after, changed))
+            found.append(FoundStep(config, cell, at["run"], at["_path"], at["commit"],
+                                   step.before, step.after, changed))
     return found
 
 
 def mark_steps(table: pd.DataFrame, steps: Sequence[FoundStep]) -> pd.DataFrame:
-    marked = {(s.config, s.cell, s.run) for s in steps}
+    marked = {(s.config, s.cell, s.path) for s in steps}
     table = table.copy()
-    table["step"] = [(c, k, r) in marked
-                     for c, k, r in zip(table["config"], table["_cell"], table["run"])]
+    table["step"] = [(c, k, p) in marked
+                     for c, k, p in zip(table["config"], table["_cell"], table["_path"])]
     return table
 
 
@@ -241,7 +243,7 @@ def to_text(table: pd.DataFrame, steps: Sequence[FoundStep], normalize_by: str |
     """Per config: the runs, then one line per cell with its value in each (the last `last`
     runs; history.csv has them all), a ▲/▼ before the value where a step begins."""
     lines = []
-    marked = {(s.config, s.cell, s.run): s for s in steps}
+    marked = {(s.config, s.cell, s.path): s for s in steps}
     for config, part in table.groupby("config", sort=False):
         runs = part[["run_index", "run", "created_utc", "commit", "machine"]].drop_duplicates(
             "run_index").sort_values("run_index")
@@ -256,15 +258,15 @@ def to_text(table: pd.DataFrame, steps: Sequence[FoundStep], normalize_by: str |
         rows = []
         for cell, series in part.groupby("_cell", sort=False):
             by_run = dict(zip(series["run_index"], zip(series["value"], series["status"],
-                                                       series["run"])))
+                                                       series["_path"])))
             row = [cell_label(cell)]
             for i in shown["run_index"]:
                 if i not in by_run:
                     row.append("")
                     continue
-                value, status, run = by_run[i]
+                value, status, path = by_run[i]
                 text = _value_text(value, normalize_by is not None) if status == "ok" else status
-                step = marked.get((config, cell, run))
+                step = marked.get((config, cell, path))
                 if step is not None:
                     text = ("▲ " if step.change > 0 else "▼ ") + text
                 row.append(text)
@@ -328,10 +330,10 @@ def write_plots(table: pd.DataFrame, steps: Sequence[FoundStep], folder: Path,
         else:
             ax.plot(x, y, "o-")
             ax.set_ylabel(f"time ÷ {normalize_by}")
-        runs = list(series["run"])
+        runs, paths = list(series["run"]), list(series["_path"])
         for step in by_cell.get((config, cell), []):
-            if step.run in runs:
-                ax.axvline(runs.index(step.run) - 0.5, color="tab:red", linestyle="--")
+            if step.path in paths:
+                ax.axvline(paths.index(step.path) - 0.5, color="tab:red", linestyle="--")
         ax.set_xticks(x, [c or r[:15] for c, r in zip(series["commit"].str[:7], runs)],
                       rotation=45, ha="right", fontsize=7)
         ax.set_title(f"{config}: {cell_label(cell)}", fontsize=9)
@@ -362,7 +364,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         csv = args.out / "history.csv"
-        table.drop(columns=["_cell", "_path"]).to_csv(csv, index=False)
+        table.drop(columns=["_cell"]).rename(columns={"_path": "path"}).to_csv(csv, index=False)
     except OSError as exc:
         raise UsageError(f"cannot write to {args.out}: {exc.strerror}") from None
     print(to_text(table, steps, args.normalize_by))

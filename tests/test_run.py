@@ -26,7 +26,7 @@ def quick_run(tmp_path_factory):
 
 
 def test_quick_run_succeeds_within_a_minute(quick_run):
-    result, _, seconds = quick_run
+    result, out, seconds = quick_run
     assert result.returncode == 0, result.stderr[-2000:]
     assert seconds < 60
     assert "run directory:" in result.stdout and "GFLOP/s" in result.stdout

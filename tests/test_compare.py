@@ -1,0 +1,335 @@
+"""compare: verdicts on synthetic runs with known samples, comparability, outputs, exit codes.
+
+Every run here is built from seeded samples, so the verdicts are certain; one end-to-end test
+runs the real harness twice and checks only the shape of the answer, never a timing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.compare import Rule, bootstrap_ratio, compare_runs, environment_differences
+from tests.conftest import run_cli, write_config
+
+ENVIRONMENT = {
+    "created_utc": "2026-01-01T00:00:00+00:00",
+    "git": {"commit": "0123456789abcdef", "dirty": False},
+    "cpu": {"model": "Test CPU 9000", "logical_cores": 2},
+    "libraries": {"numpy": "2.0.0"},
+    "comparability_key": "aaaaaaaaaaaa",
+}
+SHAPES = (256, 512)
+ROUNDS, PER_ROUND = 10, 4
+
+
+def write_run(folder: Path, medians: dict[tuple[str, int], float], seed: int = 0,
+              spread: float = 0.02, drift: float = 0.0, environment: dict | None = None,
+              status: dict[tuple[str, int], str] | None = None,
+              new_columns: bool = False, config: str = "synthetic",
+              samples: dict[tuple[str, int], int] | None = None) -> Path:
+    """A run directory with lognormal samples around the given medians (seconds).
+
+    Samples are taken in interleaved rounds like the harness's; `drift` raises every backend's
+    time alike, growing from 0 in the first round to `drift` in the last (a machine heating up).
+    """
+    rng = np.random.default_rng(seed)
+    status = status or {}
+    summary, rows = [], []
+    for (backend, n), median in medians.items():
+        state = status.get((backend, n), "ok")
+        count = (samples or {}).get((backend, n), ROUNDS * PER_ROUND)
+        cell = {"backend": backend, "device": "cpu", "dtype": "float32", "n": n, "m": n,
+                "d_k": 64}
+        if new_columns:
+            cell.update(phase="kernel", cache="warm", threads_requested=None)
+        times = []
+        if state == "ok":
+            for i in range(count):
+                round_number = i * ROUNDS // count
+                factor = 1.0 + drift * round_number / (ROUNDS - 1)
+                seconds = median * factor * float(np.exp(rng.normal(0.0, spread)))
+                times.append(seconds)
+                rows.append({**cell, "round": round_number, "t_start": float(i),
+                             "seconds": seconds, "calls": 1})
+        summary.append({**cell, "status": state, "reason": "" if state == "ok" else "boom",
+                        "median_s": float(np.median(times)) if times else None,
+                        "samples": len(times)})
+    folder.mkdir(parents=True)
+    frame = pd.DataFrame(summary)
+    if new_columns:
+        frame["threads_requested"] = pd.array([pd.NA] * len(frame), dtype="Int64")
+    frame.to_parquet(folder / "summary.parquet", index=False)
+    samples_frame = pd.DataFrame(rows)
+    if new_columns and len(samples_frame):
+        samples_frame["threads_requested"] = pd.array([pd.NA] * len(samples_frame),
+                                                      dtype="Int64")
+    samples_frame.to_parquet(folder / "samples.parquet", index=False)
+    meta = {"config": {"name": config}, "environment": environment or ENVIRONMENT,
+            "state": "finished"}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def medians(numpy: float = 1e-3, other: float = 2e-3) -> dict[tuple[str, int], float]:
+    return {(b, n): (numpy if b == "numpy" else other) * n / 256
+            for b in ("numpy", "other") for n in SHAPES}
+
+
+def verdicts(comparison) -> dict[tuple[str, int], str]:
+    return {(c.key["backend"], c.key["n"]): c.verdict for c in comparison.cells}
+
+
+def test_identical_distributions_are_the_same(tmp_path):
+    base = write_run(tmp_path / "a", medians(), seed=1)
+    cand = write_run(tmp_path / "b", medians(), seed=2)
+    comparison = compare_runs(base, cand)
+    assert set(verdicts(comparison).values()) == {"same"}
+    assert comparison.exit_code == 0
+    assert main(["compare", str(base), str(cand)]) == 0
+
+
+def test_thirty_percent_slower_is_slower_and_exits_1(tmp_path, capsys):
+    base = write_run(tmp_path / "a", medians(), seed=1)
+    slow = medians()
+    slow[("other", 512)] *= 1.3
+    cand = write_run(tmp_path / "b", slow, seed=2)
+    assert main(["compare", str(base), str(cand)]) == 1
+    out = capsys.readouterr()
+    assert "1 slower, 0 faster, 3 same" in out.out
+    assert "regression" in out.err
+    found = verdicts(compare_runs(base, cand))
+    assert found[("other", 512)] == "slower"
+    assert found[("other", 256)] == "same"
+
+
+def test_three_percent_slower_is_the_same(tmp_path):
+    base = write_run(tmp_path / "a", medians(), seed=1, spread=0.005)
+    cand = write_run(tmp_path / "b", medians(numpy=1.03e-3, other=2.06e-3), seed=2, spread=0.005)
+    comparison = compare_runs(base, cand)
+    # Significant (tight samples) but below the 10% threshold: not a regression.
+    assert all(c.ci_low > 1.0 for c in comparison.cells)
+    assert set(verdicts(comparison).values()) == {"same"}
+
+
+def test_thirty_percent_faster_is_faster_and_exits_0(tmp_path):
+    base = write_run(tmp_path / "a", medians(), seed=1)
+    cand = write_run(tmp_path / "b", medians(other=2e-3 / 1.3), seed=2)
+    comparison = compare_runs(base, cand)
+    assert verdicts(comparison)[("other", 256)] == "faster"
+    assert verdicts(comparison)[("numpy", 256)] == "same"
+    assert comparison.exit_code == 0
+
+
+def test_a_noisy_slowdown_is_not_called_without_evidence(tmp_path):
+    base = write_run(tmp_path / "a", medians(), seed=1, spread=0.6)
+    cand = write_run(tmp_path / "b", medians(other=2.4e-3), seed=2, spread=0.6)
+    cell = next(c for c in compare_runs(base, cand).cells if c.key["backend"] == "other")
+    assert cell.verdict == "same"
+    assert "inconclusive" in cell.note
+
+
+def test_machine_drift_cancels_with_normalisation(tmp_path):
+    base = write_run(tmp_path / "a", medians(), seed=1)
+    # The whole machine is 40% slower by the end of the candidate run, every backend alike.
+    cand = write_run(tmp_path / "b", {k: v * 1.2 for k, v in medians().items()}, seed=2,
+                     drift=0.4)
+    raw = verdicts(compare_runs(base, cand))
+    assert raw[("other", 512)] == "slower" and raw[("numpy", 512)] == "slower"
+    normalised = verdicts(compare_runs(base, cand, normalize_by="numpy"))
+    assert normalised[("other", 256)] == normalised[("other", 512)] == "same"
+    assert normalised[("numpy", 256)] == "reference"
+    assert main(["compare", str(base), str(cand), "--normalize-by", "numpy"]) == 0
+
+
+def test_normalisation_still_catches_a_real_slowdown_under_drift(tmp_path):
+    base = write_run(tmp_path / "a", medians(), seed=1)
+    slowed = {k: v * (1.3 if k[0] == "other" else 1.0) for k, v in medians().items()}
+    cand = write_run(tmp_path / "b", slowed, seed=2, drift=0.4)
+    found = verdicts(compare_runs(base, cand, normalize_by="numpy"))
+    assert found[("other", 256)] == found[("other", 512)] == "slower"
+
+
+def test_threshold_global_and_per_backend(tmp_path):
+    base = write_run(tmp_path / "a", medians(), seed=1)
+    cand = write_run(tmp_path / "b", medians(numpy=1.3e-3, other=2.6e-3), seed=2)
+    assert set(verdicts(compare_runs(base, cand)).values()) == {"slower"}
+    loose = verdicts(compare_runs(base, cand, Rule(threshold=0.5)))
+    assert set(loose.values()) == {"same"}
+    mixed = verdicts(compare_runs(base, cand, Rule(per_backend={"other": 0.5})))
+    assert mixed[("other", 256)] == "same" and mixed[("numpy", 256)] == "slower"
+    assert main(["compare", str(base), str(cand), "--threshold", "50%"]) == 0
+    assert main(["compare", str(base), str(cand), "--threshold-for", "other=0.5",
+                 "--threshold-for", "numpy=0.5"]) == 0
+
+
+def test_cells_on_one_side_are_listed(tmp_path, capsys):
+    base_cells = medians()
+    del base_cells[("other", 512)]
+    cand_cells = medians()
+    del cand_cells[("numpy", 256)]
+    base = write_run(tmp_path / "a", base_cells, seed=1)
+    cand = write_run(tmp_path / "b", cand_cells, seed=2)
+    found = verdicts(compare_runs(base, cand))
+    assert found[("numpy", 256)] == "only in baseline"
+    assert found[("other", 512)] == "only in candidate"
+    assert main(["compare", str(base), str(cand)]) == 0
+    assert "1 only in baseline, 1 only in candidate" in capsys.readouterr().out
+
+
+def test_failed_or_thin_cells_are_not_comparable(tmp_path):
+    base = write_run(tmp_path / "a", medians(), seed=1,
+                     status={("other", 256): "mismatch", ("numpy", 512): "error"},
+                     samples={("other", 512): 4})
+    cand = write_run(tmp_path / "b", medians(), seed=2)
+    cells = {(c.key["backend"], c.key["n"]): c for c in compare_runs(base, cand).cells}
+    assert cells[("other", 256)].verdict == "not comparable"
+    assert "baseline mismatch (boom)" in cells[("other", 256)].note
+    assert cells[("numpy", 512)].verdict == "not comparable"
+    assert cells[("other", 512)].verdict == "not comparable"
+    assert "too few samples (4 baseline" in cells[("other", 512)].note
+    # With the reference failed in a group, that group's cells cannot be normalised.
+    normalised = {(c.key["backend"], c.key["n"]): c
+                  for c in compare_runs(base, cand, normalize_by="numpy").cells}
+    assert normalised[("numpy", 512)].verdict == "reference"
+    assert normalised[("other", 512)].verdict == "not comparable"
+    assert "the reference numpy in the baseline: error" in normalised[("other", 512)].note
+
+
+def test_runs_from_other_machines_are_refused_unless_allowed(tmp_path, capsys):
+    base = write_run(tmp_path / "a", medians(), seed=1)
+    other_env = {**ENVIRONMENT, "cpu": {"model": "Other CPU", "logical_cores": 64},
+                 "comparability_key": "bbbbbbbbbbbb"}
+    cand = write_run(tmp_path / "b", medians(), seed=2, environment=other_env)
+    assert main(["compare", str(base), str(cand)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "cpu.model" in err and "cpu.logical_cores" in err and "--allow-different-machines" in err
+    assert main(["compare", str(base), str(cand), "--allow-different-machines"]) == 0
+    assert "environments differ" in capsys.readouterr().out
+
+
+def test_older_runs_without_a_key_are_compared_field_by_field():
+    old = {k: v for k, v in ENVIRONMENT.items() if k != "comparability_key"}
+    assert environment_differences(old, dict(old)) == []
+    newer_numpy = {**old, "libraries": {"numpy": "2.1.0"}}
+    assert environment_differences(old, newer_numpy) == ["libraries.numpy: 2.0.0 vs 2.1.0"]
+    # Only one side has the key: fall back to the fields, which agree.
+    assert environment_differences(old, ENVIRONMENT) == []
+
+
+def test_old_and_new_column_sets_match_on_the_cell_key(tmp_path):
+    base = write_run(tmp_path / "a", medians(), seed=1)  # no phase/cache/threads columns
+    cand = write_run(tmp_path / "b", medians(), seed=2, new_columns=True)
+    assert set(verdicts(compare_runs(base, cand)).values()) == {"same"}
+
+
+def test_markdown_and_json_outputs(tmp_path):
+    base = write_run(tmp_path / "a", medians(), seed=1)
+    slow = medians()
+    slow[("other", 512)] *= 1.5
+    cand = write_run(tmp_path / "b", slow, seed=2)
+    md, js = tmp_path / "summary.md", tmp_path / "compare.json"
+    assert main(["compare", str(base), str(cand), "--markdown", str(md), "--json", str(js)]) == 1
+    text = md.read_text()
+    assert text.startswith("### ") and "1 slower, 0 faster, 3 same" in text.splitlines()[0]
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert "verdict" in table[0] and "slower" in table[2]  # regressions first
+    data = json.loads(js.read_text())
+    assert data["counts"]["slower"] == 1 and data["rule"]["threshold"] == 0.1
+    first = data["cells"][0]
+    assert (first["backend"], first["n"], first["verdict"]) == ("other", 512, "slower")
+    assert first["ci_low"] > 1.1 and first["threads_requested"] is None
+
+
+def write_pool(folder: Path, factors: list[float], seed: int, **kwargs) -> Path:
+    """Several runs of one config in one folder, each run's machine `factor` times slower."""
+    for i, factor in enumerate(factors):
+        write_run(folder / f"run{i}", {k: v * factor for k, v in medians().items()},
+                  seed=seed + i, **kwargs)
+    return folder
+
+
+def test_pooled_runs_see_run_to_run_variation_that_one_run_cannot(tmp_path, capsys):
+    # Unchanged code, but each run lands 10-20% off for reasons of its own (memory placement,
+    # a neighbour): one run against one run sees a "significant" 33% slowdown...
+    base = write_pool(tmp_path / "base", [1.0, 1.15, 0.9], seed=10)
+    cand = write_pool(tmp_path / "cand", [1.2, 0.95, 1.05], seed=20)
+    single = verdicts(compare_runs(base / "run2", cand / "run0"))
+    assert set(single.values()) == {"slower"}
+    # ...while three runs a side, resampled run by run, do not call it.
+    pooled = compare_runs(base, cand)
+    assert set(verdicts(pooled).values()) == {"same"}
+    assert pooled.runs == (3, 3)
+    assert main(["compare", str(base), str(cand)]) == 0
+    assert "3 runs pooled" in capsys.readouterr().out
+
+
+def test_pooled_runs_still_catch_a_real_slowdown(tmp_path):
+    base = write_pool(tmp_path / "base", [1.0, 1.03, 0.98], seed=10)
+    cand = write_pool(tmp_path / "cand", [1.3, 1.33, 1.28], seed=20)
+    assert set(verdicts(compare_runs(base, cand)).values()) == {"slower"}
+
+
+def test_a_pool_must_hold_one_config(tmp_path, capsys):
+    pool = write_pool(tmp_path / "pool", [1.0, 1.0], seed=1)
+    write_run(pool / "other", medians(), seed=5, config="another")
+    assert main(["compare", str(pool), str(pool)]) == 2
+    assert "several configs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compare", "{missing}", "{base}"], "not found"),
+    (["compare", "{empty}", "{base}"], "summary.parquet"),
+    (["compare", "{base}", "{base}", "--threshold", "lots"], "not a number"),
+    (["compare", "{base}", "{base}", "--threshold", "-0.1"], "≥ 0"),
+    (["compare", "{base}", "{base}", "--threshold-for", "numpy"], "BACKEND=0.2"),
+    (["compare", "{base}", "{base}", "--threshold-for", "nosuch=0.2"], "nosuch"),
+    (["compare", "{base}", "{base}", "--normalize-by", "nosuch"], "nosuch"),
+    (["compare", "{base}"], "candidate"),
+    (["compare", "{base}", "{base}", "--markdown", "{missing}/x.md"], "cannot write"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
+    base = write_run(tmp_path / "a", medians(), seed=1)
+    (tmp_path / "empty").mkdir()
+    places = {"base": base, "missing": tmp_path / "missing", "empty": tmp_path / "empty"}
+    assert main([a.format(**places) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+
+
+def test_bootstrap_is_seeded_and_centred():
+    rng = np.random.default_rng(3)
+    a, b = rng.lognormal(0, 0.1, 200), rng.lognormal(0, 0.1, 200)
+    first = bootstrap_ratio(a, b, rng=np.random.default_rng(0))
+    assert first == bootstrap_ratio(a, b, rng=np.random.default_rng(0))
+    ratio, low, high = first
+    assert low < ratio < high and low < 1.0 < high
+    ratio, low, high = bootstrap_ratio(a, 1.5 * b, rng=np.random.default_rng(0))
+    assert 1.3 < low < ratio < high < 1.7
+
+
+def test_a_real_run_twice_compares_cleanly(tmp_path):
+    """The real pipeline end to end: two tiny runs, then compare. Verdicts depend on the
+    machine, so only the shape of the answer is checked."""
+    config = write_config(tmp_path, ["numpy", "tests.plugins.slowed:PlainNumpy"],
+                          n=[64], d_k=[16])
+    for name in ("a", "b"):
+        result = run_cli("run", str(config), "--out", str(tmp_path / name), "--quiet",
+                         timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+    out = tmp_path / "c.json"
+    result = run_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--normalize-by",
+                     "numpy", "--json", str(out))
+    assert result.returncode in (0, 1), result.stderr
+    data = json.loads(out.read_text())
+    assert {(c["backend"], c["verdict"]) for c in data["cells"]} <= {
+        ("numpy", "reference"), ("numpy-plain", "same"), ("numpy-plain", "slower"),
+        ("numpy-plain", "faster"), ("numpy-plain", "not comparable")}
+    assert len(data["cells"]) == 2
+    assert result.returncode == (1 if data["counts"]["slower"] else 0)
