@@ -10,39 +10,6 @@ import numpy as np
 from backends.base import Backend, missing_package_reason
 
 
-class TorchCpuBackend(Backend):
-    name = "torch-cpu"
-    device = "cpu"
-    dtypes = ("float16", "bfloat16", "float32", "float64")
-
-    def unavailable(self) -> str | None:
-        return missing_package_reason("torch", "torch")
-
-    def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
-        # from_numpy shares memory, so prepare costs no copy; contiguity keeps matmul on BLAS.
-        return _torch_from_numpy(q), _torch_from_numpy(k)
-
-    def scores(self, q: Any, k: Any) -> Any:
-        import torch
-
-        return torch.matmul(q, k.t())
-
-    def to_numpy(self, s: Any) -> np.ndarray:
-        return _tensor_to_numpy(s)
-
-    def info(self) -> dict[str, Any]:
-        import torch
-
-        return {"library_version": torch.__version__, "threads": torch.get_num_threads()}
-
-    def set_threads(self, count: int | None) -> None:
-        import torch
-
-        if not hasattr(self, "_default_threads"):
-            self._default_threads = torch.get_num_threads()
-        torch.set_num_threads(self._default_threads if count is None else count)
-
-
 def _torch_from_numpy(array: np.ndarray) -> Any:
     """A CPU tensor sharing memory with `array`; bfloat16 (from ml_dtypes) goes via its bits,
     since torch.from_numpy does not know ml_dtypes."""
@@ -65,7 +32,49 @@ def _tensor_to_numpy(s: Any) -> np.ndarray:
     return s.numpy()
 
 
-class TorchCudaBackend(Backend):
+class _TorchBackend(Backend):
+    """What every PyTorch backend shares: the product, and the way back to NumPy."""
+
+    def unavailable(self) -> str | None:
+        return missing_package_reason("torch", "torch")
+
+    def scores(self, q: Any, k: Any) -> Any:
+        import torch
+
+        return torch.matmul(q, k.t())
+
+    def to_numpy(self, s: Any) -> np.ndarray:
+        return _tensor_to_numpy(s)
+
+    def info(self) -> dict[str, Any]:
+        import torch
+
+        return {"library_version": torch.__version__}
+
+
+class TorchCpuBackend(_TorchBackend):
+    name = "torch-cpu"
+    device = "cpu"
+    dtypes = ("float16", "bfloat16", "float32", "float64")
+
+    def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
+        # from_numpy shares memory, so prepare costs no copy; contiguity keeps matmul on BLAS.
+        return _torch_from_numpy(q), _torch_from_numpy(k)
+
+    def info(self) -> dict[str, Any]:
+        import torch
+
+        return {**super().info(), "threads": torch.get_num_threads()}
+
+    def set_threads(self, count: int | None) -> None:
+        import torch
+
+        if not hasattr(self, "_default_threads"):
+            self._default_threads = torch.get_num_threads()
+        torch.set_num_threads(self._default_threads if count is None else count)
+
+
+class TorchCudaBackend(_TorchBackend):
     """torch.matmul on CUDA tensors, float32 computed in full float32 (TF32 off).
 
     PyTorch may compute float32 matmuls in TF32 on Ampere and newer GPUs, which is 2^13 times
@@ -80,7 +89,7 @@ class TorchCudaBackend(Backend):
     allow_tf32 = False
 
     def unavailable(self) -> str | None:
-        missing = missing_package_reason("torch", "torch")
+        missing = super().unavailable()
         if missing:
             return missing
         import torch
@@ -111,18 +120,10 @@ class TorchCudaBackend(Backend):
         return (_torch_from_numpy(q).to("cuda", non_blocking=False),
                 _torch_from_numpy(k).to("cuda", non_blocking=False))
 
-    def scores(self, q: Any, k: Any) -> Any:
-        import torch
-
-        return torch.matmul(q, k.t())
-
     def sync(self) -> None:
         import torch
 
         torch.cuda.synchronize()
-
-    def to_numpy(self, s: Any) -> np.ndarray:
-        return _tensor_to_numpy(s)
 
     def cleanup(self) -> None:
         import torch
@@ -134,8 +135,7 @@ class TorchCudaBackend(Backend):
     def info(self) -> dict[str, Any]:
         import torch
 
-        return {"library_version": torch.__version__,
-                "device_name": torch.cuda.get_device_name()}
+        return {**super().info(), "device_name": torch.cuda.get_device_name()}
 
     def cache_bytes(self) -> int | None:
         import torch
@@ -174,7 +174,7 @@ class TorchCudaTf32Backend(TorchCudaBackend):
     allow_tf32 = True
 
 
-class TorchMpsBackend(Backend):
+class TorchMpsBackend(_TorchBackend):
     """torch.matmul on Apple GPUs through Metal (MPS). MPS has no float64."""
 
     name = "torch-mps"
@@ -182,7 +182,7 @@ class TorchMpsBackend(Backend):
     dtypes = ("float16", "bfloat16", "float32")
 
     def unavailable(self) -> str | None:
-        missing = missing_package_reason("torch", "torch")
+        missing = super().unavailable()
         if missing:
             return missing
         import torch
@@ -197,20 +197,7 @@ class TorchMpsBackend(Backend):
     def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
         return _torch_from_numpy(q).to("mps"), _torch_from_numpy(k).to("mps")
 
-    def scores(self, q: Any, k: Any) -> Any:
-        import torch
-
-        return torch.matmul(q, k.t())
-
     def sync(self) -> None:
         import torch
 
         torch.mps.synchronize()
-
-    def to_numpy(self, s: Any) -> np.ndarray:
-        return _tensor_to_numpy(s)
-
-    def info(self) -> dict[str, Any]:
-        import torch
-
-        return {"library_version": torch.__version__}
