@@ -16,10 +16,13 @@ into ``timeout``; the next request starts a fresh worker, so the sweep goes on.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
 import signal
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -274,6 +277,28 @@ def _describe(exc: BaseException) -> str:
 # Spawning a worker and importing the harness takes about a second; a minute means it is stuck.
 START_TIMEOUT_S = 60.0
 
+# After a call, OpenBLAS's worker threads busy-wait for 2^28 cycles (about 0.1 s) before they
+# sleep. With backends interleaved in separate processes, the backend whose turn just ended
+# would keep a core busy through the next backend's turn: measured on a 2-core VM at
+# n = m = 2048, numba fell from 199 to 74-117 GFLOP/s and numpy from 158 to 134 that way.
+# 2^20 cycles (about 0.4 ms) still covers the gaps between back-to-back calls of a block,
+# and an idle worker goes to sleep long before the next backend is timed. A value the user
+# set is left alone.
+IDLE_SPIN_ENVIRONMENT = {"OPENBLAS_THREAD_TIMEOUT": "20"}
+
+
+@contextlib.contextmanager
+def _quiet_when_idle() -> Iterator[None]:
+    """The environment a worker starts with: thread pools that stop spinning when idle.
+    Set in this process only while the worker is spawned (it inherits the environment)."""
+    added = {k: v for k, v in IDLE_SPIN_ENVIRONMENT.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
 
 class WorkerHandle:
     """The main process's end of one backend's worker; restarts it after a crash or hang."""
@@ -293,7 +318,8 @@ class WorkerHandle:
         parent_end, child_end = self._context.Pipe()
         self._process = self._context.Process(
             target=worker_main, args=(child_end, self._path, self._options), daemon=True)
-        self._process.start()
+        with _quiet_when_idle():
+            self._process.start()
         child_end.close()
         self._conn = parent_end
         try:
