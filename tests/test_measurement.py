@@ -1,6 +1,7 @@
 """What each number includes: phase, cache state, threads, roofline, peaks, fingerprint."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -163,3 +164,16 @@ def test_env_command_prints_the_fingerprint_as_json():
     result = run_cli("env")
     assert result.returncode == 0
     assert json.loads(result.stdout)["comparability_key"]
+
+
+def test_workers_start_with_quiet_idle_thread_pools_unless_the_user_chose(monkeypatch):
+    from harness.worker import _quiet_when_idle
+
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    with _quiet_when_idle():
+        assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "20"
+    assert "OPENBLAS_THREAD_TIMEOUT" not in os.environ  # only while a worker is spawned
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")
+    with _quiet_when_idle():
+        assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "28"
+    assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "28"
