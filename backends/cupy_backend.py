@@ -41,11 +41,10 @@ class CupyBackend(Backend):
         return None
 
     def _configure_tf32(self) -> None:
+        from backends.gpu_support import allow_tf32_again, forbid_tf32_everywhere
+
         os.environ["CUPY_TF32"] = "1" if self.allow_tf32 else "0"
-        if self.allow_tf32:
-            os.environ.pop("NVIDIA_TF32_OVERRIDE", None)
-        else:
-            os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
+        (allow_tf32_again if self.allow_tf32 else forbid_tf32_everywhere)()
 
     def precision(self, dtype: str) -> str:
         return "tf32" if dtype == "float32" and self.allow_tf32 else dtype

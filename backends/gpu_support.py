@@ -7,7 +7,6 @@ Kept apart from the backends so that neither CuPy nor PyTorch is needed to read 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 
 def nvml_telemetry(device_index: int = 0) -> dict[str, float]:
@@ -46,6 +45,3 @@ def is_out_of_memory(exc: BaseException) -> bool:
     name = type(exc).__name__
     return "OutOfMemory" in name or "out of memory" in str(exc).lower()
 
-
-def describe_missing_cuda(library: str, detail: Any) -> str:
-    return f"{library} sees no usable CUDA GPU ({detail})"
