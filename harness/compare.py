@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.contention import BUSY_CORES
 from harness.errors import UsageError
 from harness.results import CELL_KEY, KEY_DEFAULTS, load_run
 
@@ -308,6 +309,14 @@ class _Side:
         bad = [status for status in statuses if status != "ok"]
         return ("mixed", f"{', '.join(sorted(set(bad)))} in {len(bad)} of {len(rows)} runs")
 
+    def foreign_load(self, cell: tuple[Any, ...]) -> float | None:
+        """The most CPU other processes used while this cell sampled, over this side's runs
+        (cores; None for runs written before the harness measured it)."""
+        loads = [float(row["foreign_load"]) for rows in self.rows
+                 if (row := rows.get(cell)) is not None and "foreign_load" in row
+                 and not _is_na(row["foreign_load"])]
+        return max(loads) if loads else None
+
     @property
     def commit(self) -> str | None:
         commits = {run.commit for run in self.runs}
@@ -422,9 +431,16 @@ def _compare_cell(key: dict[str, Any], cell: tuple[Any, ...], base: _Side, cand:
     rng = np.random.default_rng([rule.seed, zlib.crc32(repr(cell).encode())])
     ratio, low, high = bootstrap_ratio(b_runs, c_runs, rule.confidence, rule.resamples, rng)
     verdict = rule.decide(low, high, threshold)
-    note = ""
+    notes = []
     if verdict == "same" and (high > 1.0 + threshold or low < 1.0 / (1.0 + threshold)):
-        note = f"inconclusive: the interval reaches beyond ±{100 * threshold:g}%"
+        notes.append(f"inconclusive: the interval reaches beyond ±{100 * threshold:g}%")
+    for side, name in ((base, "baseline"), (cand, "candidate")):
+        load = side.foreign_load(cell)
+        if load is not None and load > BUSY_CORES:
+            # Contention slows multi-threaded backends unequally (harness.contention): a
+            # verdict from such a run may be the machine's, not the code's.
+            notes.append(f"{name} sampled while other processes kept {load:.2f} cores busy")
+    note = "; ".join(notes)
     return CellResult(key, verdict, float(np.median(np.concatenate(b_runs))),
                       float(np.median(np.concatenate(c_runs))), ratio, low, high, threshold,
                       **counts, **statuses, note=note)

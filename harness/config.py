@@ -134,7 +134,12 @@ class Sweep(_Strict):
     @field_validator("n", "m", "d_k", mode="before")
     @classmethod
     def _scalar_to_list(cls, value: Any) -> Any:
-        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        if value is None or isinstance(value, (list, dict)):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return [value]
+        raise ValueError(f"expected a size (a whole number), a list of sizes, or a range "
+                         f"{{start, stop, factor}} or {{start, stop, step}}; got {value!r}")
 
     @field_validator("dtype", "phase", "cache", mode="before")
     @classmethod
@@ -284,10 +289,19 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_yaml(path: Path) -> Any:
     # Ask for forgiveness: Path.exists() itself raises on some paths (a name too long).
     try:
-        text = path.read_bytes().decode("utf-8")
+        with path.open("rb") as handle:
+            # A config is a page of text; /dev/zero or a named pipe would be read forever.
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise UsageError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; "
+                             "is this really a config file?")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise UsageError(f"config file not found: {path}") from None
     except IsADirectoryError:

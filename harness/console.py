@@ -12,6 +12,8 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from harness.contention import BUSY_CORES
+
 
 class Progress:
     """A progress bar with ETA over the cells of a run (on stderr, so stdout stays clean)."""
@@ -45,6 +47,21 @@ def time_split(wall_s: float, seconds: dict[str, float]) -> str:
     shown = ", ".join(f"{name} {value:.1f} s ({100 * value / wall_s:.0f}%)"
                       for name, value in parts + [("other", other)] if wall_s > 0)
     return f"wall time {wall_s:.1f} s: {shown}"
+
+
+def contention_note(summary: pd.DataFrame) -> str:
+    """A warning when other processes were busy while cells sampled (see harness.contention)."""
+    if "foreign_load" not in summary:
+        return ""
+    load = pd.to_numeric(summary.loc[summary["status"] == "ok", "foreign_load"],
+                         errors="coerce").dropna()
+    busy = load[load > BUSY_CORES]
+    if busy.empty:
+        return ""
+    return (f"warning: other processes kept {busy.median():.2f} cores busy (up to "
+            f"{busy.max():.2f}) while {len(busy)} of {len(load)} ok cell(s) sampled "
+            "(column foreign_load): their times, and the ratios between multi-threaded "
+            "backends, include that contention; rerun them on a quiet machine to compare.")
 
 
 def _varying(summary: pd.DataFrame, columns: list[str]) -> list[str]:

@@ -44,7 +44,7 @@ SUMMARY_COLUMNS = [
     "peak_gflops", "pct_peak", "max_err", "mean_err", "err_bound", "checked_rows", "threads",
     "library_version", "device_name", "peak_device_bytes", "sm_clock_start_mhz",
     "sm_clock_end_mhz", "temperature_start_c", "temperature_end_c", "power_start_w",
-    "power_end_w", "throttled",
+    "power_end_w", "throttled", "foreign_load",
 ]
 SAMPLE_COLUMNS = ["backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
                   "threads_requested", "round", "t_start", "seconds", "calls"]
@@ -54,7 +54,7 @@ _INTEGER_COLUMNS = ["n", "m", "d_k", "threads_requested", "samples", "calls_per_
 _FLOAT_COLUMNS = ["median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s", "intensity",
                   "gflops", "gbps", "peak_gflops", "pct_peak", "max_err", "mean_err",
                   "err_bound", "sm_clock_start_mhz", "sm_clock_end_mhz", "temperature_start_c",
-                  "temperature_end_c", "power_start_w", "power_end_w"]
+                  "temperature_end_c", "power_start_w", "power_end_w", "foreign_load"]
 _STRING_COLUMNS = ["backend", "device", "dtype", "precision", "phase", "cache", "status",
                    "reason", "stopped_by", "library_version", "device_name"]
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}

@@ -9,6 +9,7 @@ that agree are then sampled in interleaved rounds. Every finished cell is handed
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -20,6 +21,7 @@ from typing import Any
 from backends.registry import BackendSpec, load_class
 from harness import inputs
 from harness.config import Config
+from harness.contention import LoadMeter
 from harness.resources import available_bytes, cell_bytes, shape_bytes, too_big
 from harness.results import (
     ITEMSIZE,
@@ -221,10 +223,14 @@ class Runner:
             return take
 
         block_s = {label: figures["block_s"] for label, (_, figures, _) in ready.items()}
+        load = LoadMeter(self._own_pids)
+        load.start()
         results = interleave({label: sampler(limit) for label, (_, _, limit) in ready.items()},
                              block_s, self.rule)
+        foreign_load = load.stop()
         for label, result in results.items():
             cell, figures, _ = ready[label]
+            figures["foreign_load"] = foreign_load
             self.counts.spend("timed work", sum(s.seconds * s.calls for s in result.samples))
             worker = self.backends[label].worker
             if worker.alive:  # a crashed or killed worker has nothing left to release
@@ -237,6 +243,11 @@ class Runner:
                 self._record(cell, "ok", "", figures, result)
             else:
                 self._record(cell, result.failure.status, result.failure.reason, figures)
+
+    def _own_pids(self) -> list[int]:
+        """This process and every backend's worker: the CPU time that is not foreign load."""
+        pids = [backend.worker.pid for backend in self.backends.values()]
+        return [os.getpid()] + [pid for pid in pids if pid is not None]
 
     def _memory_reason(self, cell: Cell) -> str | None:
         """Why the cell would not fit in host memory now, or None."""

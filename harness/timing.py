@@ -157,22 +157,42 @@ class SamplingResult:
 Sampler = Callable[[int, int], list[Sample]]
 
 
+def _block_estimate(result: SamplingResult, calibrated_s: float) -> float:
+    """How long one of the backend's blocks lasts: the median of those it took, once it has
+    taken some. The calibration figure alone is one block timed during warm-up; a hiccup
+    there would otherwise make the backend take a fraction of its share of every round and
+    spend its budget over many more rounds than the others."""
+    if not result.samples:
+        return calibrated_s
+    blocks = sorted(s.seconds * s.calls for s in result.samples[-32:])
+    return blocks[len(blocks) // 2]
+
+
 def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, float],
                rule: StopRule, round_s: float = 0.02) -> dict[str, SamplingResult]:
-    """Sample every backend in rounds until each one's StopRule verdict says stop.
+    """Sample every backend of a group in rounds, in lockstep, until all of them may stop.
 
-    In each round every still-active backend takes enough samples to fill about `round_s`
+    In each round every backend still sampling takes enough samples to fill about `round_s`
     (at least one), so short kernels do not pay a message round-trip per sample, while each
-    round stays short enough that drift is shared. A backend that fails is recorded and the
-    others go on.
+    round stays short enough that drift is shared.
+
+    Lockstep: a backend whose median is already precise keeps its turn in every round while
+    another backend of the group still needs samples. Otherwise a backend that converges in
+    two rounds is measured over a tenth of a second and one that needs twenty rounds over
+    two seconds, and the ratio of their medians compares two different stretches of the
+    machine's drift — the very thing interleaving is there to cancel. Only the hard limits,
+    a backend's own `budget_s` and `max_samples`, end its turns early (`round_s` spends every
+    backend's budget at about the same pace, so those also end together). `stopped_by` keeps
+    the first verdict a backend reached. A backend that fails is recorded and the others go on.
     """
     results = {name: SamplingResult() for name in samplers}
     active = list(samplers)
     round_number = 0
-    while active:
+    while any(not results[name].stopped_by for name in active):
         for name in list(active):
             result = results[name]
-            per_round = max(1, int(round_s / max(block_seconds[name], 1e-9)))
+            per_round = max(1, int(round_s / max(_block_estimate(result, block_seconds[name]),
+                                                 1e-9)))
             per_round = min(per_round, rule.max_samples - len(result.samples))
             try:
                 result.samples.extend(samplers[name](per_round, round_number))
@@ -183,8 +203,9 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
             per_call = [s.seconds for s in result.samples]
             spent = sum(s.seconds * s.calls for s in result.samples)
             verdict = rule.verdict(per_call, spent)
-            if verdict:
+            if verdict and not result.stopped_by:
                 result.stopped_by = verdict
-                active.remove(name)
+            if spent >= rule.budget_s or len(per_call) >= rule.max_samples:
+                active.remove(name)  # a hard limit, whatever the verdict
         round_number += 1
     return results

@@ -277,14 +277,17 @@ def _describe(exc: BaseException) -> str:
 # Spawning a worker and importing the harness takes about a second; a minute means it is stuck.
 START_TIMEOUT_S = 60.0
 
-# After a call, OpenBLAS's worker threads busy-wait for 2^28 cycles (about 0.1 s) before they
-# sleep. With backends interleaved in separate processes, the backend whose turn just ended
-# would keep a core busy through the next backend's turn: measured on a 2-core VM at
-# n = m = 2048, numba fell from 199 to 74-117 GFLOP/s and numpy from 158 to 134 that way.
-# 2^20 cycles (about 0.4 ms) still covers the gaps between back-to-back calls of a block,
-# and an idle worker goes to sleep long before the next backend is timed. A value the user
-# set is left alone.
-IDLE_SPIN_ENVIRONMENT = {"OPENBLAS_THREAD_TIMEOUT": "20"}
+# After a call, a thread pool's workers busy-wait before they sleep: OpenBLAS for 2^28 cycles
+# (about 0.1 s), GNU OpenMP (PyTorch, MKL, Numba's omp layer) for 300000 spins (about 8 ms of
+# CPU measured here), Intel OpenMP for 200 ms. With backends interleaved in separate
+# processes, the backend whose turn just ended keeps a core busy through the next backend's
+# turn. Measured on a 2-core VM: OpenBLAS's spin took numba at n = m = 2048 from 199 to
+# 74-117 GFLOP/s; GNU OpenMP's made numpy 25% slower at n = m = 512 in the rounds where numba
+# and torch-cpu had just run. The short values below (about 0.4 ms, 10000 spins, 1 ms) still
+# cover the gaps between the back-to-back calls of a block, and an idle worker goes to sleep
+# long before the next backend is timed. A value the user set is left alone.
+IDLE_SPIN_ENVIRONMENT = {"OPENBLAS_THREAD_TIMEOUT": "20", "GOMP_SPINCOUNT": "10000",
+                         "KMP_BLOCKTIME": "1"}
 
 
 @contextlib.contextmanager
@@ -329,6 +332,10 @@ class WorkerHandle:
         except (EOFError, OSError):
             pass  # a worker that dies at start-up is reported by the request that follows
         self.startup_s += time.monotonic() - started
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     @property
     def alive(self) -> bool:

@@ -75,11 +75,11 @@ BAD = {
     "missing_sweep_d_k.yaml": "sweep.d_k:",
     # wrong types (strict: no "64" → 64, no 64.0 → 64, no true → 1)
     "type_size_string_in_list.yaml": "sweep.n[0]:",
-    "type_size_string_scalar.yaml": "sweep.n:",
+    "type_size_string_scalar.yaml": "sweep.n: expected a size (a whole number)",
     "type_size_float_in_list.yaml": "sweep.n[0]:",
-    "type_size_float_scalar.yaml": "sweep.d_k:",
+    "type_size_float_scalar.yaml": "sweep.d_k: expected a size (a whole number)",
     "type_size_bool_in_list.yaml": "sweep.n[0]:",
-    "type_size_bool_scalar.yaml": "sweep.d_k:",
+    "type_size_bool_scalar.yaml": "sweep.d_k: expected a size (a whole number)",
     "type_range_start_string.yaml": "sweep.n.start:",
     "type_budget_s_string.yaml": "timing.budget_s:",
     "type_name_list.yaml": "name:",
@@ -185,6 +185,7 @@ GENERATED = {
                       "unacceptable character"),
     "a_directory.yaml": (b"", "is a directory"),
     "missing.yaml": (None, "config file not found"),
+    "huge.yaml": (b"# padding\n" * 110_000, "larger than 1 MiB"),
     "x" * 300 + ".yaml": (None, "cannot read"),  # longer than any file system allows a name
 }
 
@@ -218,6 +219,7 @@ CLI = {
     "unknown_validate_flag": (["validate", "--strict", "configs/quick.yaml"],
                               "unrecognized arguments: --strict"),
     "validate_without_config": (["validate"], "required: config"),
+    "validate_endless_device": (["validate", "/dev/zero"], "larger than 1 MiB"),
     "validate_two_configs": (["validate", "configs/quick.yaml", "configs/default.yaml"],
                              "unrecognized arguments"),
     "run_unknown_config_name": (["run", "no-such-config", "--out", "{out}"],

@@ -32,7 +32,8 @@ def write_run(folder: Path, medians: dict[tuple[str, int], float], seed: int = 0
               spread: float = 0.02, drift: float = 0.0, environment: dict | None = None,
               status: dict[tuple[str, int], str] | None = None,
               new_columns: bool = False, config: str = "synthetic",
-              samples: dict[tuple[str, int], int] | None = None) -> Path:
+              samples: dict[tuple[str, int], int] | None = None,
+              foreign_load: float | None = None) -> Path:
     """A run directory with lognormal samples around the given medians (seconds).
 
     Samples are taken in interleaved rounds like the harness's; `drift` raises every backend's
@@ -59,7 +60,8 @@ def write_run(folder: Path, medians: dict[tuple[str, int], float], seed: int = 0
                              "seconds": seconds, "calls": 1})
         summary.append({**cell, "status": state, "reason": "" if state == "ok" else "boom",
                         "median_s": float(np.median(times)) if times else None,
-                        "samples": len(times)})
+                        "samples": len(times)}
+                       | ({} if foreign_load is None else {"foreign_load": foreign_load}))
     folder.mkdir(parents=True)
     frame = pd.DataFrame(summary)
     if new_columns:
@@ -106,6 +108,20 @@ def test_thirty_percent_slower_is_slower_and_exits_1(tmp_path, capsys):
     found = verdicts(compare_runs(base, cand))
     assert found[("other", 512)] == "slower"
     assert found[("other", 256)] == "same"
+
+
+def test_a_run_sampled_on_a_busy_machine_is_pointed_out(tmp_path):
+    base = write_run(tmp_path / "a", medians(), seed=1, foreign_load=0.02)
+    slow = medians()
+    slow[("other", 512)] *= 1.3
+    cand = write_run(tmp_path / "b", slow, seed=2, foreign_load=0.9)
+    cells = {(c.key["backend"], c.key["n"]): c for c in compare_runs(base, cand).cells}
+    assert cells[("other", 512)].verdict == "slower"  # pointed out, not hidden
+    assert "candidate sampled while other processes kept 0.90 cores busy" in \
+        cells[("other", 512)].note
+    assert "baseline" not in cells[("other", 512)].note  # 0.02 cores is a quiet machine
+    quiet = compare_runs(base, write_run(tmp_path / "c", medians(), seed=3, foreign_load=0.0))
+    assert all(c.note == "" for c in quiet.cells)
 
 
 def test_three_percent_slower_is_the_same(tmp_path):

@@ -184,3 +184,51 @@ def test_noisy_backend_stops_on_its_budget_while_a_quiet_one_converges():
     assert results["noisy"].stopped_by == "budget"
     spent = sum(s.seconds for s in results["noisy"].samples)
     assert 2.0 <= spent < 2.0 + 0.3
+
+
+def test_a_converged_backend_keeps_its_turn_while_the_group_samples():
+    # Lockstep: both backends' samples must span the same rounds (the same stretch of drift),
+    # even though the quiet one was precise long before the noisy one ran out of budget.
+    clock, log = FakeClock(), []
+    samplers = {"quiet": ScriptedSampler("quiet", log, clock, [0.1]),
+                "noisy": ScriptedSampler("noisy", log, clock, [0.05, 0.15, 0.1, 0.3])}
+    rule = StopRule(target_rel_ci=0.02, min_samples=10, budget_s=3.0)
+    results = interleave(samplers, {"quiet": 0.1, "noisy": 0.1}, rule, round_s=0.0)
+    quiet_rounds = {s.round for s in results["quiet"].samples}
+    noisy_rounds = {s.round for s in results["noisy"].samples}
+    assert results["quiet"].stopped_by == "converged"
+    assert results["noisy"].stopped_by == "budget"
+    assert len(noisy_rounds) > 10  # the noisy one needed more rounds than quiet's first verdict
+    assert quiet_rounds == noisy_rounds
+
+
+def test_the_group_stops_once_every_backend_has_converged():
+    clock, log = FakeClock(), []
+    samplers = {name: ScriptedSampler(name, log, clock, [0.01]) for name in "AB"}
+    rule = StopRule(target_rel_ci=0.5, min_samples=6, budget_s=10.0)
+    results = interleave(samplers, {"A": 0.01, "B": 0.01}, rule, round_s=0.0)
+    assert [len(r.samples) for r in results.values()] == [6, 6]
+
+
+def test_a_converged_backend_still_stops_at_its_own_budget():
+    clock, log = FakeClock(), []
+    # "heavy" claims short blocks, so it takes 20 samples a round and spends 2 s in round 0.
+    samplers = {"heavy": ScriptedSampler("heavy", log, clock, [0.1]),
+                "noisy": ScriptedSampler("noisy", log, clock, [0.05, 0.15, 0.1, 0.3])}
+    rule = StopRule(target_rel_ci=0.02, min_samples=10, budget_s=2.0)
+    results = interleave(samplers, {"heavy": 0.001, "noisy": 0.1}, rule, round_s=0.02)
+    assert results["heavy"].stopped_by == "converged"
+    assert len(results["heavy"].samples) == 20
+    assert max(s.round for s in results["noisy"].samples) > 0
+
+
+def test_round_shares_follow_the_blocks_actually_measured():
+    # Calibration saw a 10x hiccup (0.01 s blocks); the real blocks last 0.001 s. From round 1
+    # on, the backend must fill its 0.02 s share with 20 samples, not 2.
+    clock, log = FakeClock(), []
+    samplers = {"fast": ScriptedSampler("fast", log, clock, [0.001])}
+    rule = StopRule(target_rel_ci=1e-9, min_samples=6, max_samples=100, budget_s=10.0)
+    interleave(samplers, {"fast": 0.01}, rule, round_s=0.02)
+    rounds = [r for _, r in log]
+    assert rounds.count(0) == 2
+    assert rounds.count(1) == 20
