@@ -386,21 +386,39 @@ def compare_runs(baseline: Path, candidate: Path, rule: Rule | None = None,
                       (base.commit, cand.commit), (len(base.runs), len(cand.runs)))
 
 
-def _values(run: _Run, normalize_by: str | None) -> dict[tuple[Any, ...], np.ndarray]:
-    """Per cell, the values compared: seconds per call, or those divided by the reference
-    backend's median in the same group and round."""
+def _values(run: _Run, normalize_by: str | None) -> dict[tuple[Any, ...], list[np.ndarray]]:
+    """Per cell, the values compared — seconds per call, or those divided by the reference
+    backend's median in the same group and round — one array per worker process.
+
+    The harness samples round r of a cell in worker process r mod `processes`, and a process
+    can be steadily faster or slower than its siblings (where its buffers landed). Keeping the
+    processes apart lets the bootstrap resample them as units, so that spread widens the
+    interval instead of hiding in a pooled median."""
     samples = run.samples[np.isfinite(run.samples["seconds"]) & (run.samples["seconds"] > 0)]
     if normalize_by is not None:
         reference = samples[samples["backend"] == normalize_by]
         level = reference.groupby(["_group", "round"])["seconds"].median().rename("_level")
         samples = samples.join(level, on=["_group", "round"], how="inner")
         samples = samples.assign(seconds=samples["seconds"] / samples["_level"])
-    return {cell: group["seconds"].to_numpy(dtype=float)
-            for cell, group in samples.groupby("_cell", sort=False)}
+    processes = _processes_per_cell(run.summary)
+    out: dict[tuple[Any, ...], list[np.ndarray]] = {}
+    for cell, group in samples.groupby("_cell", sort=False):
+        process = group["round"].to_numpy(dtype=np.int64) % processes.get(cell, 1)
+        seconds = group["seconds"].to_numpy(dtype=float)
+        out[cell] = [seconds[process == p] for p in np.unique(process)]
+    return out
+
+
+def _processes_per_cell(summary: pd.DataFrame) -> dict[tuple[Any, ...], int]:
+    """How many worker processes each cell was sampled in (1 for runs that predate it)."""
+    if "processes" not in summary:
+        return {}
+    return {row["_cell"]: int(row["processes"]) for _, row in summary.iterrows()
+            if not _is_na(row["processes"]) and int(row["processes"]) > 1}
 
 
 def _compare_cell(key: dict[str, Any], cell: tuple[Any, ...], base: _Side, cand: _Side,
-                  values: tuple[list[dict[tuple[Any, ...], np.ndarray]], ...], rule: Rule,
+                  values: tuple[list[dict[tuple[Any, ...], list[np.ndarray]]], ...], rule: Rule,
                   normalize_by: str | None) -> CellResult:
     (b_status, b_problem), (c_status, c_problem) = base.state(cell), cand.state(cell)
     statuses = {"baseline_status": b_status, "candidate_status": c_status}
@@ -419,8 +437,9 @@ def _compare_cell(key: dict[str, Any], cell: tuple[Any, ...], base: _Side, cand:
     if problems:
         return CellResult(key, "not comparable", threshold=threshold, **statuses,
                           note="; ".join(problems))
-    b_runs = [v[cell] for v in values[0] if cell in v and len(v[cell])]
-    c_runs = [v[cell] for v in values[1] if cell in v and len(v[cell])]
+    # The resampled units: every worker process of every run of a side.
+    b_runs = [part for v in values[0] if cell in v for part in v[cell] if len(part)]
+    c_runs = [part for v in values[1] if cell in v for part in v[cell] if len(part)]
     b_count, c_count = sum(map(len, b_runs)), sum(map(len, c_runs))
     counts = {"baseline_samples": b_count, "candidate_samples": c_count}
     if min(b_count, c_count) < rule.min_samples:

@@ -209,6 +209,11 @@ class Timing(_Strict):
     max_samples: int = Field(default=10_000, ge=6)
     warmup_s: float = Field(default=0.05, ge=0)
     min_sample_s: float = Field(default=1e-3, gt=0)  # shorter calls are timed in blocks
+    # Worker processes per backend that a cell's rounds take turns in. A process's buffers
+    # land at addresses of its own, and measured here the same single-threaded torch product
+    # ran 12% faster in some processes than in others, steadily; one process per run makes
+    # that a run-to-run shift no interval can see. Several processes mix it into every run.
+    processes: int = Field(default=3, ge=1, le=16)
 
     @model_validator(mode="after")
     def _ordered(self) -> Timing:

@@ -21,9 +21,11 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-# Above this many cores of other work during a group, `run` and `compare` point it out: a
-# quiet machine shows a few hundredths (daemons, the terminal).
-BUSY_CORES = 0.25
+# Above this many cores of other work during a group, `run` and `compare` point it out. The
+# kernel charges CPU time by sampling at each clock tick (100 Hz), so a group that samples for
+# a fraction of a second reads up to about 0.2 cores on a quiet machine; one competing busy
+# process reads about 1.
+BUSY_CORES = 0.5
 
 _PROC = Path("/proc")
 
@@ -95,5 +97,5 @@ class LoadMeter:
             return None
         own_after = self._own_cpu()
         own = sum(t - own_before.get(pid, 0.0) for pid, t in own_after.items())
-        # Tick counters are coarse (10 ms); a small negative difference is rounding, not load.
+        # Tick counts are samples (see BUSY_CORES); a small negative difference is noise, not load.
         return max(0.0, (busy_after - busy_before - own) / wall)

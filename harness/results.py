@@ -44,13 +44,13 @@ SUMMARY_COLUMNS = [
     "peak_gflops", "pct_peak", "max_err", "mean_err", "err_bound", "checked_rows", "threads",
     "library_version", "device_name", "peak_device_bytes", "sm_clock_start_mhz",
     "sm_clock_end_mhz", "temperature_start_c", "temperature_end_c", "power_start_w",
-    "power_end_w", "throttled", "foreign_load",
+    "power_end_w", "throttled", "processes", "foreign_load",
 ]
 SAMPLE_COLUMNS = ["backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
                   "threads_requested", "round", "t_start", "seconds", "calls"]
 _INTEGER_COLUMNS = ["n", "m", "d_k", "threads_requested", "samples", "calls_per_sample",
                     "cache_copies", "flops", "bytes", "checked_rows", "threads",
-                    "peak_device_bytes"]
+                    "peak_device_bytes", "processes"]
 _FLOAT_COLUMNS = ["median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s", "intensity",
                   "gflops", "gbps", "peak_gflops", "pct_peak", "max_err", "mean_err",
                   "err_bound", "sm_clock_start_mhz", "sm_clock_end_mhz", "temperature_start_c",

@@ -50,10 +50,35 @@ class _Backend:
     spec: BackendSpec
     device: str
     dtypes: tuple[str, ...]
-    worker: WorkerHandle
+    workers: list[WorkerHandle]  # timing.processes of them; rounds take turns among them
     unavailable: str | None = None  # why it cannot run here (set once, on first use)
     opened: bool = False
     open_failure: CellFailure | None = None
+
+    @property
+    def worker(self) -> WorkerHandle:
+        """The first worker: the one asked whether the backend is available here."""
+        return self.workers[0]
+
+
+@dataclass
+class _Prepared:
+    """A cell set up in one or more of its backend's workers, ready to be sampled."""
+
+    cell: Cell
+    figures: dict[str, Any]  # from the first worker's setup (first call, agreement, ...)
+    limit: _CellTimeout
+    workers: list[WorkerHandle]
+
+    def sampler(self) -> Callable[[int, int], list[Sample]]:
+        """Round r is sampled in worker r mod len(workers): every process gets turns."""
+        def take(count: int, round_number: int) -> list[Sample]:
+            worker = self.workers[round_number % len(self.workers)]
+            try:
+                return self.limit.request(worker, ("sample", count, round_number))
+            except CellFailure as failure:
+                raise SamplerFailed(failure.status, failure.reason) from None
+        return take
 
 
 @dataclass
@@ -86,16 +111,16 @@ def throttled(figures: dict[str, Any]) -> bool | None:
 
 
 class _CellTimeout:
-    """A cell's hard time limit, counted only while its own worker works on it: with
+    """A cell's hard time limit, counted only while its own workers work on it: with
     interleaving, a cell also waits while the other backends of its group take their turns."""
 
-    def __init__(self, worker: WorkerHandle, timeout_s: float) -> None:
-        self.worker, self.left_s = worker, timeout_s
+    def __init__(self, timeout_s: float) -> None:
+        self.left_s = timeout_s
 
-    def request(self, message: tuple[Any, ...]) -> Any:
+    def request(self, worker: WorkerHandle, message: tuple[Any, ...]) -> Any:
         started = time.monotonic()
         try:
-            return self.worker.request(message, self.left_s)
+            return worker.request(message, self.left_s)
         finally:
             self.left_s -= time.monotonic() - started
 
@@ -113,8 +138,9 @@ class Runner:
         self.backends: dict[str, _Backend] = {}
         for spec in specs:
             cls = load_class(spec.path)
-            self.backends[spec.label] = _Backend(spec, cls.device, tuple(cls.dtypes),
-                                                 WorkerHandle(spec.path, dict(spec.options)))
+            workers = [WorkerHandle(spec.path, dict(spec.options))
+                       for _ in range(config.timing.processes)]
+            self.backends[spec.label] = _Backend(spec, cls.device, tuple(cls.dtypes), workers)
         timing = config.timing
         self.rule = StopRule(target_rel_ci=timing.target_rel_ci, min_samples=timing.min_samples,
                              max_samples=timing.max_samples, budget_s=timing.budget_s)
@@ -150,8 +176,9 @@ class Runner:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
             for backend in self.backends.values():
-                self.counts.spend("worker start-up", backend.worker.startup_s)
-                backend.worker.stop()
+                for worker in backend.workers:
+                    self.counts.spend("worker start-up", worker.startup_s)
+                    worker.stop()
         return self.counts
 
     def _prepare_inputs(self, shape: Shape, folder: Path) -> None:
@@ -196,57 +223,82 @@ class Runner:
 
     def _run_group(self, cells: list[Cell], folder: Path) -> None:
         """Set up each cell of one group; sample the ones that agree, interleaved."""
-        ready: dict[str, tuple[Cell, dict[str, Any], _CellTimeout]] = {}
+        ready: dict[str, _Prepared] = {}
         for cell in cells:
             backend = self.backends[cell.backend]
             if backend.open_failure is not None:
                 failure = backend.open_failure
                 self._record(cell, failure.status, failure.reason)
                 continue
-            limit = _CellTimeout(backend.worker, self.config.timing.timeout_s)
-            try:
-                figures = limit.request(("setup", str(folder), self._plan(cell)))
-            except CellFailure as failure:
-                self._record(cell, failure.status, failure.reason, failure.details)
-                continue
-            self._account_setup(figures)
-            ready[cell.backend] = (cell, figures, limit)
+            prepared = self._set_up(cell, backend, folder)
+            if prepared is not None:
+                ready[cell.backend] = prepared
         if not ready:
             return
 
-        def sampler(limit: _CellTimeout) -> Callable[[int, int], list[Sample]]:
-            def take(count: int, round_number: int) -> list[Sample]:
-                try:
-                    return limit.request(("sample", count, round_number))
-                except CellFailure as failure:
-                    raise SamplerFailed(failure.status, failure.reason) from None
-            return take
-
-        block_s = {label: figures["block_s"] for label, (_, figures, _) in ready.items()}
+        block_s = {label: p.figures["block_s"] for label, p in ready.items()}
         load = LoadMeter(self._own_pids)
         load.start()
-        results = interleave({label: sampler(limit) for label, (_, _, limit) in ready.items()},
-                             block_s, self.rule)
+        results = interleave({label: p.sampler() for label, p in ready.items()}, block_s,
+                             self.rule, min_rounds=max(len(p.workers) for p in ready.values()))
         foreign_load = load.stop()
         for label, result in results.items():
-            cell, figures, _ = ready[label]
+            prepared = ready[label]
+            cell, figures = prepared.cell, prepared.figures
             figures["foreign_load"] = foreign_load
             self.counts.spend("timed work", sum(s.seconds * s.calls for s in result.samples))
-            worker = self.backends[label].worker
-            if worker.alive:  # a crashed or killed worker has nothing left to release
-                try:  # the closing telemetry and peak memory belong to the row
-                    figures.update(worker.request(("release",), RELEASE_TIMEOUT_S))
-                except CellFailure:
-                    pass  # the next request restarts the worker if this one died
+            figures.update(self._release(prepared.workers))
             if result.failure is None:
                 figures["throttled"] = throttled(figures)
                 self._record(cell, "ok", "", figures, result)
             else:
                 self._record(cell, result.failure.status, result.failure.reason, figures)
 
+    def _set_up(self, cell: Cell, backend: _Backend, folder: Path) -> _Prepared | None:
+        """Set the cell up in each of the backend's workers; None (and the cell recorded as
+        failed) when any of them fails. Each worker is a process of its own, so its buffers
+        land at addresses of their own: see `Timing.processes`."""
+        limit, plan = _CellTimeout(self.config.timing.timeout_s), self._plan(cell)
+        first: dict[str, Any] | None = None
+        workers: list[WorkerHandle] = []
+        for worker in backend.workers:
+            try:
+                figures = limit.request(worker, ("setup", str(folder), plan))
+            except CellFailure as failure:
+                if first is not None and failure.status in ("skipped", "oom"):
+                    # No room beside the copies the earlier workers hold (a GPU's memory):
+                    # sample in the workers that have the cell rather than not at all.
+                    break
+                self._release(workers)
+                self._record(cell, failure.status, failure.reason, failure.details)
+                return None
+            self._account_setup(figures)
+            workers.append(worker)
+            first = first or figures
+        assert first is not None
+        first["processes"] = len(workers)
+        return _Prepared(cell, first, limit, workers)
+
+    def _release(self, workers: list[WorkerHandle]) -> dict[str, Any]:
+        """Free the cell in its workers; their closing figures (telemetry, peak memory)."""
+        closing: dict[str, Any] = {}
+        for worker in workers:
+            if not worker.alive:  # a crashed or killed worker has nothing left to release
+                continue
+            try:
+                figures = worker.request(("release",), RELEASE_TIMEOUT_S)
+            except CellFailure:
+                continue  # the next request restarts the worker if this one died
+            peak = max(closing.get("peak_device_bytes") or 0,
+                       figures.get("peak_device_bytes") or 0)
+            closing.update(figures)
+            if peak:
+                closing["peak_device_bytes"] = peak
+        return closing
+
     def _own_pids(self) -> list[int]:
         """This process and every backend's worker: the CPU time that is not foreign load."""
-        pids = [backend.worker.pid for backend in self.backends.values()]
+        pids = [worker.pid for backend in self.backends.values() for worker in backend.workers]
         return [os.getpid()] + [pid for pid in pids if pid is not None]
 
     def _memory_reason(self, cell: Cell) -> str | None:
@@ -255,8 +307,8 @@ class Runner:
         if cell.variant.cache == "cold":
             set_bytes = (shape.n + shape.m) * shape.d_k * ITEMSIZE[cell.dtype]
             copies = cold_copies(set_bytes, self.host_cache_bytes)
-        needed = cell_bytes(shape, cell.dtype, copies,
-                            self.config.agreement.max_reference_elements)
+        needed = self.config.timing.processes * cell_bytes(
+            shape, cell.dtype, copies, self.config.agreement.max_reference_elements)
         return too_big(needed, available_bytes())
 
     def _account_setup(self, figures: dict[str, Any]) -> None:

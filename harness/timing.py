@@ -169,7 +169,8 @@ def _block_estimate(result: SamplingResult, calibrated_s: float) -> float:
 
 
 def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, float],
-               rule: StopRule, round_s: float = 0.02) -> dict[str, SamplingResult]:
+               rule: StopRule, round_s: float = 0.02, min_rounds: int = 1
+               ) -> dict[str, SamplingResult]:
     """Sample every backend of a group in rounds, in lockstep, until all of them may stop.
 
     In each round every backend still sampling takes enough samples to fill about `round_s`
@@ -184,11 +185,18 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     a backend's own `budget_s` and `max_samples`, end its turns early (`round_s` spends every
     backend's budget at about the same pace, so those also end together). `stopped_by` keeps
     the first verdict a backend reached. A backend that fails is recorded and the others go on.
+
+    The group samples for at least `min_rounds` rounds: the runner spreads rounds over several
+    worker processes per backend, and each one must get a turn. Rounds are then kept short
+    enough that `min_rounds` of them fit in the budget, and the budget ends a backend's turns
+    only once it has had `min_rounds` (a call slower than the budget still gets one per round).
     """
     results = {name: SamplingResult() for name in samplers}
     active = list(samplers)
     round_number = 0
-    while any(not results[name].stopped_by for name in active):
+    round_s = min(round_s, rule.budget_s / max(min_rounds, 1))
+    while active and (round_number < min_rounds
+                      or any(not results[name].stopped_by for name in active)):
         for name in list(active):
             result = results[name]
             per_round = max(1, int(round_s / max(_block_estimate(result, block_seconds[name]),
@@ -205,7 +213,8 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
             verdict = rule.verdict(per_call, spent)
             if verdict and not result.stopped_by:
                 result.stopped_by = verdict
-            if spent >= rule.budget_s or len(per_call) >= rule.max_samples:
+            over_budget = spent >= rule.budget_s and round_number + 1 >= min_rounds
+            if over_budget or len(per_call) >= rule.max_samples:
                 active.remove(name)  # a hard limit, whatever the verdict
         round_number += 1
     return results

@@ -33,11 +33,14 @@ def write_run(folder: Path, medians: dict[tuple[str, int], float], seed: int = 0
               status: dict[tuple[str, int], str] | None = None,
               new_columns: bool = False, config: str = "synthetic",
               samples: dict[tuple[str, int], int] | None = None,
-              foreign_load: float | None = None) -> Path:
+              foreign_load: float | None = None,
+              process_levels: list[float] | None = None) -> Path:
     """A run directory with lognormal samples around the given medians (seconds).
 
     Samples are taken in interleaved rounds like the harness's; `drift` raises every backend's
     time alike, growing from 0 in the first round to `drift` in the last (a machine heating up).
+    `process_levels` makes the run one of len(levels) worker processes per backend, round r
+    taken in process r mod len(levels) and scaled by its level (where its buffers landed).
     """
     rng = np.random.default_rng(seed)
     status = status or {}
@@ -54,6 +57,8 @@ def write_run(folder: Path, medians: dict[tuple[str, int], float], seed: int = 0
             for i in range(count):
                 round_number = i * ROUNDS // count
                 factor = 1.0 + drift * round_number / (ROUNDS - 1)
+                if process_levels:
+                    factor *= process_levels[round_number % len(process_levels)]
                 seconds = median * factor * float(np.exp(rng.normal(0.0, spread)))
                 times.append(seconds)
                 rows.append({**cell, "round": round_number, "t_start": float(i),
@@ -61,7 +66,8 @@ def write_run(folder: Path, medians: dict[tuple[str, int], float], seed: int = 0
         summary.append({**cell, "status": state, "reason": "" if state == "ok" else "boom",
                         "median_s": float(np.median(times)) if times else None,
                         "samples": len(times)}
-                       | ({} if foreign_load is None else {"foreign_load": foreign_load}))
+                       | ({} if foreign_load is None else {"foreign_load": foreign_load})
+                       | ({} if process_levels is None else {"processes": len(process_levels)}))
     folder.mkdir(parents=True)
     frame = pd.DataFrame(summary)
     if new_columns:
@@ -122,6 +128,30 @@ def test_a_run_sampled_on_a_busy_machine_is_pointed_out(tmp_path):
     assert "baseline" not in cells[("other", 512)].note  # 0.02 cores is a quiet machine
     quiet = compare_runs(base, write_run(tmp_path / "c", medians(), seed=3, foreign_load=0.0))
     assert all(c.note == "" for c in quiet.cells)
+
+
+def test_a_run_whose_processes_disagree_gets_a_wide_interval(tmp_path):
+    # Same code both times; only which processes drew a slow layout differs. Pooled, the
+    # medians differ by 20%; resampling whole processes shows that this is how much a run's
+    # processes disagree, so no verdict is made.
+    base = write_run(tmp_path / "a", medians(), seed=1, process_levels=[1.0, 1.0, 1.2])
+    cand = write_run(tmp_path / "b", medians(), seed=2, process_levels=[1.2, 1.2, 1.0])
+    comparison = compare_runs(base, cand)
+    assert set(verdicts(comparison).values()) == {"same"}
+    assert all(c.ci_low < 1.0 < c.ci_high for c in comparison.cells)
+    # The same samples without the process column (a run from before processes) read as
+    # one process each, and the 20% reads as a regression: the column is what prevents it.
+    for run in (base, cand):
+        summary = pd.read_parquet(run / "summary.parquet").drop(columns=["processes"])
+        summary.to_parquet(run / "summary.parquet", index=False)
+    assert set(verdicts(compare_runs(base, cand)).values()) == {"slower"}
+
+
+def test_a_real_slowdown_is_found_across_agreeing_processes(tmp_path):
+    base = write_run(tmp_path / "a", medians(), seed=1, process_levels=[1.0, 1.03, 0.98])
+    cand = write_run(tmp_path / "b", medians(numpy=1.3e-3, other=2.6e-3), seed=2,
+                     process_levels=[1.02, 0.99, 1.0])
+    assert set(verdicts(compare_runs(base, cand)).values()) == {"slower"}
 
 
 def test_three_percent_slower_is_the_same(tmp_path):

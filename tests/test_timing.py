@@ -232,3 +232,25 @@ def test_round_shares_follow_the_blocks_actually_measured():
     rounds = [r for _, r in log]
     assert rounds.count(0) == 2
     assert rounds.count(1) == 20
+
+
+def test_every_process_gets_a_turn_even_on_a_small_budget():
+    # Three worker processes per backend: rounds 0, 1 and 2 must all be sampled, though a
+    # single 20 ms round would already spend this 0.03 s budget.
+    clock, log = FakeClock(), []
+    samplers = {name: ScriptedSampler(name, log, clock, [0.004, 0.006]) for name in "AB"}
+    rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=0.03)
+    results = interleave(samplers, {"A": 0.005, "B": 0.005}, rule, round_s=0.02, min_rounds=3)
+    for result in results.values():
+        assert {0, 1, 2} <= {s.round for s in result.samples}
+        assert result.stopped_by == "budget"
+        # Shorter rounds, not a longer budget: at most one block past it.
+        assert sum(s.seconds for s in result.samples) <= 0.03 + 0.006
+
+
+def test_a_call_slower_than_the_budget_still_samples_once_per_process():
+    clock, log = FakeClock(), []
+    samplers = {"slow": ScriptedSampler("slow", log, clock, [0.5])}
+    rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=0.1)
+    results = interleave(samplers, {"slow": 0.5}, rule, round_s=0.02, min_rounds=3)
+    assert [s.round for s in results["slow"].samples] == [0, 1, 2]

@@ -50,3 +50,31 @@ class OutOfDeviceMemory(FakeGpu):
 
 class OutOfMemoryError(RuntimeError):
     """Named like torch.cuda.OutOfMemoryError and cupy's, which the harness recognises."""
+
+
+class CrowdedFakeGpu(FakeGpu):
+    """A device with room for two processes' copies of a cell: the third process finds it full.
+
+    The processes that hold the cell are counted through files in `ledger` (one per process),
+    the way a real GPU's free memory shrinks as other processes allocate."""
+
+    name = "crowded-fake-gpu"
+    room_for = 2
+
+    def __init__(self, ledger: str) -> None:
+        super().__init__()
+        from pathlib import Path
+
+        self._ledger = Path(ledger)
+
+    def device_memory(self):
+        import os
+
+        others = [p for p in self._ledger.iterdir() if p.name != str(os.getpid())]
+        return (0 if len(others) >= self.room_for else 8 << 20), 8 << 20
+
+    def prepare(self, q, k):
+        import os
+
+        (self._ledger / str(os.getpid())).touch()
+        return super().prepare(q, k)

@@ -177,3 +177,21 @@ class SlowPrepare(_NumpyLike):
     def prepare(self, q, k):
         time.sleep(0.02)
         return q.copy(), k.copy()
+
+
+class CrashesAfterFirstSetup(_NumpyLike):
+    """Sets up fine in the first process that sees the cell; segfaults in any later one (a
+    crash that depends on where the process's buffers landed, say)."""
+
+    name = "crashes-after-first-setup"
+
+    def __init__(self, marker: str) -> None:
+        from pathlib import Path
+
+        self._marker = Path(marker)
+
+    def prepare(self, q, k):
+        if self._marker.exists():
+            os.kill(os.getpid(), signal.SIGSEGV)
+        self._marker.touch()
+        return q, k

@@ -1,0 +1,63 @@
+"""Several worker processes per backend: a cell's rounds take turns among them."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from tests.conftest import read_summary, run_cli, write_config
+
+
+def _run(tmp_path, backends, processes, **timing):
+    config = write_config(tmp_path, backends, timing={"processes": processes, **timing})
+    out = tmp_path / "run"
+    result = run_cli("run", str(config), "--out", str(out), "--quiet")
+    return result, out
+
+
+def test_a_cell_is_sampled_in_as_many_processes_as_asked(tmp_path):
+    log = tmp_path / "pids.txt"
+    backend = {"name": "tests.plugins.pid_logging:PidLogging", "options": {"log": str(log)}}
+    result, out = _run(tmp_path, ["numpy", backend], processes=3)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(set(log.read_text().split())) == 3  # three processes set the cell up
+    summary = read_summary(out).set_index("backend")
+    assert summary.loc["pid-logging", "processes"] == 3
+    assert summary.loc["numpy", "processes"] == 3
+    samples = pd.read_parquet(out / "samples.parquet")
+    # Every process got at least one round (round r is taken in process r mod 3).
+    for backend_name in ("numpy", "pid-logging"):
+        rounds = samples.loc[samples["backend"] == backend_name, "round"]
+        assert {r % 3 for r in rounds} == {0, 1, 2}
+
+
+def test_one_process_when_asked(tmp_path):
+    log = tmp_path / "pids.txt"
+    backend = {"name": "tests.plugins.pid_logging:PidLogging", "options": {"log": str(log)}}
+    result, out = _run(tmp_path, [backend], processes=1)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(set(log.read_text().split())) == 1
+    assert read_summary(out)["processes"].tolist() == [1]
+
+
+def test_a_full_device_samples_in_the_processes_that_fit(tmp_path):
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    backend = {"name": "tests.plugins.fake_gpu:CrowdedFakeGpu", "options": {"ledger": str(ledger)}}
+    result, out = _run(tmp_path, [backend], processes=3)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = read_summary(out).iloc[0]
+    assert row["status"] == "ok"
+    assert row["processes"] == 2  # the third process found no room and was left out
+    assert len(list(ledger.iterdir())) == 2
+
+
+def test_a_crash_in_any_process_fails_the_cell_and_keeps_the_others(tmp_path):
+    # The plugin sets up fine in the first worker and dies in the second.
+    marker = tmp_path / "first-setup-done"
+    backend = {"name": "tests.plugins.misbehaving:CrashesAfterFirstSetup",
+               "options": {"marker": str(marker)}}
+    result, out = _run(tmp_path, ["numpy", backend], processes=2)
+    assert result.returncode == 1
+    summary = read_summary(out).set_index("backend")
+    assert summary.loc["numpy", "status"] == "ok"
+    assert summary.loc["crashes-after-first-setup", "status"] == "crashed"
