@@ -116,7 +116,7 @@ def test_thirty_percent_slower_is_slower_and_exits_1(tmp_path, capsys):
     assert found[("other", 256)] == "same"
 
 
-def test_a_run_sampled_on_a_busy_machine_is_pointed_out(tmp_path):
+def test_a_run_sampled_on_a_busy_machine_is_pointed_out(tmp_path, capsys):
     base = write_run(tmp_path / "a", medians(), seed=1, foreign_load=0.02)
     slow = medians()
     slow[("other", 512)] *= 1.3
@@ -126,6 +126,10 @@ def test_a_run_sampled_on_a_busy_machine_is_pointed_out(tmp_path):
     assert "candidate sampled while other processes kept 0.90 cores busy" in \
         cells[("other", 512)].note
     assert "baseline" not in cells[("other", 512)].note  # 0.02 cores is a quiet machine
+    assert main(["compare", str(base), str(cand)]) == 1
+    out = capsys.readouterr().out
+    assert "+30" in out and "0.90 cores busy" in out  # the table keeps the note beside the %
+    assert "confirm with three runs a side" in out  # one run a side, and a slower cell
     quiet = compare_runs(base, write_run(tmp_path / "c", medians(), seed=3, foreign_load=0.0))
     assert all(c.note == "" for c in quiet.cells)
 

@@ -127,3 +127,16 @@ def test_a_real_busy_neighbour_shows_up() -> None:
         spinner.wait()
     load = meter.stop()
     assert load is not None and 0.5 <= load <= 2.5
+
+
+def test_run_warns_only_about_cells_sampled_beside_real_load() -> None:
+    import pandas as pd
+
+    from harness.console import contention_note
+
+    quiet = pd.DataFrame({"status": ["ok", "ok", "error"], "foreign_load": [0.02, 0.2, 1.5]})
+    assert contention_note(quiet) == ""  # the failed cell's load is not a timing caveat
+    busy = pd.DataFrame({"status": ["ok", "ok", "ok"], "foreign_load": [0.9, 1.1, 0.01]})
+    note = contention_note(busy)
+    assert "2 of 3 ok cell(s)" in note and "up to 1.10" in note
+    assert contention_note(pd.DataFrame({"status": ["ok"]})) == ""  # runs from before the column

@@ -53,6 +53,9 @@ def test_run_directory_holds_tables_and_metadata(quick_run):
     assert np.allclose(ok["gflops"].astype(float), expected_gflops.astype(float))
     assert (ok["max_err"] <= ok["err_bound"]).all()
     assert (ok["first_call_s"] > 0).all()
+    assert (ok["processes"] == 3).all()  # the default timing.processes
+    if sys.platform.startswith("linux"):  # read from /proc
+        assert ok["foreign_load"].notna().all() and (ok["foreign_load"] >= 0).all()
     samples = pd.read_parquet(out / "samples.parquet")
     assert list(samples.columns) == SAMPLE_COLUMNS
     per_cell = samples.groupby(["backend", "dtype", "n"]).size()
