@@ -18,6 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
+from harness.idle_threads import quiet_idle_threads
+
+# Before anything imports NumPy: this process computes references with BLAS too, and its pool
+# must not spin through the next backend's turn either (see harness.idle_threads).
+quiet_idle_threads()
+
 from harness import config as config_module
 from harness.errors import UsageError
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from backends.gpu_support import is_out_of_memory
 from harness import agreement, inputs
+from harness.idle_threads import quiet_idle_threads
 from harness.timing import KernelTimer
 
 
@@ -277,25 +278,12 @@ def _describe(exc: BaseException) -> str:
 # Spawning a worker and importing the harness takes about a second; a minute means it is stuck.
 START_TIMEOUT_S = 60.0
 
-# After a call, a thread pool's workers busy-wait before they sleep: OpenBLAS for 2^28 cycles
-# (about 0.1 s), GNU OpenMP (PyTorch, MKL, Numba's omp layer) for 300000 spins (about 8 ms of
-# CPU measured here), Intel OpenMP for 200 ms. With backends interleaved in separate
-# processes, the backend whose turn just ended keeps a core busy through the next backend's
-# turn. Measured on a 2-core VM: OpenBLAS's spin took numba at n = m = 2048 from 199 to
-# 74-117 GFLOP/s; GNU OpenMP's made numpy 25% slower at n = m = 512 in the rounds where numba
-# and torch-cpu had just run. The short values below (about 0.4 ms, 10000 spins, 1 ms) still
-# cover the gaps between the back-to-back calls of a block, and an idle worker goes to sleep
-# long before the next backend is timed. A value the user set is left alone.
-IDLE_SPIN_ENVIRONMENT = {"OPENBLAS_THREAD_TIMEOUT": "20", "GOMP_SPINCOUNT": "10000",
-                         "KMP_BLOCKTIME": "1"}
-
-
 @contextlib.contextmanager
 def _quiet_when_idle() -> Iterator[None]:
-    """The environment a worker starts with: thread pools that stop spinning when idle.
-    Set in this process only while the worker is spawned (it inherits the environment)."""
-    added = {k: v for k, v in IDLE_SPIN_ENVIRONMENT.items() if k not in os.environ}
-    os.environ.update(added)
+    """The environment a worker starts with: thread pools that stop spinning when idle (see
+    harness.idle_threads). Set in this process only while the worker is spawned (it inherits
+    the environment), for programs that use the runner without the CLI."""
+    added = quiet_idle_threads()
     try:
         yield
     finally:

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from threadpoolctl import threadpool_info
 from harness import environment, peaks
 from harness.environment import differences, digest, fingerprint
 from harness.worker import CellPlan, _Session, cold_copies
-from tests.conftest import read_summary, run_cli, write_config
+from tests.conftest import REPO, read_summary, run_cli, write_config
 
 PLUGINS = "tests.plugins.misbehaving"
 
@@ -177,3 +179,21 @@ def test_workers_start_with_quiet_idle_thread_pools_unless_the_user_chose(monkey
     with _quiet_when_idle():
         assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "28"
     assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "28"
+
+
+def test_the_main_process_quiets_its_own_pools_before_numpy_loads():
+    # The main process computes references with BLAS; its pool must not spin through the
+    # next backend's turn. The library reads the setting once, when it loads, so the CLI must
+    # set it before anything imports NumPy.
+    code = ("import os, sys; import harness.cli; "
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), os.environ.get('GOMP_SPINCOUNT'))")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    env["PYTHONPATH"] = str(REPO)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["20", "10000"]
+    # And numpy must not already be loaded when harness.cli sets them.
+    code = ("import sys; import harness.idle_threads; assert 'numpy' not in sys.modules; "
+            "import harness; assert 'numpy' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
