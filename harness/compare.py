@@ -534,7 +534,8 @@ def _context_lines(comparison: Comparison) -> list[str]:
                      + "; ".join(comparison.environment_differences))
     if min(comparison.runs) == 1 and comparison.counts()["slower"]:
         # Measured with benchmarks/aa_false_alarms.py on a 2-core VM: unchanged code raised an
-        # alarm in 18% of single-run pairs (raw), none with three runs a side.
+        # alarm in 1 of 110 single-run pairs (raw), none of 60 with three runs a side; a whole
+        # run can shift, and one run cannot show it.
         lines.append("note: one run on a side — on a shared machine whole runs shift by 10-20% "
                      "between them; confirm with three runs a side (a folder of runs)")
     return lines
