@@ -301,7 +301,8 @@ def read_yaml(path: Path) -> Any:
     # Ask for forgiveness: Path.exists() itself raises on some paths (a name too long).
     try:
         with path.open("rb") as handle:
-            # A config is a page of text; /dev/zero or a named pipe would be read forever.
+            # A config is a page of text; /dev/zero, or a pipe that never closes, would be read
+            # forever.
             data = handle.read(MAX_CONFIG_BYTES + 1)
         if len(data) > MAX_CONFIG_BYTES:
             raise UsageError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; "
