@@ -53,11 +53,18 @@ class FakeClock:
         return self.now
 
 
-def test_counts_what_other_processes_used(tmp_path: Path) -> None:
+def started_meter(tmp_path: Path, pids: list[int]) -> tuple[FakeProc, FakeClock, LoadMeter]:
+    """A fake /proc where our process 10 has used nothing yet, and a meter started on it that
+    counts `pids` (a list the test may extend) as ours."""
     proc, clock = FakeProc(tmp_path / "proc"), FakeClock()
     proc.set_process(10, utime=0)
-    meter = LoadMeter(lambda: [10], proc.root, clock)
+    meter = LoadMeter(lambda: list(pids), proc.root, clock)
     meter.start()
+    return proc, clock, meter
+
+
+def test_counts_what_other_processes_used(tmp_path: Path) -> None:
+    proc, clock, meter = started_meter(tmp_path, [10])
     # Two seconds pass: our process used 1.5 s, the whole machine 2.5 s busy.
     clock.now = 2.0
     proc.set_process(10, utime=int(1.5 * TICKS))
@@ -66,21 +73,15 @@ def test_counts_what_other_processes_used(tmp_path: Path) -> None:
 
 
 def test_steal_time_is_foreign_load(tmp_path: Path) -> None:
-    proc, clock = FakeProc(tmp_path / "proc"), FakeClock()
-    proc.set_process(10, utime=0)
-    meter = LoadMeter(lambda: [10], proc.root, clock)
-    meter.start()
+    proc, clock, meter = started_meter(tmp_path, [10])
     clock.now = 1.0
     proc.set_system(busy=0, idle=0, steal=TICKS)  # the hypervisor gave a core away
     assert meter.stop() == pytest.approx(1.0)
 
 
 def test_a_worker_started_during_the_group_counts_as_ours(tmp_path: Path) -> None:
-    proc, clock = FakeProc(tmp_path / "proc"), FakeClock()
     pids = [10]
-    proc.set_process(10, utime=0)
-    meter = LoadMeter(lambda: list(pids), proc.root, clock)
-    meter.start()
+    proc, clock, meter = started_meter(tmp_path, pids)
     proc.set_process(11, utime=TICKS, stime=TICKS)  # restarted worker, 2 s of CPU
     pids.append(11)
     clock.now = 2.0
@@ -89,10 +90,7 @@ def test_a_worker_started_during_the_group_counts_as_ours(tmp_path: Path) -> Non
 
 
 def test_rounding_never_makes_load_negative(tmp_path: Path) -> None:
-    proc, clock = FakeProc(tmp_path / "proc"), FakeClock()
-    proc.set_process(10, utime=0)
-    meter = LoadMeter(lambda: [10], proc.root, clock)
-    meter.start()
+    proc, clock, meter = started_meter(tmp_path, [10])
     clock.now = 1.0
     proc.set_process(10, utime=TICKS)
     proc.set_system(busy=TICKS - 1, idle=TICKS)  # per-process ticks ran ahead of the total
