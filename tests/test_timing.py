@@ -175,6 +175,8 @@ def test_one_failing_backend_does_not_stop_the_others():
 
 
 def test_noisy_backend_stops_on_its_budget_while_a_quiet_one_converges():
+    # Lockstep: both backends' samples must also span the same rounds (the same stretch of
+    # drift), though the quiet one was precise long before the noisy one ran out of budget.
     clock, log = FakeClock(), []
     samplers = {"quiet": ScriptedSampler("quiet", log, clock, [0.1]),
                 "noisy": ScriptedSampler("noisy", log, clock, [0.05, 0.15, 0.1, 0.3])}
@@ -184,20 +186,8 @@ def test_noisy_backend_stops_on_its_budget_while_a_quiet_one_converges():
     assert results["noisy"].stopped_by == "budget"
     spent = sum(s.seconds for s in results["noisy"].samples)
     assert 2.0 <= spent < 2.0 + 0.3
-
-
-def test_a_converged_backend_keeps_its_turn_while_the_group_samples():
-    # Lockstep: both backends' samples must span the same rounds (the same stretch of drift),
-    # even though the quiet one was precise long before the noisy one ran out of budget.
-    clock, log = FakeClock(), []
-    samplers = {"quiet": ScriptedSampler("quiet", log, clock, [0.1]),
-                "noisy": ScriptedSampler("noisy", log, clock, [0.05, 0.15, 0.1, 0.3])}
-    rule = StopRule(target_rel_ci=0.02, min_samples=10, budget_s=3.0)
-    results = interleave(samplers, {"quiet": 0.1, "noisy": 0.1}, rule, round_s=0.0)
     quiet_rounds = {s.round for s in results["quiet"].samples}
     noisy_rounds = {s.round for s in results["noisy"].samples}
-    assert results["quiet"].stopped_by == "converged"
-    assert results["noisy"].stopped_by == "budget"
     assert len(noisy_rounds) > 10  # the noisy one needed more rounds than quiet's first verdict
     assert quiet_rounds == noisy_rounds
 
