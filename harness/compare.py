@@ -46,7 +46,7 @@ import pandas as pd
 
 from harness.contention import BUSY_CORES
 from harness.errors import UsageError
-from harness.results import CELL_KEY, KEY_DEFAULTS, load_run
+from harness.results import CELL_KEY, KEY_DEFAULTS, kept_mask, load_run
 
 DEFAULT_THRESHOLD = 0.10
 CONFIDENCE = 0.95
@@ -395,6 +395,7 @@ def _values(run: _Run, normalize_by: str | None) -> dict[tuple[Any, ...], list[n
     processes apart lets the bootstrap resample them as units, so that spread widens the
     interval instead of hiding in a pooled median."""
     samples = run.samples[np.isfinite(run.samples["seconds"]) & (run.samples["seconds"] > 0)]
+    samples = samples[kept_mask(samples, ["_cell"])]  # the samples the run's figures used
     if normalize_by is not None:
         reference = samples[samples["backend"] == normalize_by]
         level = reference.groupby(["_group", "round"])["seconds"].median().rename("_level")

@@ -214,6 +214,10 @@ class Timing(_Strict):
     # ran 12% faster in some processes than in others, steadily; one process per run makes
     # that a run-to-run shift no interval can see. Several processes mix it into every run.
     processes: int = Field(default=3, ge=1, le=16)
+    # Between rounds, time a small multi-threaded product in the main process and set aside
+    # the rounds sampled while the machine had lost part of its parallel capacity (see
+    # harness/canary.py). Off: every round counts.
+    machine_check: bool = True
 
     @model_validator(mode="after")
     def _ordered(self) -> Timing:

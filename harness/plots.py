@@ -119,6 +119,9 @@ def _sample_defaults(samples: pd.DataFrame) -> pd.DataFrame:
         values = samples.get(column, np.nan)
         samples[column] = pd.to_numeric(pd.Series(values, index=samples.index),
                                         errors="coerce").astype("float64")
+    # Runs from before the machine check counted every sample.
+    samples["machine_fit"] = pd.Series(samples.get("machine_fit", True), index=samples.index,
+                                       dtype="boolean").fillna(True).astype(bool)
     return samples
 
 
@@ -908,8 +911,10 @@ def noisiest_cells(runs: RunSet, count: int = 4) -> Figure:
     rng = np.random.default_rng(0)  # jitter only: the same picture every time
     for (left, right), row in zip(axes, rows):
         samples = cell_samples(runs, row)
-        unit, scale = _time_unit(float(samples["seconds"].median()))
-        values = samples["seconds"].to_numpy() / scale
+        kept = results.kept_mask(samples, ["machine"]).to_numpy()  # one cell: the machine is enough
+        unit, scale = _time_unit(float(samples.loc[kept, "seconds"].median()))
+        every_value = samples["seconds"].to_numpy() / scale
+        values, set_aside = every_value[kept], every_value[~kept]
         color = runs.colors.get(row["backend"], "black")
         median = row["median_s"] / scale
         low, high = row["ci_low_s"] / scale, row["ci_high_s"] / scale
@@ -921,14 +926,21 @@ def noisiest_cells(runs: RunSet, count: int = 4) -> Figure:
         else:
             left.boxplot([values], positions=[0], widths=0.5, showfliers=False,
                          medianprops={"color": color}, whis=(0, 100))
+        if len(set_aside):
+            left.scatter(rng.uniform(-0.22, 0.22, len(set_aside)), set_aside, s=12,
+                         facecolors="none", edgecolors="0.5", linewidths=0.8, zorder=2,
+                         label="set aside by the machine check (not in the median)")
         left.scatter(rng.uniform(-0.22, 0.22, len(values)), values, s=10, color=color,
                      alpha=0.75, linewidths=0, label="one sample (mean of its block of calls)",
                      zorder=3)
         t = samples["t_start"].to_numpy()
         timed = np.isfinite(t).all()
-        elapsed = t - t.min() if timed else np.arange(len(values), dtype=float)
-        right.plot(elapsed, values, color=color, marker="o", markersize=3, linewidth=0.6)
-        log = values.max() / max(values.min(), 1e-300) > 30
+        elapsed = t - t.min() if timed else np.arange(len(every_value), dtype=float)
+        right.plot(elapsed, every_value, color=color, linewidth=0.6)
+        right.scatter(elapsed[kept], values, s=9, color=color, zorder=3)
+        right.scatter(elapsed[~kept], set_aside, s=12, facecolors="none", edgecolors="0.5",
+                      linewidths=0.8, zorder=3)
+        log = every_value.max() / max(every_value.min(), 1e-300) > 30
         for ax in (left, right):
             ax.axhspan(low, high, color="0.5", alpha=0.22, linewidth=0,
                        label="95% CI of the median", zorder=0)
@@ -955,7 +967,8 @@ def noisiest_cells(runs: RunSet, count: int = 4) -> Figure:
             else "did not converge")
         right.set_title(f"median {format_seconds(row['median_s'])}, 95% CI "
                         f"±{100 * row['rel_ci']:.0f}% · {len(values)} samples × {calls} "
-                        f"call(s) · {status}", fontsize=9, loc="left")
+                        f"call(s)" + (f" (+{len(set_aside)} set aside)" if len(set_aside) else "")
+                        + f" · {status}", fontsize=9, loc="left")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8.5,
                frameon=False)

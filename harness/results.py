@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from harness.sweep import Cell
-from harness.timing import SamplingResult
+from harness.timing import MIN_FIT_SAMPLES, SamplingResult
 
 STATUSES = ("ok", "mismatch", "skipped", "error", "crashed", "timeout", "oom")
 FAILED_STATUSES = ("mismatch", "error", "crashed", "timeout", "oom")
@@ -44,17 +44,18 @@ SUMMARY_COLUMNS = [
     "peak_gflops", "pct_peak", "max_err", "mean_err", "err_bound", "checked_rows", "threads",
     "library_version", "device_name", "peak_device_bytes", "sm_clock_start_mhz",
     "sm_clock_end_mhz", "temperature_start_c", "temperature_end_c", "power_start_w",
-    "power_end_w", "throttled", "processes", "foreign_load",
+    "power_end_w", "throttled", "processes", "foreign_load", "unfit_share",
 ]
 SAMPLE_COLUMNS = ["backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
-                  "threads_requested", "round", "t_start", "seconds", "calls"]
+                  "threads_requested", "round", "t_start", "seconds", "calls", "machine_fit"]
 _INTEGER_COLUMNS = ["n", "m", "d_k", "threads_requested", "samples", "calls_per_sample",
                     "cache_copies", "flops", "bytes", "checked_rows", "threads",
                     "peak_device_bytes", "processes"]
 _FLOAT_COLUMNS = ["median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s", "intensity",
                   "gflops", "gbps", "peak_gflops", "pct_peak", "max_err", "mean_err",
                   "err_bound", "sm_clock_start_mhz", "sm_clock_end_mhz", "temperature_start_c",
-                  "temperature_end_c", "power_start_w", "power_end_w", "foreign_load"]
+                  "temperature_end_c", "power_start_w", "power_end_w", "foreign_load",
+                  "unfit_share"]
 _STRING_COLUMNS = ["backend", "device", "dtype", "precision", "phase", "cache", "status",
                    "reason", "stopped_by", "library_version", "device_name"]
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
@@ -81,11 +82,13 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
         if name in row and name not in CELL_KEY:
             row[name] = value
     if sampling is not None and sampling.samples:
-        row["samples"] = len(sampling.samples)
+        measured = sampling.measured
+        row["samples"] = len(measured)
+        row["unfit_share"] = sampling.unfit_share
         row["stopped_by"] = sampling.stopped_by
         row["converged"] = sampling.converged
         ci = sampling.ci()
-        per_call = sorted(s.seconds for s in sampling.samples)
+        per_call = sorted(s.seconds for s in measured)
         median = ci.median if ci else per_call[len(per_call) // 2]
         row["median_s"] = median
         row["gflops"] = flops / median / 1e9 if median > 0 else math.inf
@@ -100,7 +103,17 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
 def sample_rows(cell: Cell, device: str, precision: str,
                 sampling: SamplingResult) -> list[dict[str, Any]]:
     key = {**cell.key(), "device": device, "precision": precision}
-    return [{**key, **asdict(sample)} for sample in sampling.samples]
+    return [{**key, **asdict(sample), "machine_fit": sample.round not in sampling.unfit_rounds}
+            for sample in sampling.samples]
+
+
+def kept_mask(samples: pd.DataFrame, cell_columns: list[str]) -> pd.Series:
+    """Which samples a run's figures come from: those of rounds the machine check kept, unless
+    a cell (rows equal on `cell_columns`) has too few of them, when all of its samples count
+    (`SamplingResult.measured` makes the same choice while running)."""
+    fit = samples["machine_fit"].astype(bool)
+    fit_per_cell = fit.groupby([samples[c] for c in cell_columns], dropna=False).transform("sum")
+    return fit | (fit_per_cell < MIN_FIT_SAMPLES)
 
 
 def key_of(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -199,6 +212,8 @@ def typed_samples(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("round", "calls"):
         frame[column] = pd.array(frame[column], dtype="Int64")
+    # Runs from before the machine check counted every sample.
+    frame["machine_fit"] = frame["machine_fit"].astype("boolean").fillna(True).astype(bool)
     return frame
 
 

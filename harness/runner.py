@@ -20,6 +20,7 @@ from typing import Any
 
 from backends.registry import BackendSpec, load_class
 from harness import inputs
+from harness.canary import ParallelCanary
 from harness.config import Config
 from harness.contention import LoadMeter
 from harness.resources import available_bytes, cell_bytes, shape_bytes, too_big
@@ -31,7 +32,14 @@ from harness.results import (
     summary_row,
 )
 from harness.sweep import Cell, Shape, Shard, expand, groups
-from harness.timing import Sample, SamplerFailed, SamplingResult, StopRule, interleave
+from harness.timing import (
+    UNFIT_BUDGET_FACTOR,
+    Sample,
+    SamplerFailed,
+    SamplingResult,
+    StopRule,
+    interleave,
+)
 from harness.worker import CellFailure, CellPlan, WorkerHandle, cold_copies
 
 # How long asking a worker whether its backend is available may take (it imports the library).
@@ -145,6 +153,7 @@ class Runner:
         self.rule = StopRule(target_rel_ci=timing.target_rel_ci, min_samples=timing.min_samples,
                              max_samples=timing.max_samples, budget_s=timing.budget_s)
         self.counts = RunCounts()
+        self.canary: ParallelCanary | None = None  # started with the first group sampled
 
     def cells(self) -> list[Cell]:
         """The cells this run will record: its shard of the sweep, less those already done."""
@@ -239,9 +248,15 @@ class Runner:
         block_s = {label: p.figures["block_s"] for label, p in ready.items()}
         load = LoadMeter(self._own_pids)
         load.start()
+        canary = self._canary()
+        checked_s = canary.spent_s if canary else 0.0
         results = interleave({label: p.sampler() for label, p in ready.items()}, block_s,
-                             self.rule, min_rounds=max(len(p.workers) for p in ready.values()))
+                             self.rule, min_rounds=max(len(p.workers) for p in ready.values()),
+                             machine_fit=canary.fit if canary else None,
+                             unfit_budget_factor=self._unfit_budget_factor())
         foreign_load = load.stop()
+        if canary:
+            self.counts.spend("machine check", canary.spent_s - checked_s)
         for label, result in results.items():
             prepared = ready[label]
             cell, figures = prepared.cell, prepared.figures
@@ -253,6 +268,20 @@ class Runner:
                 self._record(cell, "ok", "", figures, result)
             else:
                 self._record(cell, result.failure.status, result.failure.reason, figures)
+
+    def _canary(self) -> ParallelCanary | None:
+        if not self.config.timing.machine_check:
+            return None
+        if self.canary is None:
+            self.canary = ParallelCanary()
+            self.canary.warm_up()
+        return self.canary
+
+    def _unfit_budget_factor(self) -> float:
+        """How long rounds may be set aside (see `interleave`), kept well inside the cell's
+        timeout: a cell that waits out an unfit machine must not end as a timeout."""
+        timing = self.config.timing
+        return max(1.0, min(UNFIT_BUDGET_FACTOR, 0.5 * timing.timeout_s / timing.budget_s))
 
     def _set_up(self, cell: Cell, backend: _Backend, folder: Path) -> _Prepared | None:
         """Set the cell up in each of the backend's workers; None (and the cell recorded as

@@ -8,7 +8,9 @@ Two halves, both driven by an injectable clock so they can be tested without sle
 * `StopRule` and `interleave` run in the main process. They ask each backend of a cell group for
   samples in rounds (A B C A B C ...) so that drift of a shared, noisy machine falls on all
   backends alike, and stop each backend when the confidence interval of its median is tight
-  enough, its time budget is spent, or it has enough samples.
+  enough, its time budget is spent, or it has enough samples. A machine check between rounds
+  (`harness.canary`) lets them set aside rounds sampled while the machine had lost part of its
+  parallel capacity.
 
 Why blocks of calls: a call of a few microseconds is near the clock's resolution and the cost of
 reading it, so one sample times `calls` back-to-back calls and stores their mean. `sync()` runs
@@ -139,18 +141,44 @@ class SamplerFailed(Exception):
         self.status, self.reason = status, reason
 
 
+# A backend left with fewer samples than this from rounds the machine check passed has its
+# figures computed from all of its samples instead (and says so in `unfit_share`).
+MIN_FIT_SAMPLES = 3
+# While rounds are set aside a backend may sample for up to this many times its budget, so
+# that a few seconds of an unfit machine are waited out rather than measured.
+UNFIT_BUDGET_FACTOR = 3.0
+
+
 @dataclass
 class SamplingResult:
     samples: list[Sample] = field(default_factory=list)
     stopped_by: str = ""  # the StopRule verdict, or "failed"
     failure: SamplerFailed | None = None
+    unfit_rounds: set[int] = field(default_factory=set)  # rounds the machine check set aside
 
     @property
     def converged(self) -> bool:
         return self.stopped_by == "converged"
 
+    def fit_samples(self) -> list[Sample]:
+        return [s for s in self.samples if s.round not in self.unfit_rounds]
+
+    @property
+    def measured(self) -> list[Sample]:
+        """The samples the cell's figures come from: those of the rounds the machine check
+        passed, or every sample when too few of those are left."""
+        fit = self.fit_samples()
+        return fit if len(fit) >= MIN_FIT_SAMPLES else self.samples
+
+    @property
+    def unfit_share(self) -> float:
+        """The share of samples taken in rounds the machine check set aside."""
+        if not self.samples:
+            return 0.0
+        return 1.0 - len(self.fit_samples()) / len(self.samples)
+
     def ci(self, confidence: float = 0.95) -> MedianCI | None:
-        return median_ci([s.seconds for s in self.samples], confidence)
+        return median_ci([s.seconds for s in self.measured], confidence)
 
 
 # A sampler takes (how many samples, round number) and returns that many samples.
@@ -168,9 +196,14 @@ def _block_estimate(result: SamplingResult, calibrated_s: float) -> float:
     return blocks[len(blocks) // 2]
 
 
+def _timed_s(samples: list[Sample]) -> float:
+    return sum(s.seconds * s.calls for s in samples)
+
+
 def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, float],
-               rule: StopRule, round_s: float = 0.02, min_rounds: int = 1
-               ) -> dict[str, SamplingResult]:
+               rule: StopRule, round_s: float = 0.02, min_rounds: int = 1,
+               machine_fit: Callable[[], bool] | None = None,
+               unfit_budget_factor: float = UNFIT_BUDGET_FACTOR) -> dict[str, SamplingResult]:
     """Sample every backend of a group in rounds, in lockstep, until all of them may stop.
 
     In each round every backend still sampling takes enough samples to fill about `round_s`
@@ -190,13 +223,20 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     worker processes per backend, and each one must get a turn. Rounds are then kept short
     enough that `min_rounds` of them fit in the budget, and the budget ends a backend's turns
     only once it has had `min_rounds` (a call slower than the budget still gets one per round).
+
+    `machine_fit`, when given, is asked before the first round and after every round. A round
+    with an unfit answer on either side is set aside for every backend of the group alike (its
+    samples are kept, flagged, and left out of the stopping rule and the figures), and the
+    budget counts only the rounds kept, up to `unfit_budget_factor` times the budget in all.
     """
     results = {name: SamplingResult() for name in samplers}
     active = list(samplers)
     round_number = 0
     round_s = min(round_s, rule.budget_s / max(min_rounds, 1))
+    fit_before = machine_fit() if machine_fit else True
     while active and (round_number < min_rounds
                       or any(not results[name].stopped_by for name in active)):
+        sampled = []
         for name in list(active):
             result = results[name]
             per_round = max(1, int(round_s / max(_block_estimate(result, block_seconds[name]),
@@ -208,13 +248,25 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
                 result.stopped_by, result.failure = "failed", failure
                 active.remove(name)
                 continue
-            per_call = [s.seconds for s in result.samples]
-            spent = sum(s.seconds * s.calls for s in result.samples)
-            verdict = rule.verdict(per_call, spent)
+            sampled.append(name)
+        fit_after = machine_fit() if machine_fit else True
+        for name in sampled:
+            result = results[name]
+            if not (fit_before and fit_after):
+                result.unfit_rounds.add(round_number)
+            kept = result.fit_samples()
+            spent = _timed_s(kept)
+            verdict = rule.verdict([s.seconds for s in kept], spent)
+            out_of_time = (spent >= rule.budget_s
+                           or _timed_s(result.samples) >= unfit_budget_factor * rule.budget_s)
+            if out_of_time and round_number + 1 < min_rounds:
+                out_of_time = False
+            elif out_of_time and not verdict:
+                verdict = "budget"  # the time allowed for setting rounds aside ran out
             if verdict and not result.stopped_by:
                 result.stopped_by = verdict
-            over_budget = spent >= rule.budget_s and round_number + 1 >= min_rounds
-            if over_budget or len(per_call) >= rule.max_samples:
+            if out_of_time or len(result.samples) >= rule.max_samples:
                 active.remove(name)  # a hard limit, whatever the verdict
+        fit_before = fit_after
         round_number += 1
     return results

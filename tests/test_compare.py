@@ -34,13 +34,15 @@ def write_run(folder: Path, medians: dict[tuple[str, int], float], seed: int = 0
               new_columns: bool = False, config: str = "synthetic",
               samples: dict[tuple[str, int], int] | None = None,
               foreign_load: float | None = None,
-              process_levels: list[float] | None = None) -> Path:
+              process_levels: list[float] | None = None,
+              unfit_rounds: set[int] | None = None) -> Path:
     """A run directory with lognormal samples around the given medians (seconds).
 
     Samples are taken in interleaved rounds like the harness's; `drift` raises every backend's
     time alike, growing from 0 in the first round to `drift` in the last (a machine heating up).
     `process_levels` makes the run one of len(levels) worker processes per backend, round r
     taken in process r mod len(levels) and scaled by its level (where its buffers landed).
+    In `unfit_rounds` every backend ran 3x slower and the machine check set the round aside.
     """
     rng = np.random.default_rng(seed)
     status = status or {}
@@ -60,9 +62,17 @@ def write_run(folder: Path, medians: dict[tuple[str, int], float], seed: int = 0
                 if process_levels:
                     factor *= process_levels[round_number % len(process_levels)]
                 seconds = median * factor * float(np.exp(rng.normal(0.0, spread)))
-                times.append(seconds)
+                fit = {}
+                if unfit_rounds is not None:
+                    fit["machine_fit"] = round_number not in unfit_rounds
+                    if not fit["machine_fit"]:
+                        seconds *= 3.0
+                    else:
+                        times.append(seconds)
+                else:
+                    times.append(seconds)
                 rows.append({**cell, "round": round_number, "t_start": float(i),
-                             "seconds": seconds, "calls": 1})
+                             "seconds": seconds, "calls": 1, **fit})
         summary.append({**cell, "status": state, "reason": "" if state == "ok" else "boom",
                         "median_s": float(np.median(times)) if times else None,
                         "samples": len(times)}
@@ -156,6 +166,16 @@ def test_a_real_slowdown_is_found_across_agreeing_processes(tmp_path):
     cand = write_run(tmp_path / "b", medians(numpy=1.3e-3, other=2.6e-3), seed=2,
                      process_levels=[1.02, 0.99, 1.0])
     assert set(verdicts(compare_runs(base, cand)).values()) == {"slower"}
+
+
+def test_rounds_the_machine_check_set_aside_are_left_out(tmp_path):
+    # The candidate's machine lost its parallel capacity for half of its rounds: those
+    # samples are 3x slower but flagged, and the run's own medians did not use them either.
+    base = write_run(tmp_path / "a", medians(), seed=1, unfit_rounds=set())
+    cand = write_run(tmp_path / "b", medians(), seed=2, unfit_rounds={1, 3, 5, 7, 9})
+    assert set(verdicts(compare_runs(base, cand)).values()) == {"same"}
+    normalised = verdicts(compare_runs(base, cand, normalize_by="numpy"))
+    assert {v for (backend, _), v in normalised.items() if backend != "numpy"} == {"same"}
 
 
 def test_three_percent_slower_is_the_same(tmp_path):

@@ -387,3 +387,29 @@ def test_run_draws_its_figures(tmp_path):
     assert (tmp_path / "run" / "figures" / "time_vs_size.png").is_file()
     assert f"figures: {tmp_path / 'run' / 'figures'}" in result.stdout
     assert "warning" not in result.stderr
+
+
+def test_samples_set_aside_by_the_machine_check_are_shown_apart(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(LAPTOP, run)
+    laptop = plots.load_runs([run])
+    first = plots.noisiest(laptop, 1).iloc[0]
+    # This stored run predates the check: flag the cell's first four samples as set aside.
+    samples = pd.read_parquet(run / "samples.parquet")
+    cell = ((samples["backend"] == first["backend"]) & (samples["dtype"] == first["dtype"])
+            & (samples["n"] == first["n"]) & (samples["d_k"] == first["d_k"]))
+    samples["machine_fit"] = True
+    samples.loc[samples.index[cell][:4], "machine_fit"] = False
+    samples.to_parquet(run / "samples.parquet", index=False)
+
+    marked = plots.load_runs([run])
+    cell = plots.cell_samples(marked, first)
+    aside = int((~cell["machine_fit"]).sum())
+    assert aside == 4 and len(cell) >= 4 + 3  # enough kept that the set-aside ones stay out
+    fig = plots.noisiest_cells(marked, 1)
+    left, right = fig.axes
+    hollow, kept = left.collections[-2], left.collections[-1]
+    assert len(hollow.get_offsets()) == aside
+    assert len(kept.get_offsets()) == len(cell) - aside
+    assert f"(+{aside} set aside)" in right.get_title(loc="left")
+    assert "set aside by the machine check (not in the median)" in series(fig)

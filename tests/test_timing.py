@@ -244,3 +244,89 @@ def test_a_call_slower_than_the_budget_still_samples_once_per_process():
     rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=0.1)
     results = interleave(samplers, {"slow": 0.5}, rule, round_s=0.02, min_rounds=3)
     assert [s.round for s in results["slow"].samples] == [0, 1, 2]
+
+
+class SlowInRounds(ScriptedSampler):
+    """Takes `seconds` per call, `slowdown` times that in the rounds listed in `slow`."""
+
+    def __init__(self, name, log, clock, seconds, slow, slowdown=3.0):
+        super().__init__(name, log, clock, [seconds])
+        self.slow, self.slowdown = slow, slowdown
+
+    def __call__(self, count, round_number):
+        samples = super().__call__(count, round_number)
+        if round_number in self.slow:
+            return [Sample(s.round, s.t_start, s.seconds * self.slowdown, s.calls)
+                    for s in samples]
+        return samples
+
+
+class ScriptedCheck:
+    """A machine check that answers from a script (True = fit), then True for ever."""
+
+    def __init__(self, answers):
+        self.answers, self.calls = list(answers), 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.answers.pop(0) if self.answers else True
+
+
+def test_rounds_an_unfit_check_brackets_are_set_aside_for_every_backend():
+    # Checks: before round 0, then after rounds 0, 1, 2, ... The unfit answer after round 1
+    # brackets rounds 1 and 2, in which both backends ran 3x slower.
+    clock, log = FakeClock(), []
+    samplers = {"A": SlowInRounds("A", log, clock, 0.01, slow={1, 2}),
+                "B": SlowInRounds("B", log, clock, 0.02, slow={1, 2})}
+    check = ScriptedCheck([True, True, False])
+    rule = StopRule(target_rel_ci=0.01, min_samples=6, budget_s=10.0)
+    results = interleave(samplers, {"A": 0.01, "B": 0.02}, rule, round_s=0.0,
+                         machine_fit=check)
+    for name, seconds in (("A", 0.01), ("B", 0.02)):
+        result = results[name]
+        assert result.unfit_rounds == {1, 2}
+        assert result.converged
+        assert {s.round for s in result.samples} >= {1, 2}  # kept, not thrown away
+        assert [s.seconds for s in result.measured] == [seconds] * len(result.measured)
+        assert len(result.measured) == 6  # the stop rule counted only the rounds kept
+        assert result.ci().median == pytest.approx(seconds)
+        assert result.unfit_share == pytest.approx(2 / 8)
+    assert check.calls == 9  # one before the first round, one after each of the 8
+
+
+def test_without_a_machine_check_every_round_counts():
+    clock, log = FakeClock(), []
+    samplers = {"A": SlowInRounds("A", log, clock, 0.01, slow={1, 2})}
+    rule = StopRule(target_rel_ci=0.01, min_samples=6, budget_s=10.0)
+    result = interleave(samplers, {"A": 0.01}, rule, round_s=0.0)["A"]
+    assert result.unfit_rounds == set() and result.unfit_share == 0.0
+    assert len(result.measured) == len(result.samples)
+
+
+def test_set_aside_rounds_are_waited_out_only_up_to_the_grace():
+    # The machine is unfit from the first check on: the backend samples past its budget (the
+    # rounds set aside do not count), stops at 3x the budget, and its figures then come from
+    # every sample, for too few were kept.
+    clock, log = FakeClock(), []
+    samplers = {"A": ScriptedSampler("A", log, clock, [0.1, 0.3])}
+    check = ScriptedCheck([False] * 1000)
+    rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=1.0)
+    result = interleave(samplers, {"A": 0.1}, rule, round_s=0.0, machine_fit=check,
+                        unfit_budget_factor=3.0)["A"]
+    spent = sum(s.seconds for s in result.samples)
+    assert 3.0 <= spent < 3.0 + 0.3
+    assert result.stopped_by == "budget"
+    assert result.unfit_share == 1.0
+    assert result.measured == result.samples
+
+
+def test_the_budget_counts_kept_rounds_once_the_machine_recovers():
+    clock, log = FakeClock(), []
+    samplers = {"A": ScriptedSampler("A", log, clock, [0.1, 0.3])}
+    check = ScriptedCheck([True, False, False])  # rounds 0-2 each have an unfit side
+    rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=1.0)
+    result = interleave(samplers, {"A": 0.1}, rule, round_s=0.0, machine_fit=check)["A"]
+    assert result.unfit_rounds == {0, 1, 2}
+    kept = sum(s.seconds for s in result.fit_samples())
+    assert 1.0 <= kept < 1.0 + 0.3
+    assert result.stopped_by == "budget"

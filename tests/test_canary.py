@@ -1,0 +1,70 @@
+"""The machine check between rounds: a fake probe and clock decide what the canary reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.canary import ParallelCanary
+
+
+class ScriptedProbe:
+    """Each call advances a fake clock by the next scripted duration (the last one repeats)."""
+
+    def __init__(self, durations):
+        self.now, self.durations, self.calls = 0.0, list(durations), 0
+
+    def clock(self):
+        return self.now
+
+    def __call__(self):
+        self.now += self.durations[min(self.calls, len(self.durations) - 1)]
+        self.calls += 1
+
+
+def _canary(durations, **kwargs):
+    probe, pauses = ScriptedProbe(durations), []
+    canary = ParallelCanary(probe, clock=probe.clock, pause=pauses.append, **kwargs)
+    return canary, probe, pauses
+
+
+def test_a_reading_near_the_best_is_fit_and_a_slow_one_is_not():
+    # Each reading is the fastest of three probe calls.
+    canary, _, _ = _canary([1.0, 1.2, 1.0, 1.3, 1.35, 1.4, 1.5, 1.45, 1.6, 2.0, 0.9, 1.0])
+    assert canary.fit()  # 1.0: the first reading sets the best
+    assert canary.fit()  # 1.3 is within 1.4x of 1.0
+    assert not canary.fit()  # 1.45 is not
+    assert canary.fit()  # 0.9 is a new best
+    assert canary.best_s == pytest.approx(0.9)
+    assert (canary.readings, canary.unfit_readings) == (4, 1)
+
+
+def test_warm_up_finds_the_best_before_the_first_round():
+    canary, probe, _ = _canary([0.01, 0.005, 0.02])
+    canary.warm_up(seconds=0.03)
+    assert canary.best_s == pytest.approx(0.005)
+    assert probe.calls == 3
+    assert canary.readings == 0  # warming up is not a reading
+    assert not canary.fit()  # 0.02 is 4x the best
+
+
+def test_a_pause_follows_every_reading_so_blas_threads_settle():
+    canary, _, pauses = _canary([0.001], settle_s=0.002)
+    canary.fit()
+    canary.fit()
+    assert pauses == [0.002, 0.002]
+    assert canary.spent_s == pytest.approx(0.006)  # 2 readings x 3 probes; pauses take no clock time
+
+
+def test_the_limit_is_adjustable():
+    canary, _, _ = _canary([1.0, 1.0, 1.0, 1.2, 1.2, 1.2], slowdown_limit=1.1)
+    assert canary.fit()
+    assert not canary.fit()
+
+
+def test_the_real_canary_times_a_blas_product():
+    canary = ParallelCanary()
+    canary.warm_up(seconds=0.02)
+    assert 0.0 < canary.best_s < 1.0
+    assert canary.fit() in (True, False)  # whether the machine is fit now is not ours to say
+    assert canary.readings == 1
+    assert canary.spent_s > 0.0

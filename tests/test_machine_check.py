@@ -1,0 +1,66 @@
+"""The runner's machine check end to end, on real backends and workers: a scripted canary
+decides which rounds are set aside; they must be kept, flagged, paired across the group, and
+left out of the figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import harness.runner as runner_module
+from harness.cli import main
+from tests.conftest import write_config
+
+
+class EveryThirdCheckUnfit:
+    """Stands in for ParallelCanary: every third reading says the machine is unfit."""
+
+    def __init__(self):
+        self.calls, self.spent_s = 0, 0.0
+
+    def warm_up(self):
+        pass
+
+    def fit(self):
+        self.calls += 1
+        return self.calls % 3 != 0
+
+
+class MustNotBeBuilt:
+    def __init__(self):
+        raise AssertionError("the machine check is off: no canary may be built")
+
+
+def _run(tmp_path, **timing):
+    backend = {"name": "tests.plugins.pid_logging:PidLogging",
+               "options": {"log": str(tmp_path / "pids.txt")}}
+    config = write_config(tmp_path, ["numpy", backend], timing=timing)
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out), "--quiet", "--no-plots"]) == 0
+    return pd.read_parquet(out / "summary.parquet"), pd.read_parquet(out / "samples.parquet")
+
+
+def test_rounds_set_aside_are_kept_flagged_and_left_out_of_the_figures(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner_module, "ParallelCanary", EveryThirdCheckUnfit)
+    summary, samples = _run(tmp_path, min_samples=12)
+    unfit_rounds = {}
+    for row in summary.itertuples():
+        mine = samples[samples["backend"] == row.backend]
+        fit = mine[mine["machine_fit"]]
+        assert 0 < len(fit) < len(mine)  # some rounds were set aside, and they were kept
+        assert row.samples == len(fit)
+        assert row.unfit_share == pytest.approx(1 - len(fit) / len(mine))
+        assert row.median_s == pytest.approx(float(np.median(fit["seconds"])))
+        unfit_rounds[row.backend] = set(mine.loc[~mine["machine_fit"], "round"])
+    # A round is set aside for the whole group, so the backends stay paired.
+    assert unfit_rounds["numpy"] == unfit_rounds["pid-logging"]
+
+
+def test_with_the_check_off_every_round_counts(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner_module, "ParallelCanary", MustNotBeBuilt)
+    summary, samples = _run(tmp_path, machine_check=False)
+    assert samples["machine_fit"].all()
+    assert (summary["unfit_share"] == 0.0).all()
+    assert (summary["samples"] == samples.groupby("backend").size()
+            .reindex(summary["backend"]).to_numpy()).all()
