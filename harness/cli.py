@@ -267,7 +267,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Imported only once the request is known to be good: pandas and pyarrow double the time
     # it takes to refuse a bad one.
     from harness import crossover, peaks
-    from harness.console import Progress, contention_note, summary_table, time_split
+    from harness.console import (
+        Progress,
+        contention_note,
+        machine_check_note,
+        summary_table,
+        time_split,
+    )
     from harness.environment import last_level_cache_bytes
     from harness.results import FAILED_STATUSES, RunWriter
     from harness.runner import Runner
@@ -306,9 +312,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if gpu_over_cpu:
             print("\n" + gpu_over_cpu)
         print("\n" + time_split(wall_s, runner.counts.seconds))
-    busy = contention_note(summary)
-    if busy:
-        print("\n" + busy, file=sys.stderr)
+    for note in (contention_note(summary), machine_check_note(summary)):
+        if note:
+            print("\n" + note, file=sys.stderr)
     print(f"\nrun directory: {folder}")
     if not (interrupted or args.no_plots):
         _draw_run_figures(folder, args.quiet)

@@ -13,6 +13,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from harness.contention import BUSY_CORES
+from harness.timing import MIN_FIT_SAMPLES
 
 
 class Progress:
@@ -62,6 +63,29 @@ def contention_note(summary: pd.DataFrame) -> str:
             f"{busy.max():.2f}) while {len(busy)} of {len(load)} ok cell(s) sampled "
             "(column foreign_load): their times, and the ratios between multi-threaded "
             "backends, include that contention; rerun them on a quiet machine to compare.")
+
+
+def machine_check_note(summary: pd.DataFrame) -> str:
+    """A line on the rounds the machine check set aside (see harness.canary), or ''."""
+    if "unfit_share" not in summary:
+        return ""
+    ok = summary[summary["status"] == "ok"]
+    share = pd.to_numeric(ok["unfit_share"], errors="coerce").fillna(0.0)
+    hit = share[share > 0]
+    if hit.empty:
+        return ""
+    # A cell with too few kept samples reports all of them (SamplingResult.measured), so its
+    # `samples` is then the total, and the kept ones are that share of it.
+    kept = pd.to_numeric(ok["samples"], errors="coerce") * (1.0 - share)
+    unkept = int(((share > 0) & (kept < MIN_FIT_SAMPLES - 1e-9)).sum())
+    note = (f"note: the machine check set rounds aside in {len(hit)} of {len(ok)} ok cell(s) "
+            f"(a median {hit.median():.0%} of their samples; column unfit_share): the machine "
+            "had lost part of its parallel capacity then, and those samples are not in the "
+            "figures.")
+    if unkept:
+        note += (f" {unkept} cell(s) kept fewer than {MIN_FIT_SAMPLES} samples and report all "
+                 "of theirs: rerun them on a quieter machine to trust them.")
+    return note
 
 
 def _varying(summary: pd.DataFrame, columns: list[str]) -> list[str]:

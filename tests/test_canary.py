@@ -68,3 +68,20 @@ def test_the_real_canary_times_a_blas_product():
     assert canary.fit() in (True, False)  # whether the machine is fit now is not ours to say
     assert canary.readings == 1
     assert canary.spent_s > 0.0
+
+
+def test_run_notes_rounds_set_aside_and_cells_that_kept_too_few():
+    import pandas as pd
+
+    from harness.console import machine_check_note
+
+    clean = pd.DataFrame({"status": ["ok", "error"], "samples": [20, 0],
+                          "unfit_share": [0.0, 0.5]})
+    assert machine_check_note(clean) == ""  # a failed cell's share is no timing caveat
+    assert machine_check_note(pd.DataFrame({"status": ["ok"], "samples": [9]})) == ""  # older run
+    # 20 kept of 25; and a cell whose 10 samples were all set aside, so it reports all of them.
+    hit = pd.DataFrame({"status": ["ok", "ok", "ok"], "samples": [20, 10, 30],
+                        "unfit_share": [0.2, 1.0, 0.0]})
+    note = machine_check_note(hit)
+    assert "2 of 3 ok cell(s)" in note and "a median 60%" in note
+    assert "1 cell(s) kept fewer than 3 samples" in note
