@@ -248,7 +248,7 @@ class Runner:
         block_s = {label: p.figures["block_s"] for label, p in ready.items()}
         load = LoadMeter(self._own_pids)
         load.start()
-        canary = self._canary()
+        canary = self._canary() if self._multi_threaded_cpu(ready) else None
         checked_s = canary.spent_s if canary else 0.0
         results = interleave({label: p.sampler() for label, p in ready.items()}, block_s,
                              self.rule, min_rounds=max(len(p.workers) for p in ready.values()),
@@ -268,6 +268,13 @@ class Runner:
                 self._record(cell, "ok", "", figures, result)
             else:
                 self._record(cell, result.failure.status, result.failure.reason, figures)
+
+    def _multi_threaded_cpu(self, ready: dict[str, _Prepared]) -> bool:
+        """Whether a group has work the machine check guards: only multi-threaded CPU work lost
+        speed when the machine lost parallel capacity (measured: the one-threaded numba-loops
+        not at all), and a GPU backend's host side runs on one thread."""
+        return any(self.backends[label].device == "cpu" and prepared.cell.variant.threads != 1
+                   for label, prepared in ready.items())
 
     def _canary(self) -> ParallelCanary | None:
         if not self.config.timing.machine_check:

@@ -61,6 +61,55 @@ def test_the_limit_is_adjustable():
     assert not canary.fit()
 
 
+def test_threads_that_buy_no_speed_up_make_the_machine_unfit_even_at_its_best():
+    # The run began in such a stretch: the threaded product is at its best, but one thread
+    # is as fast. A run's history cannot tell, the one-thread reading can.
+    probe = ScriptedProbe([1.0])
+    calls = []
+
+    def alone():
+        calls.append("one thread")
+        probe.now += 1.1
+
+    canary = ParallelCanary(probe, one_thread_probe=alone, clock=probe.clock,
+                            pause=lambda s: None)
+    assert not canary.fit()  # 1.0 against 1.1 alone: 0.91 > 0.85
+    assert canary.best_s == pytest.approx(1.0)
+    assert calls == ["one thread"] * 2
+
+
+def test_a_healthy_speed_up_passes_and_a_slow_reading_skips_the_one_thread_probe():
+    probe = ScriptedProbe([1.0, 1.0, 1.0, 2.0])
+    calls = []
+
+    def alone():
+        calls.append("one thread")
+        probe.now += 1.9
+
+    canary = ParallelCanary(probe, one_thread_probe=alone, clock=probe.clock,
+                            pause=lambda s: None)
+    assert canary.fit()  # 1.0 against 1.9 alone: 0.53
+    assert len(calls) == 2
+    assert not canary.fit()  # 2.0 is 2x the best: unfit without asking one thread
+    assert len(calls) == 2
+
+
+def test_the_one_thread_probe_restores_the_blas_threads():
+    from threadpoolctl import ThreadpoolController
+
+    from harness.canary import _blas_products
+
+    blas = ThreadpoolController().select(user_api="blas")
+    threads = [info["num_threads"] for info in blas.info()]
+    threaded, one_thread = _blas_products(size=32)
+    threaded()
+    if max(threads, default=1) < 2:
+        assert one_thread is None  # nothing to compare one thread with
+        return
+    one_thread()
+    assert [info["num_threads"] for info in blas.info()] == threads
+
+
 def test_the_real_canary_times_a_blas_product():
     canary = ParallelCanary()
     canary.warm_up(seconds=0.02)

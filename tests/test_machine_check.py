@@ -32,10 +32,10 @@ class MustNotBeBuilt:
         raise AssertionError("the machine check is off: no canary may be built")
 
 
-def _run(tmp_path, **timing):
+def _run(tmp_path, sweep=None, **timing):
     backend = {"name": "tests.plugins.pid_logging:PidLogging",
                "options": {"log": str(tmp_path / "pids.txt")}}
-    config = write_config(tmp_path, ["numpy", backend], timing=timing)
+    config = write_config(tmp_path, ["numpy", backend], timing=timing, **(sweep or {}))
     out = tmp_path / "run"
     assert main(["run", str(config), "--out", str(out), "--quiet", "--no-plots"]) == 0
     return pd.read_parquet(out / "summary.parquet"), pd.read_parquet(out / "samples.parquet")
@@ -64,3 +64,11 @@ def test_with_the_check_off_every_round_counts(tmp_path, monkeypatch):
     assert (summary["unfit_share"] == 0.0).all()
     assert (summary["samples"] == samples.groupby("backend").size()
             .reindex(summary["backend"]).to_numpy()).all()
+
+
+def test_one_threaded_groups_are_not_checked(tmp_path, monkeypatch):
+    # Losing parallel capacity did not slow one-threaded work: no canary, no rounds set aside.
+    monkeypatch.setattr(runner_module, "ParallelCanary", MustNotBeBuilt)
+    summary, samples = _run(tmp_path, sweep={"threads": [1]})
+    assert (summary["status"] == "ok").all()
+    assert samples["machine_fit"].all() and (summary["unfit_share"] == 0.0).all()
