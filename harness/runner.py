@@ -133,6 +133,31 @@ class _CellTimeout:
             self.left_s -= time.monotonic() - started
 
 
+def machine_check(canary: ParallelCanary, checked: list[_Prepared],
+                  spend: Callable[[float], None]) -> Callable[[int | None], bool]:
+    """The machine check `interleave` asks around each round: the main process's canary, and
+    after a round, the same check in each process that sampled it (`spend` gets the time).
+
+    Why both: measured on the 2-vCPU VM, there were whole runs in which every worker's
+    two-threaded NumPy ran 2x slower (numba 1.35x, torch-cpu 1.27x) while the main process's
+    canary kept its speed-up; and a fresh process whose own canary lost it (threaded / one
+    thread 1.04) lost it for its sgemm too (1.32)."""
+
+    def fit(round_number: int | None) -> bool:
+        started = time.monotonic()
+        verdicts = [canary.fit()]
+        if round_number is not None:
+            for prepared in checked:
+                worker = prepared.workers[round_number % len(prepared.workers)]
+                try:
+                    verdicts.append(bool(prepared.limit.request(worker, ("check",))))
+                except CellFailure:
+                    pass  # the worker's next sample request meets the failure and records it
+        spend(time.monotonic() - started)
+        return all(verdicts)
+    return fit
+
+
 class Runner:
     def __init__(self, config: Config, specs: list[BackendSpec], writer: RunWriter,
                  on_cell_done: CellDone = lambda row: None, peaks: Peaks | None = None,
@@ -248,15 +273,12 @@ class Runner:
         block_s = {label: p.figures["block_s"] for label, p in ready.items()}
         load = LoadMeter(self._own_pids)
         load.start()
-        canary = self._canary() if self._multi_threaded_cpu(ready) else None
-        checked_s = canary.spent_s if canary else 0.0
+        checked = self._multi_threaded_cpu(ready)
         results = interleave({label: p.sampler() for label, p in ready.items()}, block_s,
                              self.rule, min_rounds=max(len(p.workers) for p in ready.values()),
-                             machine_fit=canary.fit if canary else None,
+                             machine_fit=self._machine_fit(checked) if checked else None,
                              unfit_budget_factor=self._unfit_budget_factor())
         foreign_load = load.stop()
-        if canary:
-            self.counts.spend("machine check", canary.spent_s - checked_s)
         for label, result in results.items():
             prepared = ready[label]
             cell, figures = prepared.cell, prepared.figures
@@ -269,16 +291,20 @@ class Runner:
             else:
                 self._record(cell, result.failure.status, result.failure.reason, figures)
 
-    def _multi_threaded_cpu(self, ready: dict[str, _Prepared]) -> bool:
-        """Whether a group has work the machine check guards: only multi-threaded CPU work lost
+    def _multi_threaded_cpu(self, ready: dict[str, _Prepared]) -> list[_Prepared]:
+        """The cells of a group the machine check guards: only multi-threaded CPU work lost
         speed when the machine lost parallel capacity (measured: the one-threaded numba-loops
         not at all), and a GPU backend's host side runs on one thread."""
-        return any(self.backends[label].device == "cpu" and prepared.cell.variant.threads != 1
-                   for label, prepared in ready.items())
-
-    def _canary(self) -> ParallelCanary | None:
         if not self.config.timing.machine_check:
-            return None
+            return []
+        return [prepared for label, prepared in ready.items()
+                if self.backends[label].device == "cpu" and prepared.cell.variant.threads != 1]
+
+    def _machine_fit(self, checked: list[_Prepared]) -> Callable[[int | None], bool]:
+        return machine_check(self._canary(), checked,
+                             lambda seconds: self.counts.spend("machine check", seconds))
+
+    def _canary(self) -> ParallelCanary:
         if self.canary is None:
             self.canary = ParallelCanary()
             self.canary.warm_up()

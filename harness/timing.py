@@ -202,7 +202,7 @@ def _timed_s(samples: list[Sample]) -> float:
 
 def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, float],
                rule: StopRule, round_s: float = 0.02, min_rounds: int = 1,
-               machine_fit: Callable[[], bool] | None = None,
+               machine_fit: Callable[[int | None], bool] | None = None,
                unfit_budget_factor: float = UNFIT_BUDGET_FACTOR) -> dict[str, SamplingResult]:
     """Sample every backend of a group in rounds, in lockstep, until all of them may stop.
 
@@ -224,7 +224,8 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     enough that `min_rounds` of them fit in the budget, and the budget ends a backend's turns
     only once it has had `min_rounds` (a call slower than the budget still gets one per round).
 
-    `machine_fit`, when given, is asked before the first round and after every round. A round
+    `machine_fit`, when given, is asked before the first round (with None) and after every
+    round (with that round's number, so it can also ask the processes that sampled it). A round
     with an unfit answer on either side is set aside for every backend of the group alike (its
     samples are kept, flagged, and left out of the stopping rule and the figures), and the
     budget counts only the rounds kept, up to `unfit_budget_factor` times the budget in all.
@@ -233,7 +234,7 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     active = list(samplers)
     round_number = 0
     round_s = min(round_s, rule.budget_s / max(min_rounds, 1))
-    fit_before = machine_fit() if machine_fit else True
+    fit_before = machine_fit(None) if machine_fit else True
     while active and (round_number < min_rounds
                       or any(not results[name].stopped_by for name in active)):
         sampled = []
@@ -249,7 +250,7 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
                 active.remove(name)
                 continue
             sampled.append(name)
-        fit_after = machine_fit() if machine_fit else True
+        fit_after = machine_fit(round_number) if machine_fit else True
         for name in sampled:
             result = results[name]
             if not (fit_before and fit_after):

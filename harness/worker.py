@@ -8,7 +8,9 @@ worker over a pipe with small request tuples; the worker answers each with
 Requests: ``("ping",)`` — answered at once (measures start-up); ``("open",)`` — instantiate and
 ask `unavailable()`; ``("setup", cell, folder, plan)``
 — load the shape's inputs, cast, prepare, first call, agreement check, warm-up and block size;
-``("sample", count, round)`` — timed samples; ``("release",)`` — drop the cell's arrays.
+``("sample", count, round)`` — timed samples; ``("check",)`` — whether this process gets its
+threads' parallel speed-up now (see harness/canary.py); ``("release",)`` — drop the cell's
+arrays.
 
 `WorkerHandle` (main process side) turns a dead worker into status ``crashed`` and a silent one
 into ``timeout``; the next request starts a fresh worker, so the sweep goes on.
@@ -50,6 +52,8 @@ class CellPlan:
 # A cold-cache cell rotates through copies of its inputs that together exceed twice the cache;
 # tiny inputs would need absurdly many copies, so this caps it (and the row says how many).
 MAX_COLD_COPIES = 1 << 14
+# A worker's own machine check learns its best time over this long, the first time it is asked.
+WORKER_CHECK_WARM_UP_S = 0.05
 
 
 def cold_copies(set_bytes: int, cache_bytes: int) -> int:
@@ -78,6 +82,7 @@ class _Session:
         self.timer: KernelTimer | None = None
         self.calls = 1
         self.threads_set = False
+        self.canary: Any = None
 
     def handle(self, request: tuple[Any, ...]) -> Any:
         kind = request[0]
@@ -91,6 +96,8 @@ class _Session:
                 raise
         if kind == "sample":
             return self.sample(request[1], request[2])
+        if kind == "check":
+            return self.check()
         if kind == "release":
             return self.release()
         raise ValueError(f"unknown request {kind!r}")
@@ -149,6 +156,18 @@ class _Session:
     def sample(self, count: int, round_number: int) -> list[Any]:
         assert self.timer is not None, "sample before setup"
         return self.timer.samples(count, self.calls, round_number)
+
+    def check(self) -> bool:
+        """The machine check, in this process: a worker's threads can lose their speed-up
+        while the main process's keep theirs (see `Runner._machine_fit`)."""
+        from harness.canary import ParallelCanary
+
+        if self.canary is None:
+            # No pause after a reading: the main process's own check follows each round's
+            # worker checks and pauses for every process's BLAS threads to settle.
+            self.canary = ParallelCanary(settle_s=0.0)
+            self.canary.warm_up(WORKER_CHECK_WARM_UP_S)
+        return bool(self.canary.fit())
 
     def release(self) -> dict[str, Any]:
         """End the cell: its closing telemetry and peak memory; undo per-cell settings."""

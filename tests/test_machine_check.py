@@ -72,3 +72,49 @@ def test_one_threaded_groups_are_not_checked(tmp_path, monkeypatch):
     summary, samples = _run(tmp_path, sweep={"threads": [1]})
     assert (summary["status"] == "ok").all()
     assert samples["machine_fit"].all() and (summary["unfit_share"] == 0.0).all()
+
+
+class AnsweringWorker:
+    """Stands in for a worker process: answers the check request, or fails it."""
+
+    def __init__(self, answer):
+        self.answer, self.asked = answer, 0
+
+
+class RequestsTo:
+    """Stands in for a cell's time limit: passes a request to the worker's scripted answer."""
+
+    def request(self, worker, message):
+        assert message == ("check",)
+        worker.asked += 1
+        if isinstance(worker.answer, Exception):
+            raise worker.answer
+        return worker.answer
+
+
+def test_a_round_is_unfit_when_the_process_that_sampled_it_is():
+    from harness.runner import _Prepared, machine_check
+    from harness.worker import CellFailure
+
+    main = EveryThirdCheckUnfit()  # fit, fit, unfit, ...
+    fine, slow = AnsweringWorker(True), AnsweringWorker(False)
+    dead = AnsweringWorker(CellFailure("crashed", "killed by SIGKILL"))
+    cell = _Prepared(cell=None, figures={}, limit=RequestsTo(), workers=[fine, slow, dead])
+    spent = []
+    check = machine_check(main, [cell], spent.append)
+    assert check(None)  # before the first round: the main process only
+    assert fine.asked == slow.asked == 0
+    assert not check(1)  # round 1 was sampled in worker 1, which lost its speed-up
+    assert slow.asked == 1 and fine.asked == 0
+    assert not check(3)  # worker 0 is fine, but the main process's third reading is unfit
+    assert check(2)  # a worker that died answers nothing; its next sample request will say so
+    assert dead.asked == 1
+    assert len(spent) == 4 and all(s >= 0 for s in spent)
+
+
+def test_a_worker_runs_the_check_in_its_own_process():
+    from harness.worker import _Session
+
+    session = _Session("backends.numpy_backend:NumpyBackend", {})
+    assert session.check() in (True, False)  # whether this machine is fit now is not ours
+    assert session.canary.readings == 1 and session.canary.best_s > 0

@@ -265,10 +265,11 @@ class ScriptedCheck:
     """A machine check that answers from a script (True = fit), then True for ever."""
 
     def __init__(self, answers):
-        self.answers, self.calls = list(answers), 0
+        self.answers, self.calls, self.rounds = list(answers), 0, []
 
-    def __call__(self):
+    def __call__(self, round_number):
         self.calls += 1
+        self.rounds.append(round_number)
         return self.answers.pop(0) if self.answers else True
 
 
@@ -291,7 +292,7 @@ def test_rounds_an_unfit_check_brackets_are_set_aside_for_every_backend():
         assert len(result.measured) == 6  # the stop rule counted only the rounds kept
         assert result.ci().median == pytest.approx(seconds)
         assert result.unfit_share == pytest.approx(2 / 8)
-    assert check.calls == 9  # one before the first round, one after each of the 8
+    assert check.rounds == [None, *range(8)]  # before the first round, then after each
 
 
 def test_without_a_machine_check_every_round_counts():
