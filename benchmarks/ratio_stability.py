@@ -58,6 +58,7 @@ def _report(runs: pd.DataFrame, reference: str, label: str) -> None:
         time_spread=("median_s", lambda s: s.max() / s.min()),
         ratio_spread=("ratio", lambda s: s.max() / s.min()),
         ratio_median=("ratio", "median"), runs=("run", "nunique")).reset_index()
+    reference_spread = spread.loc[spread["backend"] == reference, "time_spread"].median()
     spread = spread[spread["backend"] != reference]
     print(f"\n== machine check {label} ==")
     print(spread[["backend", "dtype", "n", "d_k", "runs", "ratio_median", "time_spread",
@@ -65,7 +66,8 @@ def _report(runs: pd.DataFrame, reference: str, label: str) -> None:
     unfit = runs["unfit_share"].mean() if "unfit_share" in runs else float("nan")
     print(f"median over cells: absolute-time spread {spread['time_spread'].median():.3f}x, "
           f"ratio spread {spread['ratio_spread'].median():.3f}x (max/min across "
-          f"{runs['run'].nunique()} runs); other processes' load while sampling: up to "
+          f"{runs['run'].nunique()} runs; {reference}'s own times {reference_spread:.3f}x); "
+          f"other processes' load while sampling: up to "
           f"{runs['foreign_load'].max():.2f} cores; samples set aside: {unfit:.1%}; wall time "
           f"per run {runs.groupby('run')['wall_s'].first().mean():.0f} s")
 
