@@ -65,3 +65,24 @@ def test_missing_library_gives_install_hint(monkeypatch, name, module):
                         lambda mod, *a: None if mod == module else real_find_spec(mod, *a))
     reason = load_class(BUILTINS[name])().unavailable()
     assert reason == f"{module} is not installed (pip install 'qkbench[{module}]')"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_numpy_writes_large_results_to_a_cache_line(dtype):
+    # Below ALIGN_FROM_BYTES numpy's own `q @ k.T` runs as is; above it S starts on a 64-byte
+    # line, every call, so a process's malloc cannot make numpy's times a lottery.
+    from backends.numpy_backend import ALIGN_FROM_BYTES, CACHE_LINE
+
+    rng = np.random.default_rng(0)
+    backend = NumpyBackend()
+    itemsize = np.dtype(dtype).itemsize
+    n = int((ALIGN_FROM_BYTES / itemsize) ** 0.5) + 8  # just above the threshold
+    for rows in (n, 7):  # a large result and a small one
+        q = rng.standard_normal((rows, 16)).astype(dtype)
+        k = rng.standard_normal((rows + 3, 16)).astype(dtype)
+        for _ in range(3):
+            s = backend.scores(q, k)
+            assert s.shape == (rows, rows + 3) and s.dtype == dtype and s.flags.c_contiguous
+            np.testing.assert_array_equal(s, q @ k.T)
+            if rows == n:
+                assert s.__array_interface__["data"][0] % CACHE_LINE == 0
