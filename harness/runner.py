@@ -145,7 +145,7 @@ def machine_check(canary: ParallelCanary, checked: list[_Prepared],
 
     def fit(round_number: int | None) -> bool:
         started = time.monotonic()
-        verdicts = [canary.fit()]
+        verdicts = []
         if round_number is not None:
             for prepared in checked:
                 worker = prepared.workers[round_number % len(prepared.workers)]
@@ -153,6 +153,9 @@ def machine_check(canary: ParallelCanary, checked: list[_Prepared],
                     verdicts.append(bool(prepared.limit.request(worker, ("check",))))
                 except CellFailure:
                     pass  # the worker's next sample request meets the failure and records it
+        # The main process's reading comes last: its pause lets every process's BLAS threads
+        # go to sleep before the next round's first turn.
+        verdicts.append(canary.fit())
         spend(time.monotonic() - started)
         return all(verdicts)
     return fit

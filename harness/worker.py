@@ -82,7 +82,10 @@ class _Session:
         self.timer: KernelTimer | None = None
         self.calls = 1
         self.threads_set = False
-        self.canary: Any = None
+        self.cell_threads: int | None = None
+        # One machine check per thread count a cell asked for: its best time is only
+        # comparable with readings taken on as many threads.
+        self.canaries: dict[int | None, Any] = {}
 
     def handle(self, request: tuple[Any, ...]) -> Any:
         kind = request[0]
@@ -111,6 +114,7 @@ class _Session:
         started = clock()
         backend.set_threads(plan.threads)
         self.threads_set = plan.threads is not None
+        self.cell_threads = plan.threads
         shape = inputs.load(Path(shape_folder))
         q, k = inputs.cast(shape.q, plan.dtype), inputs.cast(shape.k, plan.dtype)
         precision = _precision(backend, plan.dtype)
@@ -159,15 +163,16 @@ class _Session:
 
     def check(self) -> bool:
         """The machine check, in this process: a worker's threads can lose their speed-up
-        while the main process's keep theirs (see `Runner._machine_fit`)."""
+        while the main process's keep theirs (see `harness.runner.machine_check`)."""
         from harness.canary import ParallelCanary
 
-        if self.canary is None:
+        canary = self.canaries.get(self.cell_threads)
+        if canary is None:
             # No pause after a reading: the main process's own check follows each round's
             # worker checks and pauses for every process's BLAS threads to settle.
-            self.canary = ParallelCanary(settle_s=0.0)
-            self.canary.warm_up(WORKER_CHECK_WARM_UP_S)
-        return bool(self.canary.fit())
+            canary = self.canaries[self.cell_threads] = ParallelCanary(settle_s=0.0)
+            canary.warm_up(WORKER_CHECK_WARM_UP_S)
+        return bool(canary.fit())
 
     def release(self) -> dict[str, Any]:
         """End the cell: its closing telemetry and peak memory; undo per-cell settings."""
