@@ -119,9 +119,6 @@ def _sample_defaults(samples: pd.DataFrame) -> pd.DataFrame:
         values = samples.get(column, np.nan)
         samples[column] = pd.to_numeric(pd.Series(values, index=samples.index),
                                         errors="coerce").astype("float64")
-    # Runs from before the machine check counted every sample.
-    samples["machine_fit"] = pd.Series(samples.get("machine_fit", True), index=samples.index,
-                                       dtype="boolean").fillna(True).astype(bool)
     return samples
 
 

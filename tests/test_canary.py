@@ -27,6 +27,20 @@ def _canary(durations, **kwargs):
     return canary, probe, pauses
 
 
+def _canary_with_one_thread(durations, alone_s):
+    """A canary whose one-thread probe takes `alone_s` on the same fake clock; the list
+    records each one-thread call."""
+    probe, calls = ScriptedProbe(durations), []
+
+    def alone():
+        calls.append("one thread")
+        probe.now += alone_s
+
+    canary = ParallelCanary(probe, one_thread_probe=alone, clock=probe.clock,
+                            pause=lambda s: None)
+    return canary, calls
+
+
 def test_a_reading_near_the_best_is_fit_and_a_slow_one_is_not():
     # Each reading is the fastest of three probe calls.
     canary, _, _ = _canary([1.0, 1.2, 1.0, 1.3, 1.35, 1.4, 1.5, 1.45, 1.6, 2.0, 0.9, 1.0])
@@ -64,30 +78,14 @@ def test_the_limit_is_adjustable():
 def test_threads_that_buy_no_speed_up_make_the_machine_unfit_even_at_its_best():
     # The run began in such a stretch: the threaded product is at its best, but one thread
     # is as fast. A run's history cannot tell, the one-thread reading can.
-    probe = ScriptedProbe([1.0])
-    calls = []
-
-    def alone():
-        calls.append("one thread")
-        probe.now += 1.1
-
-    canary = ParallelCanary(probe, one_thread_probe=alone, clock=probe.clock,
-                            pause=lambda s: None)
+    canary, calls = _canary_with_one_thread([1.0], alone_s=1.1)
     assert not canary.fit()  # 1.0 against 1.1 alone: 0.91 > 0.85
     assert canary.best_s == pytest.approx(1.0)
     assert calls == ["one thread"] * 2
 
 
 def test_a_healthy_speed_up_passes_and_a_slow_reading_skips_the_one_thread_probe():
-    probe = ScriptedProbe([1.0, 1.0, 1.0, 2.0])
-    calls = []
-
-    def alone():
-        calls.append("one thread")
-        probe.now += 1.9
-
-    canary = ParallelCanary(probe, one_thread_probe=alone, clock=probe.clock,
-                            pause=lambda s: None)
+    canary, calls = _canary_with_one_thread([1.0, 1.0, 1.0, 2.0], alone_s=1.9)
     assert canary.fit()  # 1.0 against 1.9 alone: 0.53
     assert len(calls) == 2
     assert not canary.fit()  # 2.0 is 2x the best: unfit without asking one thread
