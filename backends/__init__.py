@@ -1,1 +1,1 @@
-"""Backends: one module per library, each implementing the protocol in `backends.base`."""
+"""Backends: one module per library, each implementing the protocol in `qkbench.backends.base`."""

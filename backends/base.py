@@ -16,7 +16,7 @@ library, so a plugin can be ten lines:
 
 Constructors must be cheap and must not import heavy libraries: the harness instantiates a
 backend in the main process to validate a config, and imports the library only inside the
-worker process that runs it (see `harness.worker`). Options given in a config are passed to
+worker process that runs it (see `qkbench.measure.worker`). Options given in a config are passed to
 the constructor as keyword arguments.
 """
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Backend
+from qkbench.backends.base import Backend
 
 
 class CupyBackend(Backend):
@@ -41,7 +41,7 @@ class CupyBackend(Backend):
         return None
 
     def _configure_tf32(self) -> None:
-        from backends.gpu_support import allow_tf32_again, forbid_tf32_everywhere
+        from qkbench.backends.gpu_support import allow_tf32_again, forbid_tf32_everywhere
 
         os.environ["CUPY_TF32"] = "1" if self.allow_tf32 else "0"
         (allow_tf32_again if self.allow_tf32 else forbid_tf32_everywhere)()
@@ -104,7 +104,7 @@ class CupyBackend(Backend):
     def telemetry(self) -> dict[str, float]:
         import cupy
 
-        from backends.gpu_support import nvml_telemetry
+        from qkbench.backends.gpu_support import nvml_telemetry
 
         return nvml_telemetry(cupy.cuda.Device().id)
 

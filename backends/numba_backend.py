@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Backend, missing_package_reason
+from qkbench.backends.base import Backend, missing_package_reason
 
 #: Width of a K panel and of the register tile, in bytes: one AVX-512 register, two AVX2 ones.
 _PANEL_BYTES = 64

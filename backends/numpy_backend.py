@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Backend
+from qkbench.backends.base import Backend
 
 # Where `q @ k.T` puts S is up to malloc, 16-byte aligned: measured on Zen 4 (n = m = 1024,
 # d_k = 64, float32, two threads), OpenBLAS took 806-848 us to write an S aligned to a 64-byte

@@ -16,23 +16,23 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from backends.base import DEVICES, KNOWN_DTYPES, Backend
-from harness.errors import UsageError
+from qkbench.backends.base import DEVICES, KNOWN_DTYPES, Backend
+from qkbench.errors import UsageError
 
 ENTRY_POINT_GROUP = "qkbench.backends"
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 
 # Import paths, not classes: listing names must not import torch or numba.
 BUILTINS: dict[str, str] = {
-    "numpy": "backends.numpy_backend:NumpyBackend",
-    "numba-loops": "backends.numba_backend:NumbaLoopsBackend",
-    "numba": "backends.numba_backend:NumbaBackend",
-    "torch-cpu": "backends.torch_backend:TorchCpuBackend",
-    "torch-cuda": "backends.torch_backend:TorchCudaBackend",
-    "torch-cuda-tf32": "backends.torch_backend:TorchCudaTf32Backend",
-    "torch-mps": "backends.torch_backend:TorchMpsBackend",
-    "cupy": "backends.cupy_backend:CupyBackend",
-    "cupy-tf32": "backends.cupy_backend:CupyTf32Backend",
+    "numpy": "qkbench.backends.numpy_backend:NumpyBackend",
+    "numba-loops": "qkbench.backends.numba_backend:NumbaLoopsBackend",
+    "numba": "qkbench.backends.numba_backend:NumbaBackend",
+    "torch-cpu": "qkbench.backends.torch_backend:TorchCpuBackend",
+    "torch-cuda": "qkbench.backends.torch_backend:TorchCudaBackend",
+    "torch-cuda-tf32": "qkbench.backends.torch_backend:TorchCudaTf32Backend",
+    "torch-mps": "qkbench.backends.torch_backend:TorchMpsBackend",
+    "cupy": "qkbench.backends.cupy_backend:CupyBackend",
+    "cupy-tf32": "qkbench.backends.cupy_backend:CupyTf32Backend",
 }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Backend, missing_package_reason
+from qkbench.backends.base import Backend, missing_package_reason
 
 
 def _torch_from_numpy(array: np.ndarray) -> Any:
@@ -106,7 +106,7 @@ class TorchCudaBackend(_TorchBackend):
     def _set_tf32(self) -> None:
         import torch
 
-        from backends.gpu_support import allow_tf32_again, forbid_tf32_everywhere
+        from qkbench.backends.gpu_support import allow_tf32_again, forbid_tf32_everywhere
 
         # Before the first matmul creates the cuBLAS handle, which reads the override.
         (allow_tf32_again if self.allow_tf32 else forbid_tf32_everywhere)()
@@ -161,7 +161,7 @@ class TorchCudaBackend(_TorchBackend):
     def telemetry(self) -> dict[str, float]:
         import torch
 
-        from backends.gpu_support import nvml_telemetry
+        from qkbench.backends.gpu_support import nvml_telemetry
 
         return nvml_telemetry(torch.cuda.current_device())
 

@@ -43,10 +43,10 @@ import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # this checkout's harness, installed or not
 
-from harness import compare
-from harness.compare import Rule, compare_runs
+
+from qkbench.analysis import compare
+from qkbench.analysis.compare import Rule, compare_runs
 
 # Every run takes part in dozens of pairs: read each one once. (compare never changes a run.)
 compare.read_run = functools.lru_cache(maxsize=None)(compare.read_run)
@@ -83,7 +83,7 @@ def run_all(configs: dict[str, Path], runs: int, folder: Path) -> dict[str, list
     for i in range(runs):
         for version, config in configs.items():
             out = folder / f"{version}-{i:02d}"
-            result = subprocess.run([sys.executable, "-m", "harness", "run", str(config),
+            result = subprocess.run([sys.executable, "-m", "qkbench", "run", str(config),
                                      "--out", str(out), "--quiet"], cwd=REPO, env=env,
                                     capture_output=True, text=True, check=False)
             if result.returncode != 0 or not (out / "summary.parquet").is_file():

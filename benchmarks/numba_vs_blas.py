@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import peaks
-from harness.environment import fingerprint
-from harness.results import CELL_KEY, load_run
+from qkbench.machine import peaks
+from qkbench.machine.environment import fingerprint
+from qkbench.records.results import CELL_KEY, load_run
 
 
 def main() -> None:
@@ -30,9 +30,9 @@ def main() -> None:
     args = parser.parse_args()
     environment = fingerprint()
     if peaks.load(environment["hardware_key"]) is None:
-        subprocess.run([sys.executable, "-m", "harness", "peaks"], check=True)
+        subprocess.run([sys.executable, "-m", "qkbench", "peaks"], check=True)
     out = args.out or Path(tempfile.mkdtemp(prefix="numba-vs-blas-")) / "run"
-    subprocess.run([sys.executable, "-m", "harness", "run", args.config, "--out", str(out),
+    subprocess.run([sys.executable, "-m", "qkbench", "run", args.config, "--out", str(out),
                     "--quiet"], check=False)
     summary, _, meta = load_run(out)
     ok = summary[summary["status"] == "ok"]

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from harness.results import CELL_KEY
+from qkbench.records.results import CELL_KEY
 
 VARIANTS = {"on": [True], "off": [False], "both": [True, False]}
 
@@ -41,7 +41,7 @@ def _config_variant(config: str, scratch: Path, threads: int | None, check: bool
 
 
 def _run(config: str, out: Path, reference: str, group_key: list[str]) -> pd.DataFrame:
-    subprocess.run([sys.executable, "-m", "harness", "run", config, "--out", str(out),
+    subprocess.run([sys.executable, "-m", "qkbench", "run", config, "--out", str(out),
                     "--quiet", "--no-plots"], check=False, stdout=subprocess.DEVNULL)
     summary = pd.read_parquet(out / "summary.parquet")
     summary = summary[summary["status"] == "ok"].copy()

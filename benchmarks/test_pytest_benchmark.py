@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import pytest
 
-from backends.registry import BUILTINS, load_class
-from harness import agreement, inputs
+from qkbench.backends.registry import BUILTINS, load_class
+from qkbench.measure import agreement
+from qkbench.measure import inputs
 
 pytest.importorskip("pytest_benchmark")
 

@@ -1,6 +1,6 @@
 """Does qkbench time what the reference timers time? A side-by-side check of the timing core.
 
-For each operation, rounds alternate between qkbench's timer (harness.timing.KernelTimer, the
+For each operation, rounds alternate between qkbench's timer (qkbench.measure.timing.KernelTimer, the
 code that runs inside every worker), `timeit` and `torch.utils.benchmark` (when torch is
 installed), so machine drift falls on all three alike. Each timer reports a median time per call
 per round; the script prints the median over rounds of each timer's time and of the ratio
@@ -21,10 +21,10 @@ import timeit
 
 import numpy as np
 
-from backends.numpy_backend import NumpyBackend
-from harness import inputs
-from harness.stats import median
-from harness.timing import KernelTimer
+from qkbench.backends.numpy_backend import NumpyBackend
+from qkbench.measure import inputs
+from qkbench.measure.stats import median
+from qkbench.measure.timing import KernelTimer
 
 
 def qkbench_median(fn, q, k, samples: int = 30) -> float:

@@ -1,8 +1,8 @@
-"""`python -m harness` is the same as the `qkbench` command."""
+"""`python -m qkbench` is the same as the `qkbench` command."""
 
 import sys
 
-from harness.cli import main
+from qkbench.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

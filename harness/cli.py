@@ -1,4 +1,4 @@
-"""The `qkbench` command (also `python -m harness`): parses arguments and calls one step.
+"""The `qkbench` command (also `python -m qkbench`): parses arguments, calls the API, prints.
 
 Exit codes: 0 all good · 1 the work finished but something is wrong (mismatch, error, crash,
 timeout, oom) · 2 the request itself is wrong (one line on stderr, never a traceback) ·
@@ -12,24 +12,16 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
-from harness.idle_threads import quiet_idle_threads
-
-# Before anything imports NumPy: this process computes references with BLAS too, and its pool
-# must not spin through the next backend's turn either (see harness.idle_threads).
-quiet_idle_threads()
-
-from harness import config as config_module
-from harness.errors import UsageError
+# Importing qkbench has already quieted this process's idle thread pools, before NumPy loads.
+from qkbench.errors import UsageError
+from qkbench.plan import config as config_module
+from qkbench.plan.locate import DEFAULT_CONFIG, find_config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_CONFIG = "default"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="qkbench", description="Benchmark S = Q·Kᵀ on every backend here.")
     parser.add_argument("--version", action="version",
-                        version=f"qkbench {__import__('harness').__version__}")
+                        version=f"qkbench {__import__('qkbench').__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="run a sweep and write a run directory")
@@ -126,21 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def find_config(name: str) -> Path:
-    """A path as given, else configs/NAME.yaml here or in the qkbench checkout."""
-    given = Path(name)
-    # os.path's tests, not Path's: they answer False instead of raising (a name too long).
-    if os.path.exists(given) or given.suffix in (".yaml", ".yml") or "/" in name:
-        return given
-    for folder in (Path("configs"), REPO_CONFIGS):
-        candidate = folder / f"{name}.yaml"
-        if os.path.isfile(candidate):
-            return candidate
-    raise UsageError(f"no config named {name!r} (not a file, and no configs/{name}.yaml)")
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
-    from harness.sweep import expand, shapes, variants
+    from qkbench.plan.sweep import expand, shapes, variants
 
     path = find_config(args.config)
     config = config_module.load(path)
@@ -153,7 +132,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
-    from backends.registry import known_backends, load_class
+    from qkbench.backends.registry import known_backends, load_class
 
     rows = []
     for name, path, origin in known_backends():
@@ -177,148 +156,44 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from harness.environment import fingerprint
+    from qkbench.machine.environment import fingerprint
 
     print(json.dumps(fingerprint(), indent=2))
     return EXIT_OK
 
 
-def _run_folder(args: argparse.Namespace, config: config_module.Config) -> Path:
-    if args.out is not None:
-        folder = args.out
-    else:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        folder = Path(config.output.dir) / f"{stamp}-{config.name}"
-    # os.path.exists, not Path.exists: it answers False instead of raising (a name too long).
-    if os.path.exists(folder) and (not folder.is_dir() or any(folder.iterdir())):
-        raise UsageError(f"run directory {folder} already exists and is not empty "
-                         "(to finish an interrupted run there: qkbench run --resume DIR)")
-    return folder
-
-
-def _parse_shard(text: str | None) -> Any:
-    from harness.sweep import Shard
-
-    if text is None:
-        return Shard()
-    try:
-        return Shard.parse(text)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-
-
-def _new_run(args: argparse.Namespace) -> tuple[Any, ...]:
-    """A fresh run: (config, specs, folder, meta, cells already done, shard)."""
-    from harness.environment import fingerprint
-
-    path = find_config(args.config or DEFAULT_CONFIG)
-    config = config_module.load(path)
-    specs = config_module.resolve_backends(config)
-    shard = _parse_shard(args.shard)
-    folder = _run_folder(args, config)
-    meta: dict[str, Any] = {
-        "config_file": str(path), "config": config.model_dump(mode="json", warnings=False),
-        "config_text": path.read_text(encoding="utf-8"),
-        "backends": [{"label": s.label, "path": s.path, "origin": s.origin,
-                      "options": dict(s.options)} for s in specs],
-        "shard": {"index": shard.index, "count": shard.count},
-        "command": sys.argv, "environment": fingerprint(), "state": "running",
-    }
-    return config, specs, folder, meta, set(), shard
-
-
-def _resumed_run(args: argparse.Namespace) -> tuple[Any, ...]:
-    """An interrupted run picked up where it stopped, with the config it was started with."""
-    from harness.environment import differences, fingerprint
-    from harness.results import finished_keys, repair_log
-    from harness.sweep import Shard
-
-    folder: Path = args.resume
-    if args.config is not None or args.out is not None:
-        raise UsageError("--resume takes the config and the folder from the run directory; "
-                         "give neither a config nor --out")
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        config_text, recorded_shard = meta["config_text"], meta.get("shard") or {}
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UsageError(f"{folder} is not a qkbench run directory (no readable meta.json)") \
-            from None
-    config = config_module.parse(config_module.parse_yaml_text(config_text, str(folder)),
-                                 f"{folder}/meta.json")
-    specs = config_module.resolve_backends(config)
-    shard = Shard(**recorded_shard) if recorded_shard else Shard()
-    if args.shard is not None and _parse_shard(args.shard) != shard:
-        raise UsageError(f"{folder} holds shard {shard.index}/{shard.count}, not {args.shard}")
-    here = fingerprint()
-    if here["comparability_key"] != meta.get("environment", {}).get("comparability_key"):
-        changed = "; ".join(differences(meta.get("environment", {}), here)[:3])
-        raise UsageError(f"{folder} was started on other hardware or software ({changed}); "
-                         "resuming would mix machines in one table")
-    repair_log(folder)
-    meta.setdefault("resumed_utc", []).append(here["created_utc"])
-    meta["state"] = "running"
-    return config, specs, folder, meta, finished_keys(folder), shard
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    config, specs, folder, meta, done, shard = (_resumed_run(args) if args.resume is not None
-                                                else _new_run(args))
+    from qkbench.api import RunSession
+
+    if args.resume is not None:
+        if args.config is not None or args.out is not None:
+            raise UsageError("--resume takes the config and the folder from the run directory; "
+                             "give neither a config nor --out")
+        session = RunSession.resumed(args.resume, args.shard)
+    else:
+        session = RunSession.new(args.config or DEFAULT_CONFIG, args.out, args.shard)
 
     # Imported only once the request is known to be good: pandas and pyarrow double the time
     # it takes to refuse a bad one.
-    from harness import crossover, peaks
-    from harness.console import (
-        Progress,
-        contention_note,
-        machine_check_note,
-        summary_table,
-        time_split,
-    )
-    from harness.environment import last_level_cache_bytes
-    from harness.results import FAILED_STATUSES, RunWriter
-    from harness.runner import Runner
+    from qkbench.analysis import crossover
+    from qkbench.present.console import contention_note, machine_check_note, summary_table, time_split
+    from qkbench.records.results import FAILED_STATUSES
 
-    try:
-        writer = RunWriter(folder)
-    except OSError as exc:
-        raise UsageError(f"cannot create run directory {folder}: {exc.strerror}") from None
-    peaks_by_device, meta["environment"]["peaks"] = peaks.for_run(meta["environment"])
-    writer.write_meta(meta)
-    show = not (args.quiet or args.no_progress)
-    runner = Runner(config, specs, writer, peaks=peaks_by_device,
-                    host_cache_bytes=last_level_cache_bytes(), shard=shard, done=done)
-    label = config.name if shard.count == 1 else f"{config.name} {shard.index}/{shard.count}"
-    progress = Progress(len(runner.cells()), label, enabled=show)
-    runner.on_cell_done = progress.cell_done
-    started = time.monotonic()
-    interrupted = False
-    try:
-        runner.run()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        progress.close()
-        finishing = time.monotonic()
-        summary, _ = writer.finish()
-        runner.counts.spend("writing", time.monotonic() - finishing)
-        wall_s = time.monotonic() - started
-        meta.update(state="interrupted" if interrupted else "finished", wall_s=round(wall_s, 3),
-                    cells_by_status=summary["status"].value_counts().to_dict(),
-                    time_split_s={k: round(v, 3) for k, v in runner.counts.seconds.items()})
-        writer.write_meta(meta)
+    run = session.execute(progress=not (args.quiet or args.no_progress))
+    summary, folder = run.summary, run.path
     if not args.quiet:
         print(summary_table(summary))
         gpu_over_cpu = crossover.describe(summary)
         if gpu_over_cpu:
             print("\n" + gpu_over_cpu)
-        print("\n" + time_split(wall_s, runner.counts.seconds))
+        print("\n" + time_split(session.wall_s, session.seconds))
     for note in (contention_note(summary), machine_check_note(summary)):
         if note:
             print("\n" + note, file=sys.stderr)
     print(f"\nrun directory: {folder}")
-    if not (interrupted or args.no_plots):
+    if not (session.interrupted or args.no_plots):
         _draw_run_figures(folder, args.quiet)
-    if interrupted:
+    if session.interrupted:
         print(f"interrupted: {len(summary)} finished cell(s) kept in {folder}; "
               f"finish it with: qkbench run --resume {folder}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -330,7 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from harness.merge import merge
+    from qkbench.records.merge import merge
 
     meta, cells, missing = merge(args.runs, args.out)
     print(f"merged {len(args.runs)} shard(s), {cells} cells, into {args.out}")
@@ -345,8 +220,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_peaks(args: argparse.Namespace) -> int:
-    from harness import peaks
-    from harness.environment import fingerprint
+    from qkbench.machine import peaks
+    from qkbench.machine.environment import fingerprint
 
     environment = fingerprint()
     stored = peaks.load(environment["hardware_key"])
@@ -363,13 +238,13 @@ def cmd_peaks(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.compare import run_command
+    from qkbench.analysis.compare import run_command
 
     return run_command(args)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from harness.history import run_command
+    from qkbench.analysis.history import run_command
 
     return run_command(args)
 
@@ -385,7 +260,7 @@ def _check_run_dirs(folders: list[Path]) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     _check_run_dirs(args.runs)
-    from harness.plots import plot_runs
+    from qkbench.present.plots import plot_runs
 
     written, skipped = plot_runs(args.runs, out=args.out, baseline_backend=args.baseline_backend)
     if written:
@@ -400,7 +275,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     _check_run_dirs(args.runs + ([args.baseline] if args.baseline is not None else []))
-    from harness.report import write
+    from qkbench.present.report import write
 
     html_path, markdown_path = write(args.runs, baseline=args.baseline, out=args.out,
                                      baseline_backend=args.baseline_backend)
@@ -412,7 +287,7 @@ def _draw_run_figures(folder: Path, quiet: bool) -> None:
     """The default figures at the end of `qkbench run`. Drawing is a convenience on top of the
     tables: whatever goes wrong here is one warning line and never changes the exit code."""
     try:
-        from harness.plots import plot_runs
+        from qkbench.present.plots import plot_runs
 
         written, _ = plot_runs([folder])
     except (Exception, KeyboardInterrupt) as exc:

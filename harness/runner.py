@@ -18,21 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.registry import BackendSpec, load_class
-from harness import inputs
-from harness.canary import ParallelCanary
-from harness.config import Config
-from harness.contention import LoadMeter
-from harness.resources import available_bytes, cell_bytes, shape_bytes, too_big
-from harness.results import (
+from qkbench.backends.registry import BackendSpec, load_class
+from qkbench.measure import inputs
+from qkbench.machine.canary import ParallelCanary
+from qkbench.plan.config import Config
+from qkbench.machine.contention import LoadMeter
+from qkbench.measure.resources import available_bytes, cell_bytes, shape_bytes, too_big
+from qkbench.records.results import (
     ITEMSIZE,
     RunWriter,
     key_of,
     sample_rows,
     summary_row,
 )
-from harness.sweep import Cell, Shape, Shard, expand, groups
-from harness.timing import (
+from qkbench.plan.sweep import Cell, Shape, Shard, expand, groups
+from qkbench.measure.timing import (
     UNFIT_BUDGET_FACTOR,
     Sample,
     SamplerFailed,
@@ -40,7 +40,7 @@ from harness.timing import (
     StopRule,
     interleave,
 )
-from harness.worker import CellFailure, CellPlan, WorkerHandle, cold_copies
+from qkbench.measure.worker import CellFailure, CellPlan, WorkerHandle, cold_copies
 
 # How long asking a worker whether its backend is available may take (it imports the library).
 OPEN_TIMEOUT_S = 120.0

@@ -31,7 +31,7 @@ def run_cli(*args: str, extra_path: Path | None = None, timeout: float = 240,
     figures are tested on their own, and drawing them costs seconds per run."""
     if args and args[0] == "run" and not plots:
         args = (*args, "--no-plots")
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "qkbench", *args], cwd=cwd,
                           env=cli_env(extra_path), capture_output=True, text=True,
                           timeout=timeout, check=False)
 

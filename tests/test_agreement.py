@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from harness import inputs
-from harness.agreement import check_output, compare, error_bound
+from qkbench.measure import inputs
+from qkbench.measure.agreement import check_output, compare, error_bound
 from tests.plugins.misbehaving import round_to_tf32
 
 

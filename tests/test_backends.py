@@ -5,10 +5,10 @@ import importlib.util
 import numpy as np
 import pytest
 
-from backends.numpy_backend import NumpyBackend
-from backends.registry import BUILTINS, load_class
-from harness import inputs
-from harness.agreement import compare
+from qkbench.backends.numpy_backend import NumpyBackend
+from qkbench.backends.registry import BUILTINS, load_class
+from qkbench.measure import inputs
+from qkbench.measure.agreement import compare
 
 AWKWARD_SHAPES = [(1, 1, 1), (1, 7, 3), (7, 1, 3), (17, 33, 5), (64, 64, 1), (3, 200, 64),
                   (129, 65, 130)]
@@ -71,7 +71,7 @@ def test_missing_library_gives_install_hint(monkeypatch, name, module):
 def test_numpy_writes_large_results_to_a_cache_line(dtype):
     # Below ALIGN_FROM_BYTES numpy's own `q @ k.T` runs as is; above it S starts on a 64-byte
     # line, every call, so a process's malloc cannot make numpy's times a lottery.
-    from backends.numpy_backend import ALIGN_FROM_BYTES, CACHE_LINE
+    from qkbench.backends.numpy_backend import ALIGN_FROM_BYTES, CACHE_LINE
 
     rng = np.random.default_rng(0)
     backend = NumpyBackend()

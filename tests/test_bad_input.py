@@ -5,7 +5,7 @@ missing file) exits with 2 and writes exactly one line to stderr, `qkbench: erro
 traceback; a config error names its key path. Good configs validate with exit 0 and say how many
 cells they expand to.
 
-Every case runs the real CLI (`python -m harness`) in a subprocess, because a traceback or a
+Every case runs the real CLI (`python -m qkbench`) in a subprocess, because a traceback or a
 stray line only shows there. Each process costs about half a second of CPU (interpreter,
 pydantic, NumPy), so one session fixture starts them all at once on a thread pool and the tests
 read the outcomes. Every bad config goes through `validate`; `run` shares the same loading code
@@ -245,7 +245,7 @@ class Outcome:
 
 def _qkbench(args: list[str], out: Path | None) -> Outcome:
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    done = subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, env=env,
+    done = subprocess.run([sys.executable, "-m", "qkbench", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, encoding="utf-8", errors="replace",
                           timeout=120, check=False)
     return Outcome(tuple(args), done.returncode, done.stdout, done.stderr, out)

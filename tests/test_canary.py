@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.canary import ParallelCanary
+from qkbench.machine.canary import ParallelCanary
 
 
 class ScriptedProbe:
@@ -95,7 +95,7 @@ def test_a_healthy_speed_up_passes_and_a_slow_reading_skips_the_one_thread_probe
 def test_the_one_thread_probe_restores_the_blas_threads():
     from threadpoolctl import ThreadpoolController
 
-    from harness.canary import _blas_products
+    from qkbench.machine.canary import _blas_products
 
     blas = ThreadpoolController().select(user_api="blas")
     threads = [info["num_threads"] for info in blas.info()]
@@ -120,7 +120,7 @@ def test_the_real_canary_times_a_blas_product():
 def test_run_notes_rounds_set_aside_and_cells_that_kept_too_few():
     import pandas as pd
 
-    from harness.console import machine_check_note
+    from qkbench.present.console import machine_check_note
 
     clean = pd.DataFrame({"status": ["ok", "error"], "samples": [20, 0],
                           "unfit_share": [0.0, 0.5]})

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.cli import main
-from harness.compare import Rule, bootstrap_ratio, compare_runs, environment_differences
+from qkbench.cli import main
+from qkbench.analysis.compare import Rule, bootstrap_ratio, compare_runs, environment_differences
 from tests.conftest import run_cli, write_config
 
 ENVIRONMENT = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.contention import LoadMeter, process_cpu_s, system_busy_s
+from qkbench.machine.contention import LoadMeter, process_cpu_s, system_busy_s
 
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -130,7 +130,7 @@ def test_a_real_busy_neighbour_shows_up() -> None:
 def test_run_warns_only_about_cells_sampled_beside_real_load() -> None:
     import pandas as pd
 
-    from harness.console import contention_note
+    from qkbench.present.console import contention_note
 
     quiet = pd.DataFrame({"status": ["ok", "ok", "error"], "foreign_load": [0.02, 0.2, 1.5]})
     assert contention_note(quiet) == ""  # the failed cell's load is not a timing caveat

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backends.cupy_backend import CupyBackend, CupyTf32Backend
-from backends.registry import BUILTINS, load_class
-from backends.torch_backend import TorchCudaBackend, TorchCudaTf32Backend, TorchMpsBackend
-from harness import crossover, inputs
-from harness.agreement import compare
-from harness.runner import throttled
+from qkbench.backends.cupy_backend import CupyBackend, CupyTf32Backend
+from qkbench.backends.registry import BUILTINS, load_class
+from qkbench.backends.torch_backend import TorchCudaBackend, TorchCudaTf32Backend, TorchMpsBackend
+from qkbench.analysis import crossover
+from qkbench.measure import inputs
+from qkbench.measure.agreement import compare
+from qkbench.runner import throttled
 from tests.conftest import _cuda_gpu_present, read_summary, run_cli, write_config
 
 FAKE = "tests.plugins.fake_gpu"

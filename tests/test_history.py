@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness.cli import main
-from harness.history import find_steps
+from qkbench.cli import main
+from qkbench.analysis.history import find_steps
 from tests.test_compare import ENVIRONMENT, write_run
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import harness.runner as runner_module
-from harness.cli import main
-from harness.timing import MIN_FIT_SAMPLES
+import qkbench.runner as runner_module
+from qkbench.cli import main
+from qkbench.measure.timing import MIN_FIT_SAMPLES
 from tests.conftest import write_config
 
 
@@ -101,8 +101,8 @@ class RequestsTo:
 
 
 def test_a_round_is_unfit_when_the_process_that_sampled_it_is():
-    from harness.runner import _Prepared, machine_check
-    from harness.worker import CellFailure
+    from qkbench.runner import _Prepared, machine_check
+    from qkbench.measure.worker import CellFailure
 
     main = EveryThirdCheckUnfit()  # fit, fit, unfit, ...
     fine, slow = AnsweringWorker(True), AnsweringWorker(False)
@@ -121,9 +121,9 @@ def test_a_round_is_unfit_when_the_process_that_sampled_it_is():
 
 
 def test_a_worker_runs_the_check_in_its_own_process():
-    from harness.worker import _Session
+    from qkbench.measure.worker import _Session
 
-    session = _Session("backends.numpy_backend:NumpyBackend", {})
+    session = _Session("qkbench.backends.numpy_backend:NumpyBackend", {})
     assert session.check() in (True, False)  # whether this machine is fit now is not ours
     assert session.check() in (True, False)
     default = session.canaries[None]

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from harness import environment, peaks
-from harness.environment import differences, digest, fingerprint
-from harness.worker import CellPlan, _Session, cold_copies
+from qkbench.machine import environment
+from qkbench.machine import peaks
+from qkbench.machine.environment import differences, digest, fingerprint
+from qkbench.measure.worker import CellPlan, _Session, cold_copies
 from tests.conftest import REPO, read_summary, run_cli, write_config
 
 PLUGINS = "tests.plugins.misbehaving"
@@ -23,7 +24,7 @@ def blas_threads():
 
 @pytest.fixture
 def shape_folder(tmp_path):
-    from harness import inputs
+    from qkbench.measure import inputs
     inputs.save(inputs.build(64, 48, 16, seed=0, max_reference_elements=1 << 24), tmp_path)
     return str(tmp_path)
 
@@ -41,7 +42,7 @@ def test_end_to_end_includes_prepare_and_kernel_does_not(tmp_path):
 
 @pytest.mark.parametrize("cache, copies", [("warm", 1), ("cold", None)])
 def test_cold_cache_rotates_copies_and_records_how_many(shape_folder, cache, copies):
-    session = _Session("backends.numpy_backend:NumpyBackend", {})
+    session = _Session("qkbench.backends.numpy_backend:NumpyBackend", {})
     plan = CellPlan(dtype="float32", min_sample_s=1e-4, warmup_s=0.0, cache=cache,
                     host_cache_bytes=1 << 20)
     figures = session.setup(shape_folder, plan)
@@ -60,7 +61,7 @@ def test_cold_copies_exceed_twice_the_cache_within_the_cap():
 
 def test_thread_limit_is_in_force_during_the_cell_and_restored_after(shape_folder):
     before = blas_threads()
-    session = _Session("backends.numpy_backend:NumpyBackend", {})
+    session = _Session("qkbench.backends.numpy_backend:NumpyBackend", {})
     plan = CellPlan(dtype="float32", min_sample_s=1e-4, warmup_s=0.0, threads=1)
     figures = session.setup(shape_folder, plan)
     assert figures["threads"] == 1 and set(blas_threads()) == {1}
@@ -69,8 +70,8 @@ def test_thread_limit_is_in_force_during_the_cell_and_restored_after(shape_folde
 
 
 @pytest.mark.parametrize("path, module", [
-    ("backends.torch_backend:TorchCpuBackend", "torch"),
-    ("backends.numba_backend:NumbaBackend", "numba"),
+    ("qkbench.backends.torch_backend:TorchCpuBackend", "torch"),
+    ("qkbench.backends.numba_backend:NumbaBackend", "numba"),
 ])
 def test_library_thread_pools_are_limited_and_restored(shape_folder, path, module):
     pytest.importorskip(module)
@@ -169,7 +170,7 @@ def test_env_command_prints_the_fingerprint_as_json():
 
 
 def test_workers_start_with_quiet_idle_thread_pools_unless_the_user_chose(monkeypatch):
-    from harness.worker import _quiet_when_idle
+    from qkbench.measure.worker import _quiet_when_idle
 
     monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
     with _quiet_when_idle():
@@ -185,7 +186,7 @@ def test_the_main_process_quiets_its_own_pools_before_numpy_loads():
     # The main process computes references with BLAS; its pool must not spin through the
     # next backend's turn. The library reads the setting once, when it loads, so the CLI must
     # set it before anything imports NumPy.
-    code = ("import os, sys; import harness.cli; "
+    code = ("import os, sys; import qkbench.cli; "
             "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), os.environ.get('GOMP_SPINCOUNT'))")
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
@@ -193,7 +194,7 @@ def test_the_main_process_quiets_its_own_pools_before_numpy_loads():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["20", "10000"]
-    # And numpy must not already be loaded when harness.cli sets them.
-    code = ("import sys; import harness.idle_threads; assert 'numpy' not in sys.modules; "
-            "import harness; assert 'numpy' not in sys.modules")
+    # And numpy must not already be loaded when qkbench.cli sets them.
+    code = ("import sys; import qkbench.machine.idle_threads; assert 'numpy' not in sys.modules; "
+            "import qkbench; assert 'numpy' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], env=env, check=True)

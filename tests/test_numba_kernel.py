@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("numba")
 
-from backends.numba_backend import NumbaBackend
+from qkbench.backends.numba_backend import NumbaBackend
 
 DTYPES = ["float32", "float64"]
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
@@ -202,7 +202,7 @@ def test_avx2_tile_in_subprocess() -> None:
         options = {"cwd": repo, "env": env, "capture_output": True, "text": True, "timeout": 240}
         return subprocess.run(command, check=False, **options)
 
-    rows = run("-c", "from backends.numba_backend import _tile_rows; print(_tile_rows())")
+    rows = run("-c", "from qkbench.backends.numba_backend import _tile_rows; print(_tile_rows())")
     assert rows.returncode == 0, rows.stderr
     assert rows.stdout.strip() == "4"
     selected = "reference or written or nan or non_contiguous or empty"

@@ -19,8 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import cli, plots, report
-from harness.errors import UsageError
+from qkbench import cli
+from qkbench.present import plots
+from qkbench.present import report
+from qkbench.errors import UsageError
 from tests.conftest import run_cli, write_config
 
 DATA = Path(__file__).resolve().parent / "data" / "runs"
@@ -188,7 +190,7 @@ def test_gpu_over_cpu_marks_the_crossover(figures, laptop):
 
 def test_crossover_agrees_with_harness_crossover(tmp_path):
     """Best GPU over best CPU per shape, on a hand-made run whose answer is known: a lone GPU
-    win at n = 64 is not the crossover (harness.crossover's rule, as on the terminal)."""
+    win at n = 64 is not the crossover (qkbench.analysis.crossover's rule, as on the terminal)."""
     rows = []
     for n, cpu_a, cpu_b, gpu_a, gpu_b in [(64, 1e-6, 2e-6, 9e-6, 0.5e-6),
                                           (128, 4e-6, 3e-6, 9e-6, 5e-6),

@@ -2,8 +2,8 @@
 
 import pytest
 
-from backends import registry
-from harness.errors import UsageError
+from qkbench.backends import registry
+from qkbench.errors import UsageError
 from tests.conftest import REPO, read_summary, run_cli, write_config
 
 

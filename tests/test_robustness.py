@@ -9,16 +9,16 @@ import time
 import pandas as pd
 import pytest
 
-from harness import config as config_module
-from harness.results import CELL_KEY, finished_keys, kept_mask, key_of
-from harness.sweep import Shard, expand
+from qkbench.plan import config as config_module
+from qkbench.records.results import CELL_KEY, finished_keys, kept_mask, key_of
+from qkbench.plan.sweep import Shard, expand
 from tests.conftest import REPO, cli_env, read_summary, run_cli, write_config
 
 SLOW_SWEEP = {"n": [16, 24, 32, 40, 48, 56], "dtype": ["float32", "float64"]}
 
 
 def start_run(config, out, *extra):
-    return subprocess.Popen([sys.executable, "-m", "harness", "run", str(config), "--out",
+    return subprocess.Popen([sys.executable, "-m", "qkbench", "run", str(config), "--out",
                              str(out), "--no-progress", *extra], cwd=REPO, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

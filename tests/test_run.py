@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.results import SAMPLE_COLUMNS, SUMMARY_COLUMNS, kept_mask
+from qkbench.records.results import SAMPLE_COLUMNS, SUMMARY_COLUMNS, kept_mask
 from tests.conftest import REPO, cli_env, read_summary, run_cli, write_config
 
 PLUGINS = "tests.plugins.misbehaving"
@@ -164,7 +164,7 @@ def test_interrupt_keeps_finished_cells_and_exits_130(tmp_path, sig):
                           timing={"budget_s": 0.5, "target_rel_ci": 1e-6},
                           n=[16, 24, 32, 40, 48, 56, 64, 72])
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "harness", "run", str(config), "--out",
+    process = subprocess.Popen([sys.executable, "-m", "qkbench", "run", str(config), "--out",
                                 str(out), "--no-progress"], cwd=REPO, env=cli_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / "cells.jsonl"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from harness.stats import median, median_ci, median_ci_ranks
+from qkbench.measure.stats import median, median_ci, median_ci_ranks
 
 
 @pytest.mark.parametrize("n, ranks", [(6, (1, 6)), (10, (2, 9)), (20, (6, 15)),

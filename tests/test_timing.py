@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.timing import (
+from qkbench.measure.timing import (
     KernelTimer,
     Sample,
     SamplerFailed,

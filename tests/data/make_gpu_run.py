@@ -30,7 +30,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from harness.stats import median_ci
+from qkbench.measure.stats import median_ci
 
 SOURCE = REPO / "tests" / "data" / "runs" / "laptop"
 TARGET = REPO / "tests" / "data" / "runs" / "gpubox"
@@ -103,9 +103,9 @@ def main() -> None:
     meta["command"] = ["qkbench", "run", ("tests/data/tiny.yaml (GPU rows made up, see "
                                           "tests/data/make_gpu_run.py)")]
     meta["backends"] = [b for b in meta.get("backends", [])] + [
-        {"label": "torch-cuda", "path": "backends.torch_backend:TorchCudaBackend",
+        {"label": "torch-cuda", "path": "qkbench.backends.torch_backend:TorchCudaBackend",
          "origin": "builtin", "options": {}},
-        {"label": "cupy", "path": "backends.cupy_backend:CupyBackend", "origin": "builtin",
+        {"label": "cupy", "path": "qkbench.backends.cupy_backend:CupyBackend", "origin": "builtin",
          "options": {}}]
     meta["cells_by_status"] = out["status"].value_counts().to_dict()
 

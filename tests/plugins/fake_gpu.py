@@ -7,7 +7,7 @@ the agreement check and the timing are real too.
 
 from __future__ import annotations
 
-from backends.base import Backend
+from qkbench.backends.base import Backend
 
 
 class FakeGpu(Backend):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from backends.base import Backend
+from qkbench.backends.base import Backend
 
 
 class EinsumBackend(Backend):

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from backends.base import Backend
+from qkbench.backends.base import Backend
 
 
 class _NumpyLike(Backend):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from backends.base import Backend
+from qkbench.backends.base import Backend
 
 
 class PidLogging(Backend):

@@ -15,7 +15,7 @@ import itertools
 
 import numpy as np
 
-from backends.base import Backend
+from qkbench.backends.base import Backend
 
 BLOCKS = 4
 

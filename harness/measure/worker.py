@@ -9,7 +9,7 @@ Requests: ``("ping",)`` — answered at once (measures start-up); ``("open",)`` 
 ask `unavailable()`; ``("setup", cell, folder, plan)``
 — load the shape's inputs, cast, prepare, first call, agreement check, warm-up and block size;
 ``("sample", count, round)`` — timed samples; ``("check",)`` — whether this process gets its
-threads' parallel speed-up now (see harness/canary.py); ``("release",)`` — drop the cell's
+threads' parallel speed-up now (see qkbench.machine.canary); ``("release",)`` — drop the cell's
 arrays.
 
 `WorkerHandle` (main process side) turns a dead worker into status ``crashed`` and a silent one
@@ -30,10 +30,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from backends.gpu_support import is_out_of_memory
-from harness import agreement, inputs
-from harness.idle_threads import quiet_idle_threads
-from harness.timing import KernelTimer
+from qkbench.backends.gpu_support import is_out_of_memory
+from qkbench.measure import agreement
+from qkbench.measure import inputs
+from qkbench.machine.idle_threads import quiet_idle_threads
+from qkbench.measure.timing import KernelTimer
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class _Session:
     """The worker's state: one backend, and the prepared inputs of the current cell."""
 
     def __init__(self, backend_path: str, options: dict[str, Any]) -> None:
-        from backends.registry import load_class
+        from qkbench.backends.registry import load_class
 
         self.backend = load_class(backend_path)(**options)
         self.timer: KernelTimer | None = None
@@ -163,8 +164,8 @@ class _Session:
 
     def check(self) -> bool:
         """The machine check, in this process: a worker's threads can lose their speed-up
-        while the main process's keep theirs (see `harness.runner.machine_check`)."""
-        from harness.canary import ParallelCanary
+        while the main process's keep theirs (see `qkbench.runner.machine_check`)."""
+        from qkbench.machine.canary import ParallelCanary
 
         canary = self.canaries.get(self.cell_threads)
         if canary is None:
@@ -305,7 +306,7 @@ START_TIMEOUT_S = 60.0
 @contextlib.contextmanager
 def _quiet_when_idle() -> Iterator[None]:
     """The environment a worker starts with: thread pools that stop spinning when idle (see
-    harness.idle_threads). Set in this process only while the worker is spawned (it inherits
+    qkbench.machine.idle_threads). Set in this process only while the worker is spawned (it inherits
     the environment), for programs that use the runner without the CLI."""
     added = quiet_idle_threads()
     try:

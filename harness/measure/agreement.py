@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.inputs import Reference
+from qkbench.measure.inputs import Reference
 
 # Unit roundoff of the precision a cell computes in (half the distance from 1 to the next number).
 UNIT_ROUNDOFF = {

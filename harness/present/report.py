@@ -20,11 +20,11 @@ from typing import Any
 
 import pandas as pd
 
-import harness
-from harness import plots
-from harness.console import format_seconds
-from harness.errors import UsageError
-from harness.results import FAILED_STATUSES, write_atomically
+import qkbench
+from qkbench.present import plots
+from qkbench.present.console import format_seconds
+from qkbench.errors import UsageError
+from qkbench.records.results import FAILED_STATUSES, write_atomically
 
 # The columns a cell is matched on between a baseline run and a candidate run.
 MATCH_KEY = ["backend", "dtype", "n", "m", "d_k", "phase", "cache", "threads_key"]
@@ -343,7 +343,7 @@ def render_html(report: Report) -> str:
     parts.append(_problems_html(runs))
     parts.append(_summary_html(runs))
     folders = ", ".join(str(run.folder) for run in runs.runs)
-    parts.append(f"<footer>Made by qkbench {_e(harness.__version__)} on {_e(report.created)} "
+    parts.append(f"<footer>Made by qkbench {_e(qkbench.__version__)} on {_e(report.created)} "
                  f"from {_e(folders)}"
                  + (f", baseline {_e(report.baseline.runs[0].folder)}" if report.baseline else "")
                  + ". Times are medians of many calls with the 95% confidence interval of the "
@@ -590,7 +590,7 @@ def render_markdown(report: Report) -> str:
     if report.baseline is not None:
         lines += _markdown_comparison(report)
     lines += _markdown_problems(runs)
-    lines += ["", (f"<sub>qkbench {harness.__version__} · medians with 95% CIs · full report "
+    lines += ["", (f"<sub>qkbench {qkbench.__version__} · medians with 95% CIs · full report "
                    "with figures: report.html</sub>"), ""]
     return "\n".join(lines)
 

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.compare import DEFAULT_THRESHOLD, environment_differences, parse_threshold, read_run
-from harness.errors import UsageError
-from harness.results import CELL_KEY, KEY_DEFAULTS
+from qkbench.analysis.compare import DEFAULT_THRESHOLD, environment_differences, parse_threshold, read_run
+from qkbench.errors import UsageError
+from qkbench.records.results import CELL_KEY, KEY_DEFAULTS
 
 MIN_RUNS = 3
 # Scale factor that turns a median absolute deviation into a standard deviation (normal data).
@@ -231,7 +231,7 @@ def cell_label(cell: tuple[Any, ...]) -> str:
 
 
 def _value_text(value: float, normalised: bool) -> str:
-    from harness.console import format_seconds
+    from qkbench.present.console import format_seconds
 
     if pd.isna(value):
         return "-"

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import harness
+import qkbench
 
 LIBRARIES = ("numpy", "numba", "llvmlite", "torch", "cupy-cuda12x", "cupy-cuda11x", "cupy",
              "pandas", "pyarrow", "pydantic", "pyyaml", "threadpoolctl")
@@ -35,7 +35,7 @@ SOFTWARE_FIELDS = ("os", "python", "libraries", "blas")
 
 def fingerprint() -> dict[str, Any]:
     facts: dict[str, Any] = {
-        "qkbench_version": harness.__version__,
+        "qkbench_version": qkbench.__version__,
         "git": git_state(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hostname": socket.gethostname(),
@@ -175,16 +175,28 @@ def blas_info() -> list[dict[str, Any]]:
 
 
 def git_state() -> dict[str, Any]:
-    """Commit and dirtiness of the qkbench source tree, when it is a git checkout."""
-    root = Path(harness.__file__).resolve().parent.parent
+    """Commit and dirtiness of qkbench's own source tree, when it runs from a checkout of it.
+
+    An installed wheel lives in site-packages, which may sit inside some other project's git
+    repository (a venv in a project folder): that project's commit says nothing about qkbench,
+    so a commit is recorded only when the folder above the package is the top of a git
+    checkout whose pyproject.toml names qkbench."""
+    root = Path(qkbench.__file__).resolve().parent.parent
+    unknown: dict[str, Any] = {"commit": None, "dirty": None}
     try:
+        if 'name = "qkbench"' not in (root / "pyproject.toml").read_text(encoding="utf-8"):
+            return unknown
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root,
+                             capture_output=True, text=True, timeout=5, check=True).stdout
+        if Path(top.strip()).resolve() != root:
+            return unknown
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=5, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                cwd=root, capture_output=True, text=True, timeout=5,
                                check=True).stdout.strip() != ""
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+    except (OSError, UnicodeDecodeError, subprocess.SubprocessError):
+        return unknown
     return {"commit": commit, "dirty": dirty}
 
 

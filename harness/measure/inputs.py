@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.base import KNOWN_DTYPES
+from qkbench.backends.base import KNOWN_DTYPES
 
 _FILES = ("q", "k", "rows", "values", "q_norms", "k_norms")
 

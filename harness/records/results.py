@@ -25,8 +25,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.sweep import Cell
-from harness.timing import MIN_FIT_SAMPLES, SamplingResult
+from qkbench.plan.sweep import Cell
+from qkbench.measure.timing import MIN_FIT_SAMPLES, SamplingResult
 
 STATUSES = ("ok", "mismatch", "skipped", "error", "crashed", "timeout", "oom")
 FAILED_STATUSES = ("mismatch", "error", "crashed", "timeout", "oom")
@@ -232,7 +232,7 @@ def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def load_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(summary, samples, meta) of a finished run directory, with defaults for columns older
     runs lack. Raises UsageError when the folder is not a run directory."""
-    from harness.errors import UsageError
+    from qkbench.errors import UsageError
 
     if not folder.is_dir():
         raise UsageError(f"run directory not found: {folder}")

@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from harness.contention import BUSY_CORES
-from harness.timing import MIN_FIT_SAMPLES
+from qkbench.machine.contention import BUSY_CORES
+from qkbench.measure.timing import MIN_FIT_SAMPLES
 
 
 class Progress:
@@ -51,7 +51,7 @@ def time_split(wall_s: float, seconds: dict[str, float]) -> str:
 
 
 def contention_note(summary: pd.DataFrame) -> str:
-    """A warning when other processes were busy while cells sampled (see harness.contention)."""
+    """A warning when other processes were busy while cells sampled (see qkbench.machine.contention)."""
     if "foreign_load" not in summary:
         return ""
     load = pd.to_numeric(summary.loc[summary["status"] == "ok", "foreign_load"],
@@ -66,7 +66,7 @@ def contention_note(summary: pd.DataFrame) -> str:
 
 
 def machine_check_note(summary: pd.DataFrame) -> str:
-    """A line on the rounds the machine check set aside (see harness.canary), or ''."""
+    """A line on the rounds the machine check set aside (see qkbench.machine.canary), or ''."""
     if "unfit_share" not in summary:
         return ""
     ok = summary[summary["status"] == "ok"]

@@ -24,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from backends import registry
-from harness.errors import UsageError
+from qkbench.backends import registry
+from qkbench.errors import UsageError
 
 DType = Literal["float16", "bfloat16", "float32", "float64"]
 Phase = Literal["kernel", "end_to_end"]
@@ -216,7 +216,7 @@ class Timing(_Strict):
     processes: int = Field(default=3, ge=1, le=16)
     # Between rounds, time a small multi-threaded product in the main process and set aside
     # the rounds sampled while the machine had lost part of its parallel capacity (see
-    # harness/canary.py). Off: every round counts.
+    # qkbench.machine.canary). Off: every round counts.
     machine_check: bool = True
 
     @model_validator(mode="after")

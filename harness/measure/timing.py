@@ -9,7 +9,7 @@ Two halves, both driven by an injectable clock so they can be tested without sle
   samples in rounds (A B C A B C ...) so that drift of a shared, noisy machine falls on all
   backends alike, and stop each backend when the confidence interval of its median is tight
   enough, its time budget is spent, or it has enough samples. A machine check between rounds
-  (`harness.canary`) lets them set aside rounds sampled while the machine had lost part of its
+  (`qkbench.machine.canary`) lets them set aside rounds sampled while the machine had lost part of its
   parallel capacity.
 
 Why blocks of calls: a call of a few microseconds is near the clock's resolution and the cost of
@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.stats import MedianCI, median_ci
+from qkbench.measure.stats import MedianCI, median_ci
 
 Clock = Callable[[], float]
 

@@ -37,22 +37,22 @@ import math
 import sys
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from harness.contention import BUSY_CORES
-from harness.errors import UsageError
-from harness.results import CELL_KEY, KEY_DEFAULTS, kept_mask, load_run
+from qkbench.machine.contention import BUSY_CORES
+from qkbench.errors import UsageError
+from qkbench.records.results import CELL_KEY, KEY_DEFAULTS, kept_mask, load_run
 
 DEFAULT_THRESHOLD = 0.10
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 SEED = 0
-MIN_SAMPLES = 6  # the fewest with an order-statistic 95% interval of the median (harness.stats)
+MIN_SAMPLES = 6  # the fewest with an order-statistic 95% interval of the median (qkbench.measure.stats)
 
 # What runs written before the fingerprint had a comparability_key are compared on.
 LEGACY_FIELDS = ("cpu.model", "cpu.logical_cores", "libraries")
@@ -135,6 +135,27 @@ class Comparison:
             return VERDICT_ORDER.index(cell.verdict), -ratio if cell.verdict == "slower" else ratio
         return sorted(self.cells, key=order)
 
+    @property
+    def regressions(self) -> list[CellResult]:
+        """The cells called slower, largest slowdown first."""
+        return [cell for cell in self.ordered() if cell.verdict == "slower"]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per cell: its key columns, then verdict, medians, ratio and interval."""
+        rows = [{**cell.key, **{k: v for k, v in asdict(cell).items() if k != "key"}}
+                for cell in self.ordered()]
+        return pd.DataFrame(rows)
+
+    def to_markdown(self) -> str:
+        return to_markdown(self)
+
+    def to_text(self) -> str:
+        return to_text(self)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_json(self)
+
     def headline(self) -> str:
         counts = self.counts()
         text = f"{counts['slower']} slower, {counts['faster']} faster, {counts['same']} same"
@@ -212,9 +233,9 @@ def environment_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[
     """What makes two runs' timings not comparable, as 'field: A vs B' strings (empty: none).
 
     Runs that both carry the fingerprint's `comparability_key` (a hash of the hardware and
-    software fields, see harness.environment) are compared on it; runs written before it existed
+    software fields, see qkbench.machine.environment) are compared on it; runs written before it existed
     are compared on CPU model, core count and library versions."""
-    from harness.environment import differences
+    from qkbench.machine.environment import differences
 
     key_a, key_b = a.get("comparability_key"), b.get("comparability_key")
     if key_a is not None and key_b is not None:
@@ -457,7 +478,7 @@ def _compare_cell(key: dict[str, Any], cell: tuple[Any, ...], base: _Side, cand:
     for side, name in ((base, "baseline"), (cand, "candidate")):
         load = side.foreign_load(cell)
         if load is not None and load > BUSY_CORES:
-            # Contention slows multi-threaded backends unequally (harness.contention): a
+            # Contention slows multi-threaded backends unequally (qkbench.machine.contention): a
             # verdict from such a run may be the machine's, not the code's.
             notes.append(f"{name} sampled while other processes kept {load:.2f} cores busy")
     note = "; ".join(notes)
@@ -488,7 +509,7 @@ def _shown_key_columns(cells: Sequence[CellResult]) -> list[str]:
 
 
 def _value_text(value: float, normalised: bool) -> str:
-    from harness.console import format_seconds
+    from qkbench.present.console import format_seconds
 
     if math.isnan(value):
         return "-"

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UsageError
-from harness.results import CELL_KEY, RunWriter, key_of, read_jsonl
+from qkbench.errors import UsageError
+from qkbench.records.results import CELL_KEY, RunWriter, key_of, read_jsonl
 
 
 def _meta(folder: Path) -> dict[str, Any]:
@@ -28,8 +28,8 @@ def _meta(folder: Path) -> dict[str, Any]:
 
 def expected_keys(meta: dict[str, Any]) -> set[tuple[Any, ...]]:
     """Every cell key of the whole (unsharded) sweep a run's meta.json describes."""
-    from harness import config as config_module
-    from harness.sweep import expand
+    from qkbench.plan import config as config_module
+    from qkbench.plan.sweep import expand
 
     config = config_module.parse(config_module.parse_yaml_text(meta["config_text"], "meta.json"))
     labels = [backend["label"] for backend in meta.get("backends", [])]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import product
 
-from harness.config import Config
+from qkbench.plan.config import Config
 
 
 @dataclass(frozen=True, order=True)

@@ -33,9 +33,10 @@ from matplotlib.ticker import (
     NullLocator,
 )
 
-from harness import crossover, results
-from harness.console import format_seconds
-from harness.errors import UsageError
+from qkbench.analysis import crossover
+from qkbench.records import results
+from qkbench.present.console import format_seconds
+from qkbench.errors import UsageError
 
 DEFAULT_BASELINE_BACKEND = "numpy"
 DTYPE_ORDER = ("float16", "bfloat16", "float32", "float64")
@@ -751,7 +752,7 @@ def speedup(runs: RunSet, baseline: str = DEFAULT_BASELINE_BACKEND) -> Figure:
 
 
 def gpu_cpu_speedup(runs: RunSet) -> pd.DataFrame:
-    """Best GPU backend over best CPU backend per shape family and n (harness.crossover's
+    """Best GPU backend over best CPU backend per shape family and n (qkbench.analysis.crossover's
     table, so the figure, the report and the terminal agree), plus a `group` column.
 
     Compared within each machine that has both; when no machine has both (a laptop run next to
@@ -784,7 +785,7 @@ _FAMILY = ["group", *crossover.FAMILY]
 
 
 def crossovers(table: pd.DataFrame) -> pd.DataFrame:
-    """Per line of the GPU-over-CPU figure: harness.crossover's crossover n (NA when the GPU
+    """Per line of the GPU-over-CPU figure: qkbench.analysis.crossover's crossover n (NA when the GPU
     is not faster from some n on through the largest), and the sizes measured."""
     if table.empty:
         return pd.DataFrame()

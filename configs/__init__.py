@@ -1,0 +1,1 @@
+"""The ready sweeps, shipped in the wheel as package data (`qkbench run NAME`)."""
