@@ -388,7 +388,8 @@ def test_run_draws_its_figures(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "figures" / "time_vs_size.png").is_file()
     assert f"figures: {tmp_path / 'run' / 'figures'}" in result.stdout
-    assert "warning" not in result.stderr
+    # Only the drawing's own warning: a busy machine may add a load warning of its own.
+    assert "figures not drawn" not in result.stderr
 
 
 def test_samples_set_aside_by_the_machine_check_are_shown_apart(tmp_path):
