@@ -25,10 +25,11 @@ def quick_run(tmp_path_factory):
     return result, out, time.monotonic() - started
 
 
-def test_quick_run_succeeds_within_a_minute(quick_run):
-    result, out, seconds = quick_run
+def test_quick_run_succeeds(quick_run):
+    # No wall-time bound here: a unit test never asserts a timing (a loaded 2-core CI machine
+    # takes several times longer than a quiet one); benchmarks/ measures the wall time.
+    result, out, _ = quick_run
     assert result.returncode == 0, result.stderr[-2000:]
-    assert seconds < 60
     assert "run directory:" in result.stdout and "GFLOP/s" in result.stdout
     assert len(list((out / "figures").glob("*.png"))) >= 3  # run draws its figures by default
 
