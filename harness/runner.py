@@ -19,19 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from qkbench.backends.registry import BackendSpec, load_class
-from qkbench.measure import inputs
 from qkbench.machine.canary import ParallelCanary
-from qkbench.plan.config import Config
 from qkbench.machine.contention import LoadMeter
+from qkbench.measure import inputs
 from qkbench.measure.resources import available_bytes, cell_bytes, shape_bytes, too_big
-from qkbench.records.results import (
-    ITEMSIZE,
-    RunWriter,
-    key_of,
-    sample_rows,
-    summary_row,
-)
-from qkbench.plan.sweep import Cell, Shape, Shard, expand, groups
 from qkbench.measure.timing import (
     UNFIT_BUDGET_FACTOR,
     Sample,
@@ -41,6 +32,15 @@ from qkbench.measure.timing import (
     interleave,
 )
 from qkbench.measure.worker import CellFailure, CellPlan, WorkerHandle, cold_copies
+from qkbench.plan.config import Config
+from qkbench.plan.sweep import Cell, Shape, Shard, expand, groups
+from qkbench.records.results import (
+    ITEMSIZE,
+    RunWriter,
+    key_of,
+    sample_rows,
+    summary_row,
+)
 
 # How long asking a worker whether its backend is available may take (it imports the library).
 OPEN_TIMEOUT_S = 120.0
