@@ -13,7 +13,6 @@ import os
 from typing import Any
 
 import numpy as np
-
 from qkbench.backends.base import Backend
 
 
@@ -103,7 +102,6 @@ class CupyBackend(Backend):
 
     def telemetry(self) -> dict[str, float]:
         import cupy
-
         from qkbench.backends.gpu_support import nvml_telemetry
 
         return nvml_telemetry(cupy.cuda.Device().id)

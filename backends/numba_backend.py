@@ -49,7 +49,6 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-
 from qkbench.backends.base import Backend, missing_package_reason
 
 #: Width of a K panel and of the register tile, in bytes: one AVX-512 register, two AVX2 ones.

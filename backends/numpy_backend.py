@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from qkbench.backends.base import Backend
 
 # Where `q @ k.T` puts S is up to malloc, 16-byte aligned: measured on Zen 4 (n = m = 1024,

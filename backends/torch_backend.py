@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from qkbench.backends.base import Backend, missing_package_reason
 
 
@@ -105,7 +104,6 @@ class TorchCudaBackend(_TorchBackend):
 
     def _set_tf32(self) -> None:
         import torch
-
         from qkbench.backends.gpu_support import allow_tf32_again, forbid_tf32_everywhere
 
         # Before the first matmul creates the cuBLAS handle, which reads the override.
@@ -160,7 +158,6 @@ class TorchCudaBackend(_TorchBackend):
 
     def telemetry(self) -> dict[str, float]:
         import torch
-
         from qkbench.backends.gpu_support import nvml_telemetry
 
         return nvml_telemetry(torch.cuda.current_device())

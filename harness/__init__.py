@@ -26,22 +26,34 @@ __version__ = "0.2.0"
 # thread pool must not spin through the next backend's turn (see qkbench.machine.idle_threads).
 quiet_idle_threads()
 
-__all__ = ["Backend", "Comparison", "Config", "Run", "UsageError", "compare", "load_config",
-           "load_run", "resume", "run", "__version__"]
+__all__ = [
+    "Backend",
+    "Comparison",
+    "Config",
+    "Run",
+    "UsageError",
+    "__version__",
+    "compare",
+    "load_config",
+    "load_run",
+    "resume",
+    "run",
+]
 
 _WHERE = {
     "Backend": "qkbench.backends.base", "Comparison": "qkbench.analysis.compare",
-    "Config": "qkbench.plan.config", "Run": "qkbench.api", "UsageError": "qkbench.errors",
+    "Config": "qkbench.plan.config", "Run": "qkbench.records.run", "UsageError": "qkbench.errors",
     "compare": "qkbench.api", "load_config": "qkbench.api", "load_run": "qkbench.api",
     "resume": "qkbench.api", "run": "qkbench.api",
 }
 
 if TYPE_CHECKING:
     from qkbench.analysis.compare import Comparison
-    from qkbench.api import Run, compare, load_config, load_run, resume, run
+    from qkbench.api import compare, load_config, load_run, resume, run
     from qkbench.backends.base import Backend
     from qkbench.errors import UsageError
     from qkbench.plan.config import Config
+    from qkbench.records.run import Run
 
 
 def __getattr__(name: str) -> Any:

@@ -21,40 +21,14 @@ from typing import TYPE_CHECKING, Any
 from qkbench.errors import UsageError
 from qkbench.plan import config as config_module
 from qkbench.plan.locate import DEFAULT_CONFIG, find_config
+from qkbench.records.run import Run
+from qkbench.records.run import load_run as read_run
 
 if TYPE_CHECKING:  # pandas loads only when a run is made or read
-    import pandas as pd
-
     from qkbench.analysis.compare import Comparison
     from qkbench.plan.sweep import Shard
 
 ConfigSource = str | os.PathLike | Mapping[str, Any] | config_module.Config
-
-
-@dataclass
-class Run:
-    """A finished (or interrupted) run directory, read through the one loader."""
-
-    path: Path
-    summary: pd.DataFrame  # one row per cell (docs/run-directory.md lists the columns)
-    samples: pd.DataFrame  # one row per raw sample
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def state(self) -> str:
-        """'finished', 'interrupted' or 'running' (a run that died without finishing)."""
-        return str(self.meta.get("state", "finished"))
-
-    @property
-    def failed(self) -> pd.DataFrame:
-        """The rows of cells that failed (mismatch, error, crash, timeout, oom, …)."""
-        from qkbench.records.results import FAILED_STATUSES
-
-        return self.summary[self.summary["status"].isin(FAILED_STATUSES)]
-
-    def __repr__(self) -> str:
-        counts = self.summary["status"].value_counts().to_dict() if len(self.summary) else {}
-        return f"Run({str(self.path)!r}, {self.state}, cells={counts})"
 
 
 def load_config(source: ConfigSource, **overrides: Any) -> config_module.Config:
@@ -131,10 +105,7 @@ def resume(path: str | os.PathLike, *, progress: bool = False) -> Run:
 
 def load_run(path: str | os.PathLike) -> Run:
     """A run directory, any schema version, as a `Run` (summary, samples, meta)."""
-    from qkbench.records.results import load_run as load_tables
-
-    summary, samples, meta = load_tables(Path(path))
-    return Run(Path(path), summary, samples, meta)
+    return read_run(path)
 
 
 def compare(baseline: str | os.PathLike | Run, candidate: str | os.PathLike | Run,
@@ -147,8 +118,7 @@ def compare(baseline: str | os.PathLike | Run, candidate: str | os.PathLike | Ru
     from qkbench.analysis.compare import Rule, compare_runs
 
     rule = Rule(threshold=threshold, per_backend=dict(per_backend or {}))
-    paths = [side.path if isinstance(side, Run) else Path(side) for side in (baseline, candidate)]
-    return compare_runs(paths[0], paths[1], rule, normalize_by, allow_different_machines)
+    return compare_runs(baseline, candidate, rule, normalize_by, allow_different_machines)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,19 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from qkbench.backends.registry import BackendSpec, load_class
-from qkbench.measure import inputs
 from qkbench.machine.canary import ParallelCanary
-from qkbench.plan.config import Config
 from qkbench.machine.contention import LoadMeter
+from qkbench.measure import inputs
 from qkbench.measure.resources import available_bytes, cell_bytes, shape_bytes, too_big
-from qkbench.records.results import (
-    ITEMSIZE,
-    RunWriter,
-    key_of,
-    sample_rows,
-    summary_row,
-)
-from qkbench.plan.sweep import Cell, Shape, Shard, expand, groups
 from qkbench.measure.timing import (
     UNFIT_BUDGET_FACTOR,
     Sample,
@@ -41,6 +31,15 @@ from qkbench.measure.timing import (
     interleave,
 )
 from qkbench.measure.worker import CellFailure, CellPlan, WorkerHandle, cold_copies
+from qkbench.plan.config import Config
+from qkbench.plan.sweep import Cell, Shape, Shard, expand, groups
+from qkbench.records.results import (
+    ITEMSIZE,
+    RunWriter,
+    key_of,
+    sample_rows,
+    summary_row,
+)
 
 # How long asking a worker whether its backend is available may take (it imports the library).
 OPEN_TIMEOUT_S = 120.0
@@ -49,6 +48,9 @@ RELEASE_TIMEOUT_S = 30.0
 CellDone = Callable[[dict[str, Any]], None]
 # (device, precision) → the machine's measured peak GFLOP/s, for percent-of-peak.
 Peaks = dict[tuple[str, str], float]
+
+# Where a run keeps the inputs its workers map, inside the run directory (removed at the end).
+SCRATCH_DIR = ".inputs"
 
 
 @dataclass
@@ -189,7 +191,12 @@ class Runner:
                 if key_of(cell.key()) not in self.done]
 
     def run(self) -> RunCounts:
-        scratch = Path(tempfile.mkdtemp(prefix="qkbench-inputs-"))
+        # The shared inputs live inside the run directory, not in the temp directory: a run
+        # killed with SIGKILL (no finally runs) then leaves them where its owner looks, and
+        # resuming it or deleting the run removes them; nothing accumulates in /tmp for good.
+        scratch = self.writer.folder / SCRATCH_DIR
+        shutil.rmtree(scratch, ignore_errors=True)  # a killed run's, when it is resumed
+        scratch.mkdir(parents=True)
         max_ref = self.config.agreement.max_reference_elements
         try:
             for shape, shape_groups in groups(self.config, list(self.backends), self.shard):

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import qkbench
+
 from qkbench import cli
 from qkbench.present import plots
 from qkbench.present import report
@@ -65,7 +67,8 @@ def legend_texts(fig) -> list[str]:
 def test_old_layout_gets_defaults_for_newer_columns():
     raw = pd.read_parquet(LAPTOP / "summary.parquet")
     assert "phase" not in raw and "intensity" not in raw  # recorded before they existed
-    summary, samples, meta = plots.load_run(LAPTOP)
+    run = qkbench.load_run(LAPTOP)  # the one loader: every tool reads runs through it
+    summary, samples, meta = run.summary, run.samples, run.meta
     assert set(summary["phase"]) == {"kernel"} and set(summary["cache"]) == {"warm"}
     assert summary["threads_requested"].isna().all()
     assert (summary["precision"] == summary["dtype"]).all()
@@ -339,13 +342,25 @@ def test_markdown_summary(built):
 
 
 def test_comparison_is_the_ratio_of_medians_per_matching_cell(built):
-    base, runs = plots.load_runs([LAPTOP]), plots.load_runs([GPUBOX])
-    table = report.compare(base, runs)
+    table = report.compare(LAPTOP, plots.load_runs([GPUBOX]))
     # only the cells both runs have: CPU backends in the kernel phase
     assert set(table["backend"]) == {"numpy", "numba", "torch-cpu"}
     assert set(table["phase"]) == {"kernel"}
-    assert np.allclose(table["ratio"], 0.25)  # gpubox's CPU rows are the laptop's / 4
-    assert set(table["verdict"]) <= {"faster", "within noise"}
+    judged = table[table["verdict"] != "not comparable"]  # too few samples: no ratio
+    assert np.allclose(judged["ratio"], 0.25)  # gpubox's CPU rows are the laptop's / 4
+    # compare's rule decides: faster where the interval is clear of ±10%, else same (a tiny
+    # recorded cell's interval can be that wide), never slower
+    assert set(table["verdict"]) <= {"faster", "same", "not comparable"}
+    assert "faster" in set(table["verdict"])
+
+
+def test_report_and_compare_give_one_pair_of_runs_one_verdict():
+    table = report.compare(LAPTOP, plots.load_runs([GPUBOX]))
+    verdicts = qkbench.compare(LAPTOP, GPUBOX, allow_different_machines=True).table
+    merged = table.merge(verdicts, on=["backend", "dtype", "n", "m", "d_k", "phase", "cache"],
+                         suffixes=("", "_compare"))
+    assert len(merged) == len(table) > 0
+    assert (merged["verdict"] == merged["verdict_compare"]).all()
 
 
 # --- command line -----------------------------------------------------------------------------

@@ -31,22 +31,21 @@ and round; those normalised values are then compared between runs as above. A ma
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from qkbench.machine.contention import BUSY_CORES
 from qkbench.errors import UsageError
-from qkbench.records.results import CELL_KEY, KEY_DEFAULTS, kept_mask, load_run
+from qkbench.machine.contention import BUSY_CORES
+from qkbench.records.record import CELL_KEY, KEY_DEFAULTS, CellKey, missing
+from qkbench.records.results import kept_mask
+from qkbench.records.run import Run, load_run
+from qkbench.units import format_seconds
 
 DEFAULT_THRESHOLD = 0.10
 CONFIDENCE = 0.95
@@ -60,7 +59,6 @@ LEGACY_FIELDS = ("cpu.model", "cpu.logical_cores", "libraries")
 # Output order: what needs attention first.
 VERDICT_ORDER = ("slower", "faster", "not comparable", "only in baseline", "only in candidate",
                  "same", "reference")
-GROUP_KEY = [c for c in CELL_KEY if c != "backend"]  # one interleaving group
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class CellResult:
-    key: dict[str, Any]  # the CELL_KEY columns
+    key: dict[str, Any]  # the cell key's columns (CellKey.as_dict())
     verdict: str
     baseline: float = math.nan  # median (seconds), or median normalised value
     candidate: float = math.nan
@@ -250,54 +248,9 @@ def environment_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[
 # Reading runs
 
 
-@dataclass
-class _Run:
-    folder: Path
-    summary: pd.DataFrame  # with columns _cell and _group added
-    samples: pd.DataFrame  # likewise
-    meta: dict[str, Any]
-
-    @property
-    def environment(self) -> dict[str, Any]:
-        return self.meta.get("environment") or {}
-
-    @property
-    def commit(self) -> str | None:
-        return (self.environment.get("git") or {}).get("commit")
-
-
-def key_tuple(values: Sequence[Any]) -> tuple[Any, ...]:
-    """A hashable cell or group key; NA (threads_requested = library default) becomes None."""
-    return tuple(None if _is_na(v) else (int(v) if isinstance(v, (int, np.integer)) else v)
-                 for v in values)
-
-
-def _is_na(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _with_keys(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.copy()
-    for column in CELL_KEY:  # load_run fills these already; this covers any hand-made frame
-        if column not in frame:
-            frame[column] = KEY_DEFAULTS.get(column)
-    for name, columns in (("_cell", CELL_KEY), ("_group", GROUP_KEY)):
-        # One key per distinct combination, not per row: samples tables run to 10⁵ rows.
-        ids = frame.groupby(columns, dropna=False, sort=False).ngroup().to_numpy()
-        firsts = np.unique(ids, return_index=True)[1] if len(ids) else np.empty(0, int)
-        keys = {ids[i]: key_tuple(frame[columns].iloc[i]) for i in firsts}
-        frame[name] = [keys[i] for i in ids]
-    return frame
-
-
-def read_run(folder: Path) -> _Run:
-    summary, samples, meta = load_run(Path(folder))
-    if summary["backend"].isna().any():
-        raise UsageError(f"{folder}: summary.parquet has rows without a backend")
-    return _Run(Path(folder), _with_keys(summary), _with_keys(samples), meta)
+def read_run(folder: Path | Run) -> Run:
+    """A run through the one loader, with its cell keys (`_cell`, `_group`) added."""
+    return load_run(folder).keyed()
 
 
 @dataclass
@@ -305,20 +258,20 @@ class _Side:
     """One side of a comparison: one run directory, or several runs of one config pooled."""
 
     path: Path
-    runs: list[_Run]
-    rows: list[dict[tuple[Any, ...], pd.Series]] = field(default_factory=list)  # per run
+    runs: list[Run]
+    rows: list[dict[CellKey, pd.Series]] = field(default_factory=list)  # per run
 
     def __post_init__(self) -> None:
         self.rows = [{row["_cell"]: row for _, row in run.summary.iterrows()}
                      for run in self.runs]
 
-    def cells(self) -> list[tuple[Any, ...]]:
+    def cells(self) -> list[CellKey]:
         return list(dict.fromkeys(cell for rows in self.rows for cell in rows))
 
     def backends(self) -> set[str]:
-        return {cell[0] for cell in self.cells()}
+        return {cell.backend for cell in self.cells()}
 
-    def state(self, cell: tuple[Any, ...]) -> tuple[str, str]:
+    def state(self, cell: CellKey) -> tuple[str, str]:
         """(status, problem): 'ok' and '' when the cell is ok in every run of this side."""
         rows = [rows.get(cell) for rows in self.rows]
         statuses = ["missing" if row is None else str(row["status"]) for row in rows]
@@ -330,12 +283,12 @@ class _Side:
         bad = [status for status in statuses if status != "ok"]
         return ("mixed", f"{', '.join(sorted(set(bad)))} in {len(bad)} of {len(rows)} runs")
 
-    def foreign_load(self, cell: tuple[Any, ...]) -> float | None:
+    def foreign_load(self, cell: CellKey) -> float | None:
         """The most CPU other processes used while this cell sampled, over this side's runs
         (cores; None for runs written before the harness measured it)."""
         loads = [float(row["foreign_load"]) for rows in self.rows
                  if (row := rows.get(cell)) is not None and "foreign_load" in row
-                 and not _is_na(row["foreign_load"])]
+                 and not missing(row["foreign_load"])]
         return max(loads) if loads else None
 
     @property
@@ -344,8 +297,10 @@ class _Side:
         return commits.pop() if len(commits) == 1 else "several"
 
 
-def read_side(path: Path) -> _Side:
+def read_side(path: Path | Run) -> _Side:
     """A run directory, or a folder holding run directories of one config (pooled)."""
+    if isinstance(path, Run):
+        return _Side(path.path, [read_run(path)])
     path = Path(path)
     if not path.is_dir() or (path / "summary.parquet").is_file():
         return _Side(path, [read_run(path)])
@@ -365,7 +320,7 @@ def read_side(path: Path) -> _Side:
 # Comparing
 
 
-def compare_runs(baseline: Path, candidate: Path, rule: Rule | None = None,
+def compare_runs(baseline: Path | Run, candidate: Path | Run, rule: Rule | None = None,
                  normalize_by: str | None = None, allow_different_machines: bool = False
                  ) -> Comparison:
     """Give every cell of either side a verdict. Each side is a run directory, or a folder of
@@ -395,7 +350,7 @@ def compare_runs(baseline: Path, candidate: Path, rule: Rule | None = None,
     base_cells, cand_cells = base.cells(), set(cand.cells())
     cells = []
     for cell in base_cells + [c for c in cand.cells() if c not in set(base_cells)]:
-        key = dict(zip(CELL_KEY, cell))
+        key = cell.as_dict()
         if cell not in cand_cells:
             cells.append(CellResult(key, "only in baseline", baseline_status=base.state(cell)[0]))
         elif cell not in base_cells:
@@ -403,11 +358,11 @@ def compare_runs(baseline: Path, candidate: Path, rule: Rule | None = None,
                                     candidate_status=cand.state(cell)[0]))
         else:
             cells.append(_compare_cell(key, cell, base, cand, values, rule, normalize_by))
-    return Comparison(Path(baseline), Path(candidate), rule, normalize_by, cells, differences,
+    return Comparison(base.path, cand.path, rule, normalize_by, cells, differences,
                       (base.commit, cand.commit), (len(base.runs), len(cand.runs)))
 
 
-def _values(run: _Run, normalize_by: str | None) -> dict[tuple[Any, ...], list[np.ndarray]]:
+def _values(run: Run, normalize_by: str | None) -> dict[CellKey, list[np.ndarray]]:
     """Per cell, the values compared — seconds per call, or those divided by the reference
     backend's median in the same group and round — one array per worker process.
 
@@ -423,7 +378,7 @@ def _values(run: _Run, normalize_by: str | None) -> dict[tuple[Any, ...], list[n
         samples = samples.join(level, on=["_group", "round"], how="inner")
         samples = samples.assign(seconds=samples["seconds"] / samples["_level"])
     processes = _processes_per_cell(run.summary)
-    out: dict[tuple[Any, ...], list[np.ndarray]] = {}
+    out: dict[CellKey, list[np.ndarray]] = {}
     for cell, group in samples.groupby("_cell", sort=False):
         process = group["round"].to_numpy(dtype=np.int64) % processes.get(cell, 1)
         seconds = group["seconds"].to_numpy(dtype=float)
@@ -431,16 +386,16 @@ def _values(run: _Run, normalize_by: str | None) -> dict[tuple[Any, ...], list[n
     return out
 
 
-def _processes_per_cell(summary: pd.DataFrame) -> dict[tuple[Any, ...], int]:
+def _processes_per_cell(summary: pd.DataFrame) -> dict[CellKey, int]:
     """How many worker processes each cell was sampled in (1 for runs that predate it)."""
     if "processes" not in summary:
         return {}
     return {row["_cell"]: int(row["processes"]) for _, row in summary.iterrows()
-            if not _is_na(row["processes"]) and int(row["processes"]) > 1}
+            if not missing(row["processes"]) and int(row["processes"]) > 1}
 
 
-def _compare_cell(key: dict[str, Any], cell: tuple[Any, ...], base: _Side, cand: _Side,
-                  values: tuple[list[dict[tuple[Any, ...], list[np.ndarray]]], ...], rule: Rule,
+def _compare_cell(key: dict[str, Any], cell: CellKey, base: _Side, cand: _Side,
+                  values: tuple[list[dict[CellKey, list[np.ndarray]]], ...], rule: Rule,
                   normalize_by: str | None) -> CellResult:
     (b_status, b_problem), (c_status, c_problem) = base.state(cell), cand.state(cell)
     statuses = {"baseline_status": b_status, "candidate_status": c_status}
@@ -451,7 +406,7 @@ def _compare_cell(key: dict[str, Any], cell: tuple[Any, ...], base: _Side, cand:
     problems = [f"{name} {problem}" for name, problem in (("baseline", b_problem),
                                                          ("candidate", c_problem)) if problem]
     if normalize_by is not None and not problems:
-        reference = (normalize_by,) + cell[1:]
+        reference = replace(cell, backend=normalize_by)
         for side, name in ((base, "baseline"), (cand, "candidate")):
             problem = side.state(reference)[1]
             if problem:
@@ -469,7 +424,9 @@ def _compare_cell(key: dict[str, Any], cell: tuple[Any, ...], base: _Side, cand:
         return CellResult(key, "not comparable", threshold=threshold, **statuses, **counts,
                           note=f"too few {what} ({b_count} baseline, {c_count} "
                                f"candidate; at least {rule.min_samples} needed)")
-    rng = np.random.default_rng([rule.seed, zlib.crc32(repr(cell).encode())])
+    # Seeded by the key's values, so a cell gets the same resamples in every comparison.
+    seed = zlib.crc32(repr(tuple(cell.as_dict().values())).encode())
+    rng = np.random.default_rng([rule.seed, seed])
     ratio, low, high = bootstrap_ratio(b_runs, c_runs, rule.confidence, rule.resamples, rng)
     verdict = rule.decide(low, high, threshold)
     notes = []
@@ -488,7 +445,7 @@ def _compare_cell(key: dict[str, Any], cell: tuple[Any, ...], base: _Side, cand:
 
 
 def _text(value: Any) -> str:
-    return "" if _is_na(value) else str(value)
+    return "" if missing(value) else str(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,15 +459,12 @@ def _shown_key_columns(cells: Sequence[CellResult]) -> list[str]:
     for column in CELL_KEY:
         values = {c.key[column] for c in cells}
         default = KEY_DEFAULTS.get(column, object())
-        default = None if _is_na(default) else default
         if column in ("backend", "dtype", "n", "m", "d_k") or values - {default}:
             shown.append(column)
     return shown
 
 
 def _value_text(value: float, normalised: bool) -> str:
-    from qkbench.present.console import format_seconds
-
     if math.isnan(value):
         return "-"
     return f"{value:.3f}" if normalised else format_seconds(value)
@@ -633,47 +587,3 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # Command line
-
-
-def parse_threshold(text: str, flag: str = "--threshold") -> float:
-    raw = text.strip()
-    try:
-        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise UsageError(f"{flag}: {text!r} is not a number (give e.g. 0.1 or 10%)") from None
-    if not math.isfinite(value) or value < 0:
-        raise UsageError(f"{flag}: {text!r} must be a fraction ≥ 0 (e.g. 0.1 for 10%)")
-    return value
-
-
-def parse_per_backend(items: Sequence[str]) -> dict[str, float]:
-    found = {}
-    for item in items:
-        backend, sep, value = item.rpartition("=")
-        if not sep or not backend:
-            raise UsageError(f"--threshold-for: {item!r} must look like BACKEND=0.2")
-        found[backend] = parse_threshold(value, f"--threshold-for {backend}")
-    return found
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """`qkbench compare`: 0 no cell slower, 1 some cell slower, 2 (UsageError) bad input."""
-    rule = Rule(threshold=parse_threshold(args.threshold),
-                per_backend=parse_per_backend(args.threshold_for))
-    comparison = compare_runs(args.baseline, args.candidate, rule, args.normalize_by,
-                              args.allow_different_machines)
-    if args.markdown is not None:
-        _write(args.markdown, to_markdown(comparison))
-    if args.json is not None:
-        _write(args.json, json.dumps(to_json(comparison), indent=2, allow_nan=False) + "\n")
-    print(to_text(comparison))
-    if comparison.exit_code:
-        print(f"regression: {comparison.counts()['slower']} cell(s) slower", file=sys.stderr)
-    return comparison.exit_code

@@ -18,7 +18,6 @@ segments.
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +26,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from qkbench.analysis.compare import DEFAULT_THRESHOLD, environment_differences, parse_threshold, read_run
+from qkbench.analysis.compare import DEFAULT_THRESHOLD, environment_differences, read_run
 from qkbench.errors import UsageError
-from qkbench.records.results import CELL_KEY, KEY_DEFAULTS
+from qkbench.records.record import CELL_KEY, CellKey
+from qkbench.units import format_seconds
 
 MIN_RUNS = 3
 # Scale factor that turns a median absolute deviation into a standard deviation (normal data).
@@ -177,7 +176,7 @@ def _machine(env: dict[str, Any]) -> str:
 @dataclass(frozen=True)
 class FoundStep:
     config: str
-    cell: tuple[Any, ...]
+    cell: CellKey
     run: str  # the first run after the change
     path: str  # its directory (run names need not be unique across folders)
     commit: str
@@ -219,20 +218,11 @@ def mark_steps(table: pd.DataFrame, steps: Sequence[FoundStep]) -> pd.DataFrame:
 # Output
 
 
-def cell_label(cell: tuple[Any, ...]) -> str:
-    key = dict(zip(CELL_KEY, cell))
-    text = f"{key['backend']} {key['dtype']} n={key['n']} m={key['m']} d_k={key['d_k']}"
-    for column in CELL_KEY[5:]:
-        default = KEY_DEFAULTS.get(column)
-        default = None if default is None or pd.isna(default) else default
-        if key.get(column) != default:
-            text += f" {column}={key[column]}"
-    return text
+def cell_label(cell: CellKey) -> str:
+    return cell.label()
 
 
 def _value_text(value: float, normalised: bool) -> str:
-    from qkbench.present.console import format_seconds
-
     if pd.isna(value):
         return "-"
     return f"{value:.3f}" if normalised else format_seconds(float(value))
@@ -300,80 +290,5 @@ def steps_text(steps: Sequence[FoundStep], normalize_by: str | None) -> str:
     return "\n".join(lines)
 
 
-def write_plots(table: pd.DataFrame, steps: Sequence[FoundStep], folder: Path,
-                normalize_by: str | None) -> list[Path] | None:
-    """One trend plot per cell; None when matplotlib is not installed."""
-    try:
-        from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
-    except ImportError:
-        return None
-    written = []
-    by_cell = {}
-    for step in steps:
-        by_cell.setdefault((step.config, step.cell), []).append(step)
-    for (config, cell), series in table.groupby(["config", "_cell"], sort=False):
-        series = series[series["value"].notna()].sort_values("run_index")
-        if series.empty:
-            continue
-        fig = Figure(figsize=(8, 4), layout="constrained")
-        ax = fig.add_subplot()
-        x = np.arange(len(series))
-        y = series["value"].to_numpy(float)
-        if normalize_by is None:
-            scale = 1e-3 if np.nanmedian(y) >= 1e-3 else 1e-6
-            unit = "ms" if scale == 1e-3 else "µs"
-            low = (y - series["ci_low_s"].to_numpy(float)) / scale
-            high = (series["ci_high_s"].to_numpy(float) - y) / scale
-            ax.errorbar(x, y / scale, yerr=np.nan_to_num(np.vstack([low, high])), fmt="o-",
-                        capsize=3)
-            ax.set_ylabel(f"median time per call ({unit}, 95% interval)")
-        else:
-            ax.plot(x, y, "o-")
-            ax.set_ylabel(f"time ÷ {normalize_by}")
-        runs, paths = list(series["run"]), list(series["_path"])
-        for step in by_cell.get((config, cell), []):
-            if step.path in paths:
-                ax.axvline(paths.index(step.path) - 0.5, color="tab:red", linestyle="--")
-        ax.set_xticks(x, [c or r[:15] for c, r in zip(series["commit"].str[:7], runs)],
-                      rotation=45, ha="right", fontsize=7)
-        ax.set_title(f"{config}: {cell_label(cell)}", fontsize=9)
-        path = folder / (config + "_" + _slug(cell_label(cell)) + ".png")
-        fig.savefig(path, dpi=100)
-        written.append(path)
-    return written
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-." else "_" for c in text)
-
-
 # ---------------------------------------------------------------------------------------------
 # Command line
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """`qkbench history`: 0 always once the runs are read (a step is news, not a failure)."""
-    threshold = parse_threshold(args.threshold)
-    if args.min_runs < 1:
-        raise UsageError("--min-runs must be at least 1")
-    table = gather(find_runs(args.runs), args.normalize_by, args.config)
-    if args.normalize_by is not None and args.normalize_by not in set(table["backend"]):
-        raise UsageError(f"--normalize-by {args.normalize_by}: no run has that backend")
-    steps = detect(table, threshold, args.min_runs)
-    table = mark_steps(table, steps)
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        csv = args.out / "history.csv"
-        table.drop(columns=["_cell"]).rename(columns={"_path": "path"}).to_csv(csv, index=False)
-    except OSError as exc:
-        raise UsageError(f"cannot write to {args.out}: {exc.strerror}") from None
-    print(to_text(table, steps, args.normalize_by))
-    print(f"\nhistory table: {csv}")
-    if not args.no_plots:
-        plots = write_plots(table, steps, args.out, args.normalize_by)
-        if plots is None:
-            print("no plots: matplotlib is not installed")
-        else:
-            print(f"{len(plots)} trend plot(s) in {args.out}")
-    return 0
-

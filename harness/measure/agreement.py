@@ -24,7 +24,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
 from qkbench.measure.inputs import Reference
 
 # Unit roundoff of the precision a cell computes in (half the distance from 1 to the next number).

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from qkbench.backends.base import KNOWN_DTYPES
 
 _FILES = ("q", "k", "rows", "values", "q_norms", "k_norms")

@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from qkbench.backends.gpu_support import is_out_of_memory
-from qkbench.measure import agreement
-from qkbench.measure import inputs
 from qkbench.machine.idle_threads import quiet_idle_threads
+from qkbench.measure import agreement, inputs
 from qkbench.measure.timing import KernelTimer
 
 
@@ -131,7 +130,7 @@ class _Session:
         result, first_call_s = self.timer.first_call()
         figures: dict[str, Any] = {"first_call_s": first_call_s, "precision": precision,
                                    "cache_copies": copies, "setup_s": prepared - started,
-                                   **_safe_info(backend)}
+                                   "info": _safe_info(backend)}
         checked = clock()
         _check_agreement(to_host(result), shape.reference, (q.shape[0], k.shape[0]), plan.dtype,
                          precision, figures)
@@ -241,7 +240,8 @@ def _telemetry(backend: Any, when: str) -> dict[str, float]:
 
 
 def _safe_info(backend: Any) -> dict[str, Any]:
-    """A backend's info() must never fail a cell: it is only extra columns."""
+    """A backend's info() must never fail a cell: it is only facts about the row (a fact with
+    a column of its own fills it, the rest is kept in the row's `info` mapping)."""
     try:
         info = backend.info()
         return {k: v for k, v in dict(info).items() if isinstance(v, (str, int, float, bool))}

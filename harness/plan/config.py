@@ -23,7 +23,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
 from qkbench.backends import registry
 from qkbench.errors import UsageError
 

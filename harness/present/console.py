@@ -5,15 +5,14 @@ Times are stored in seconds; only here are they printed in a unit that suits the
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Any
 
 import pandas as pd
-from tqdm import tqdm
-
 from qkbench.machine.contention import BUSY_CORES
 from qkbench.measure.timing import MIN_FIT_SAMPLES
+from qkbench.units import format_seconds
+from tqdm import tqdm
 
 
 class Progress:
@@ -30,15 +29,6 @@ class Progress:
 
     def close(self) -> None:
         self._bar.close()
-
-
-def format_seconds(seconds: float | None) -> str:
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
 
 
 def time_split(wall_s: float, seconds: dict[str, float]) -> str:

@@ -24,40 +24,27 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-from qkbench.plan.sweep import Cell
 from qkbench.measure.timing import MIN_FIT_SAMPLES, SamplingResult
+from qkbench.plan.sweep import Cell
 
-STATUSES = ("ok", "mismatch", "skipped", "error", "crashed", "timeout", "oom")
-FAILED_STATUSES = ("mismatch", "error", "crashed", "timeout", "oom")
+# The columns, their types and the cell key are declared once, in records/record.py.
+from qkbench.records.record import (
+    CELL_KEY,
+    FAILED_STATUSES,  # noqa: F401  (re-exported)
+    FLOAT_COLUMNS,
+    INTEGER_COLUMNS,
+    KEY_DEFAULTS,
+    STATUSES,
+    STRING_COLUMNS,
+    SUMMARY_COLUMNS,
+    CellKey,
+    info_text,
+)
 
-# The columns that identify a cell: two runs' rows with equal keys measured the same thing.
-CELL_KEY = ["backend", "dtype", "n", "m", "d_k", "phase", "cache", "threads_requested"]
-# Values of key columns for run directories written before those columns existed.
-KEY_DEFAULTS = {"phase": "kernel", "cache": "warm", "threads_requested": pd.NA}
-
-SUMMARY_COLUMNS = [
-    "backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
-    "threads_requested", "status", "reason",
-    "median_s", "ci_low_s", "ci_high_s", "rel_ci", "samples", "calls_per_sample", "converged",
-    "stopped_by", "first_call_s", "cache_copies", "flops", "bytes", "intensity", "gflops", "gbps",
-    "peak_gflops", "pct_peak", "max_err", "mean_err", "err_bound", "checked_rows", "threads",
-    "library_version", "device_name", "peak_device_bytes", "sm_clock_start_mhz",
-    "sm_clock_end_mhz", "temperature_start_c", "temperature_end_c", "power_start_w",
-    "power_end_w", "throttled", "processes", "foreign_load", "unfit_share",
-]
-SAMPLE_COLUMNS = ["backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
-                  "threads_requested", "round", "t_start", "seconds", "calls", "machine_fit"]
-_INTEGER_COLUMNS = ["n", "m", "d_k", "threads_requested", "samples", "calls_per_sample",
-                    "cache_copies", "flops", "bytes", "checked_rows", "threads",
-                    "peak_device_bytes", "processes"]
-_FLOAT_COLUMNS = ["median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s", "intensity",
-                  "gflops", "gbps", "peak_gflops", "pct_peak", "max_err", "mean_err",
-                  "err_bound", "sm_clock_start_mhz", "sm_clock_end_mhz", "temperature_start_c",
-                  "temperature_end_c", "power_start_w", "power_end_w", "foreign_load",
-                  "unfit_share"]
-_STRING_COLUMNS = ["backend", "device", "dtype", "precision", "phase", "cache", "status",
-                   "reason", "stopped_by", "library_version", "device_name"]
+# A sample carries its cell's key (and the device and precision it ran with), in the summary's
+# column order, then what is its own.
+SAMPLE_COLUMNS = [*(c for c in SUMMARY_COLUMNS if c in CELL_KEY or c in ("device", "precision")),
+                  "round", "t_start", "seconds", "calls", "machine_fit"]
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
@@ -77,9 +64,17 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
     flops, nbytes = cell.shape.flops, min_bytes(cell)
     row.update(cell.key(), device=device, precision=cell.dtype, status=status, reason=reason,
                flops=flops, bytes=nbytes, intensity=flops / nbytes, samples=0, converged=False,
-               peak_gflops=peak_gflops)
-    for name, value in (figures or {}).items():
-        if name in row and name not in CELL_KEY:
+               peak_gflops=peak_gflops, info={})
+    figures = dict(figures or {})
+    # What the backend's info() reported: a fact with a column of its own goes there, anything
+    # else is kept in the `info` mapping, never dropped.
+    for name, value in dict(figures.pop("info", None) or {}).items():
+        if name in row and name not in CELL_KEY and name != "info":
+            row[name] = value
+        else:
+            row["info"][name] = value
+    for name, value in figures.items():
+        if name in row and name not in CELL_KEY and name != "info":
             row[name] = value
     if sampling is not None and sampling.samples:
         measured = sampling.measured
@@ -116,19 +111,12 @@ def kept_mask(samples: pd.DataFrame, cell_columns: list[str]) -> pd.Series:
     return fit | (fit_per_cell < MIN_FIT_SAMPLES)
 
 
-def key_of(row: dict[str, Any]) -> tuple[Any, ...]:
-    """A row's cell key as a hashable tuple (NaN and NA read back from a log become None)."""
-    return tuple(None if _missing(row.get(column)) else row.get(column) for column in CELL_KEY)
+def key_of(row: dict[str, Any]) -> CellKey:
+    """A row's (or a sample's, or `Cell.key()`'s) cell key."""
+    return CellKey.of(row)
 
 
-def _missing(value: Any) -> bool:
-    try:
-        return value is None or bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def finished_keys(folder: Path) -> set[tuple[Any, ...]]:
+def finished_keys(folder: Path) -> set[CellKey]:
     """The keys of the cells a run directory's log already holds."""
     return {key_of(row) for row in read_jsonl(folder / "cells.jsonl")}
 
@@ -197,10 +185,12 @@ def typed_summary(frame: pd.DataFrame) -> pd.DataFrame:
     frame = _with_columns(frame, SUMMARY_COLUMNS)
     if "precision" in frame and frame["precision"].isna().any():
         frame["precision"] = frame["precision"].fillna(frame["dtype"])
-    for column in _FLOAT_COLUMNS:
+    for column in FLOAT_COLUMNS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame["converged"] = frame["converged"].fillna(False).astype(bool)
     frame["throttled"] = frame["throttled"].astype("boolean")  # empty: no clock was read
+    frame["reason"] = frame["reason"].fillna("")
+    frame["info"] = pd.array([info_text(v) for v in frame["info"]], dtype="string")
     return frame
 
 
@@ -222,30 +212,38 @@ def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     for column in columns:
         if column not in frame:
             frame[column] = KEY_DEFAULTS.get(column, None)
-        if column in _INTEGER_COLUMNS:
+        if column in INTEGER_COLUMNS:
             frame[column] = pd.array(pd.to_numeric(frame[column], errors="coerce"), dtype="Int64")
-        elif column in _STRING_COLUMNS:
+        elif column in STRING_COLUMNS:
             frame[column] = frame[column].astype("string")
     return frame[columns]
 
 
 def load_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """(summary, samples, meta) of a finished run directory, with defaults for columns older
-    runs lack. Raises UsageError when the folder is not a run directory."""
+    """(summary, samples, meta) of a finished run directory of any schema version, migrated
+    to the current record (records/migrate.py) and typed. The one loader: every tool reads
+    runs through it. Raises UsageError when the folder is not a readable run directory."""
     from qkbench.errors import UsageError
+    from qkbench.records.migrate import migrate
 
+    folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"run directory not found: {folder}")
     if not (folder / "summary.parquet").is_file():
         raise UsageError(f"{folder} is not a finished run directory (no summary.parquet)")
     try:
-        summary = typed_summary(pd.read_parquet(folder / "summary.parquet"))
-        samples_path = folder / "samples.parquet"
-        samples = typed_samples(pd.read_parquet(samples_path) if samples_path.is_file()
-                                else pd.DataFrame())
         meta_path = folder / "meta.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    except (OSError, ValueError) as exc:
+        if not isinstance(meta, dict):
+            raise ValueError("meta.json is not a mapping")  # noqa: TRY004  (one except below)
+        samples_path = folder / "samples.parquet"
+        summary, samples = migrate(pd.read_parquet(folder / "summary.parquet"),
+                                   pd.read_parquet(samples_path) if samples_path.is_file()
+                                   else pd.DataFrame(), meta)
+        summary, samples = typed_summary(summary), typed_samples(samples)
+        if summary["backend"].isna().any():
+            raise ValueError("summary.parquet has rows without a backend")
+    except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot read run directory {folder}: {exc}") from None
     return summary, samples, meta
 

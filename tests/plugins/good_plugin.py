@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from qkbench.backends.base import Backend
+from qkbench import Backend
 
 
 class EinsumBackend(Backend):

@@ -1,0 +1,112 @@
+"""Presentation, the roofline: achieved GFLOP/s against arithmetic intensity, under the
+ceilings that are known (peaks.py measures them)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from qkbench.present.figures.style import (
+    _MEMORY_STYLES,
+    _dtype_rank,
+    _finite,
+    _format_number,
+    _grid,
+    _log_axis,
+    _Look,
+    _NoFigure,
+)
+from qkbench.present.runset import RunInfo, RunSet
+
+
+def _peaks(runs: RunSet, dtype: str) -> dict[tuple[str, str], float]:
+    """Known peak GFLOP/s per (machine, device) for a dtype, from the summary's peak_gflops."""
+    frame = runs.summary[(runs.summary["dtype"] == dtype) & (runs.summary["peak_gflops"] > 0)]
+    return {(machine, device): float(group["peak_gflops"].max())
+            for (machine, device), group in frame.groupby(["machine", "device"], sort=True)}
+
+
+def bandwidths(run: RunInfo) -> dict[str, float]:
+    """Measured memory bandwidth (GB/s) per device from meta.json's environment peaks.
+
+    Two layouts are read: per device ({"cpu": {"float32": ..., "bandwidth_gbs": ...}, "gpu":
+    {...}}) and flat ({"float32": ..., "bandwidth_gbs": ...}, device unknown: key "").
+    """
+    peaks = run.environment.get("peaks")
+    if not isinstance(peaks, dict):
+        return {}
+    found = {}
+    sources = [(device, peaks.get(device)) for device in ("cpu", "gpu")] + [("", peaks)]
+    for device, record in sources:
+        value = record.get("bandwidth_gbs") if isinstance(record, dict) else None
+        if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+            found[device] = float(value)
+    return found
+
+
+def roofline(runs: RunSet) -> Figure:
+    """Achieved GFLOP/s vs arithmetic intensity, one panel per dtype, under the known ceilings."""
+    ok = runs.ok[runs.ok["intensity"].notna() & np.isfinite(runs.ok["gflops"])]
+    if ok.empty:
+        raise _NoFigure("no ok cell with a known arithmetic intensity")
+    look = _Look.of(runs, ok)
+    dtypes = sorted(ok["dtype"].unique(), key=_dtype_rank)
+    memory = {(run.host, device): bandwidth for run in runs.runs
+              for device, bandwidth in bandwidths(run).items()}
+    any_peak = any(_peaks(runs, dtype) for dtype in dtypes)
+    note = "" if (memory or any_peak) else \
+        "\nno peak GFLOP/s or memory bandwidth measured: ceilings not drawn"
+    fig, axes = _grid(dtypes, "Roofline: achieved throughput vs arithmetic intensity (larger n "
+                      "and d_k → right)", runs.subtitle() + note, panel=(5.4, 4.2))
+    x_values = _finite(ok["intensity"])
+    x_lo, x_hi = min(x_values) / 1.6, max(x_values) * 1.6
+    xs = np.geomspace(x_lo, x_hi, 100)
+    y_values = _finite(ok["gflops"])
+    for ax, dtype in zip(axes, dtypes):
+        cell = ok[ok["dtype"] == dtype]
+        for row, group in look.series(cell):
+            style = look.style(row)
+            ax.plot(group["intensity"], group["gflops"], color=style["color"],
+                    marker=style["marker"], fillstyle=style["fillstyle"], linestyle="none",
+                    markersize=6, alpha=0.9, label=style["label"])
+        peaks = _peaks(runs, dtype)
+        for (machine, device), peak in peaks.items():
+            ax.axhline(peak, color="0.3", linestyle=(0, (6, 3)), linewidth=1.1,
+                       label=f"compute peak {machine} {device}")
+            ax.annotate(f"{machine} {device}: {_format_number(peak)} GFLOP/s", (0.98, peak),
+                        xycoords=("axes fraction", "data"), fontsize=7.5, color="0.25",
+                        va="bottom", ha="right")
+            y_values.append(peak)
+        for index, ((machine, device), bandwidth) in enumerate(memory.items()):
+            peak = peaks.get((machine, device or "cpu"))
+            roof = bandwidth * xs if peak is None else np.minimum(bandwidth * xs, peak)
+            what = f"{machine} {device} memory" if device else f"{machine} memory"
+            # Named in the legend, not on the line: labels at the left edge collide there.
+            ax.plot(xs, roof, color="0.3", linestyle=_MEMORY_STYLES[index % 3], linewidth=1.4,
+                    label=f"{what}: {_format_number(bandwidth)} GB/s")
+            y_values.append(float(roof[0]))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(x_lo, x_hi)
+        ax.set_title(dtype, fontsize=10)
+        ax.set_xlabel("arithmetic intensity (FLOP/byte; each input read once, S written "
+                      "once), log scale", fontsize=9)
+        ax.grid(True, which="major", alpha=0.3)
+    low, high = min(y_values), max(y_values)
+    for ax in axes:
+        _log_axis(ax.yaxis, low, high, _format_number)
+        _log_axis(ax.xaxis, min(x_values), max(x_values), _format_number)
+        ax.set_ylim(low / 2, high * 3)
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel("achieved GFLOP/s (log scale)")
+    extra = []
+    if any_peak:
+        extra.append((Line2D([], [], color="0.3", linestyle=(0, (6, 3))), "compute ceiling"))
+    for index, ((machine, device), bandwidth) in enumerate(memory.items()):
+        what = f"{machine} {device} memory" if device else f"{machine} memory"
+        extra.append((Line2D([], [], color="0.3", linestyle=_MEMORY_STYLES[index % 3]),
+                      f"{what}: {_format_number(bandwidth)} GB/s"))
+    look.legend(fig, extra, variant_by="fill")
+    return fig

@@ -1,0 +1,120 @@
+"""Presentation: run directories → one table for figures and reports, each run labelled by
+its machine (the same backend gets the same colour, the same machine the same marker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from qkbench.errors import UsageError
+from qkbench.present.figures.style import _MARKERS, _PALETTE
+from qkbench.records.run import load_run
+
+# ---------------------------------------------------------------------------------------------
+# Machines and run sets
+
+@dataclass(frozen=True)
+class RunInfo:
+    folder: Path
+    meta: dict[str, Any]
+    host: str  # unique within a RunSet: the hostname, plus the folder name when two runs share it
+    hardware: str  # CPU model, and GPU model(s) when the machine has any
+
+    @property
+    def label(self) -> str:
+        return f"{self.host} ({self.hardware})" if self.hardware else self.host
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        env = self.meta.get("environment")
+        return env if isinstance(env, dict) else {}
+
+    @property
+    def config_name(self) -> str:
+        config = self.meta.get("config")
+        return str(config.get("name", "")) if isinstance(config, dict) else ""
+
+
+@dataclass
+class RunSet:
+    """Several run directories as one table: `machine` (RunInfo.host) and `run` columns added."""
+
+    runs: list[RunInfo]
+    summary: pd.DataFrame
+    samples: pd.DataFrame
+    colors: dict[str, str] = field(default_factory=dict)  # backend → colour
+    markers: dict[str, str] = field(default_factory=dict)  # machine → marker
+
+    @property
+    def machines(self) -> list[str]:
+        return [run.host for run in self.runs]
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        frame = self.summary
+        return frame[(frame["status"] == "ok") & (frame["median_s"] > 0)]
+
+    def subtitle(self) -> str:
+        """The machines, for a figure's subtitle: who produced these numbers."""
+        if len(self.runs) == 1:
+            run = self.runs[0]
+            name = f" · sweep '{run.config_name}'" if run.config_name else ""
+            return f"{run.label}{name} · run {run.folder.name}"
+        return "machines: " + "; ".join(run.label for run in self.runs)
+
+
+def machine_hardware(meta: dict[str, Any]) -> str:
+    """CPU model, then GPU model(s): 'AMD EPYC 9454 48-Core Processor / NVIDIA H100 80GB HBM3'."""
+    env = meta.get("environment") if isinstance(meta.get("environment"), dict) else {}
+    cpu = env.get("cpu") if isinstance(env.get("cpu"), dict) else {}
+    parts = []
+    model = " ".join(str(cpu.get("model") or "").replace("(R)", "").replace("(TM)", "").split())
+    if model:
+        parts.append(model)
+    names = [str(gpu.get("name")) for gpu in env.get("gpus") or []
+             if isinstance(gpu, dict) and gpu.get("name")]
+    if names:
+        counted = [f"{names.count(name)}× {name}" if names.count(name) > 1 else name
+                   for name in dict.fromkeys(names)]
+        parts.append(", ".join(counted))
+    return " / ".join(parts)
+
+
+def load_runs(folders: list[Path | str]) -> RunSet:
+    """Load run directories (all checked before any is drawn) and label each by its machine."""
+    if not folders:
+        raise UsageError("no run directory given")
+    loaded = []
+    for folder in folders:  # through the one loader, with the cell keys every figure matches on
+        run = load_run(folder).keyed()
+        loaded.append((run.path, run.summary, run.samples, run.meta))
+    hosts = []
+    for folder, _, _, meta in loaded:
+        env = meta.get("environment") if isinstance(meta.get("environment"), dict) else {}
+        hosts.append(str(env.get("hostname") or "unknown host"))
+    labels = [(h, machine_hardware(m)) for h, (_, _, _, m) in zip(hosts, loaded)]
+    runs = []
+    for i, ((folder, _, _, meta), (host, hardware)) in enumerate(zip(loaded, labels)):
+        if labels.count((host, hardware)) > 1 or hosts.count(host) > 1:
+            host = f"{host} [{folder.name or folder.resolve().name}]"
+            if sum(1 for f, *_ in loaded if f.name == folder.name) > 1:
+                host = f"{host[:-1]} #{i + 1}]"
+        runs.append(RunInfo(folder, meta, host, hardware))
+    summaries, samples = [], []
+    for run, (folder, summary, sample, _) in zip(runs, loaded):
+        summaries.append(summary.assign(machine=run.host, run=folder.name))
+        samples.append(sample.assign(machine=run.host, run=folder.name))
+    summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+    sample = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
+    backends = sorted(summary["backend"].unique(),
+                      key=lambda b: (_device_of(summary, b) != "cpu", b))
+    colors = {b: _PALETTE[i % len(_PALETTE)] for i, b in enumerate(backends)}
+    markers = {run.host: _MARKERS[i % len(_MARKERS)] for i, run in enumerate(runs)}
+    return RunSet(runs, summary, sample, colors, markers)
+
+
+def _device_of(summary: pd.DataFrame, backend: str) -> str:
+    devices = summary.loc[summary["backend"] == backend, "device"].dropna().astype(str)
+    return devices.iloc[0] if len(devices) else "cpu"

@@ -1,0 +1,299 @@
+"""Step 6: the one typed record — the cell key and the summary row, each column declared once.
+
+Everything that names a column reads it from here: the writer (`results.summary_row`), the
+loader's types (`results.typed_summary`), the migrations of older run directories, compare,
+history, plots, report and the column table in docs/run-directory.md (generated from
+`columns_markdown()` and checked by tests/test_docs.py).
+
+To add a summary column: add one field to `SummaryRecord` with its unit and meaning. To add a
+key axis: add one field with its default to `CellKey` (the default is what every run written
+before the axis existed measured).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, get_type_hints
+
+STATUSES = ("ok", "mismatch", "skipped", "error", "crashed", "timeout", "oom")
+FAILED_STATUSES = ("mismatch", "error", "crashed", "timeout", "oom")
+
+
+def missing(value: Any) -> bool:
+    """The one rule for an absent value: None, NaN and pandas' NA (a value read back from a
+    log, a CSV or a Parquet column of an older run) all mean "not recorded"."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # noqa: PLR0124  (NaN, NaT; pandas.NA raises TypeError)
+    except TypeError:
+        return True  # pandas.NA: "ambiguous truth value" is its way of being missing
+
+
+def _column(unit: str, meaning: str, default: Any = None) -> Any:
+    return field(default=default, metadata={"unit": unit, "meaning": meaning})
+
+
+# ---------------------------------------------------------------------------------------------
+# The cell key
+
+
+@dataclass(frozen=True)
+class CellKey:
+    """What identifies a cell: two rows (of one run or of two) with equal keys measured the
+    same thing. A field with a default is an axis added after the first runs; a run directory
+    that lacks the column measured the default."""
+
+    backend: str = _column("", "the backend's label (`numpy`, `torch-cpu`, a plugin's name)",
+                           MISSING)
+    dtype: str = _column("", "the dtype of Q and K asked for", MISSING)
+    n: int = _column("rows", "rows of Q (queries)", MISSING)
+    m: int = _column("rows", "rows of K (keys); m = n for self-attention", MISSING)
+    d_k: int = _column("", "the shared inner dimension", MISSING)
+    phase: str = _column("", "`kernel` (device-resident inputs) or `end-to-end` (host in, host "
+                         "out)", "kernel")
+    cache: str = _column("", "`warm` (inputs reused) or `cold` (copies rotated past the last "
+                         "level cache)", "warm")
+    threads_requested: int | None = _column("threads", "threads asked for; empty for the "
+                                            "library's default", None)
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> CellKey:
+        """The key of a row, a sample or `Cell.key()`; a missing value becomes the default."""
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            value = row.get(spec.name)
+            if missing(value):
+                if spec.default is MISSING:
+                    raise ValueError(f"a row without {spec.name!r} has no cell key")
+                continue
+            values[spec.name] = _plain(value, _KEY_TYPES[spec.name])
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {spec.name: getattr(self, spec.name) for spec in fields(self)}
+
+    def _order(self) -> tuple[Any, ...]:
+        # None (the library default) sorts first and never meets an int in a comparison.
+        return tuple((value is not None, value) for value in self.as_dict().values())
+
+    def __lt__(self, other: CellKey) -> bool:  # tables sort and group by keys
+        return self._order() < other._order()
+
+    def group(self) -> CellKey:
+        """The key of this cell's interleaving group: every backend of one shape and variant."""
+        return replace(self, backend="")
+
+    def label(self) -> str:
+        """Short words for people: the shape, then only the axes that differ from default."""
+        text = f"{self.backend} {self.dtype} n={self.n} m={self.m} d_k={self.d_k}".lstrip()
+        for name, default in KEY_DEFAULTS.items():
+            if getattr(self, name) != default:
+                text += f" {name}={getattr(self, name)}"
+        return text
+
+    @property
+    def threads_text(self) -> str:
+        """threads_requested as text ('' = library default) for tables that need a value that
+        equals itself: NA never equals NA in a join or a groupby key."""
+        return "" if self.threads_requested is None else str(self.threads_requested)
+
+
+_KEY_TYPES = {name: hint for name, hint in get_type_hints(CellKey).items()}
+CELL_KEY: list[str] = [spec.name for spec in fields(CellKey)]
+KEY_DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in fields(CellKey)
+                                if spec.default is not MISSING}
+
+
+def _plain(value: Any, hint: Any) -> Any:
+    """NumPy and pandas scalars as plain Python values, so that keys from a table, a log and
+    a Cell compare and hash alike."""
+    if hasattr(value, "item"):
+        value = value.item()
+    text = str(hint)
+    if "int" in text and not isinstance(value, bool):
+        return int(value)
+    if "str" in text:
+        return str(value)
+    return value
+
+
+def cell_keys(frame: Any, columns: Iterable[str] = CELL_KEY) -> list[CellKey]:
+    """Every row's CellKey, computed once per distinct key (samples tables run to 10⁵ rows)."""
+    import numpy as np
+
+    columns = [c for c in columns if c in frame]
+    if not len(frame):
+        return []
+    ids = frame.groupby(columns, dropna=False, sort=False).ngroup().to_numpy()
+    firsts = np.unique(ids, return_index=True)[1]
+    records = frame[columns].iloc[firsts].to_dict("records")
+    keys = {ids[i]: CellKey.of(record) for i, record in zip(firsts, records)}
+    return [keys[i] for i in ids]
+
+
+def with_cell_keys(frame: Any) -> Any:
+    """A copy of a summary or samples table with `_cell` (its CellKey), `_group` (the key of
+    its interleaving group) and `threads_key` (threads_requested as text) added."""
+    frame = frame.copy()
+    keys = cell_keys(frame)
+    frame["_cell"] = keys
+    frame["_group"] = [key.group() for key in keys]
+    frame["threads_key"] = [key.threads_text for key in keys]
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# The summary row
+
+
+@dataclass
+class SummaryRecord:
+    """One row of summary.parquet: one cell, measured (or why not). Times are in seconds.
+
+    A figure a status does not have stays empty (None / NaN), never zero."""
+
+    backend: str = _column("", "the backend's label (cell key)", "")
+    device: str = _column("", "`cpu` or `gpu`", "")
+    dtype: str = _column("", "the dtype asked for (cell key)", "")
+    precision: str = _column("", "the precision actually computed in: the dtype, or e.g. `tf32`",
+                             "")
+    n: int = _column("rows", "rows of Q (cell key)", 0)
+    m: int = _column("rows", "rows of K (cell key)", 0)
+    d_k: int = _column("", "inner dimension (cell key)", 0)
+    phase: str = _column("", "`kernel` or `end-to-end` (cell key)", "kernel")
+    cache: str = _column("", "`warm` or `cold` (cell key)", "warm")
+    threads_requested: int | None = _column("threads", "threads asked for; empty = library "
+                                            "default (cell key)")
+    status: str = _column("", "ok, mismatch, skipped, error, crashed, timeout or oom", "ok")
+    reason: str = _column("", "why a cell is not ok (the exception, the signal, the bound it "
+                          "missed, …)", "")
+    median_s: float | None = _column("s", "median time of one call over the samples kept")
+    ci_low_s: float | None = _column("s", "95% confidence interval of the median, low end "
+                                     "(order statistics; empty with < 6 samples)")
+    ci_high_s: float | None = _column("s", "95% confidence interval of the median, high end")
+    rel_ci: float | None = _column("1", "(ci_high_s − ci_low_s) / (2 · median_s)")
+    samples: int = _column("", "how many samples the figures come from", 0)
+    calls_per_sample: int | None = _column("calls", "back-to-back calls each sample timed")
+    converged: bool = _column("", "whether rel_ci reached timing.target_rel_ci", False)
+    stopped_by: str | None = _column("", "what ended sampling: `precision`, `budget` or "
+                                     "`max_samples`")
+    first_call_s: float | None = _column("s", "the very first call, timed alone (JIT "
+                                         "compilation and lazy initialisation land here)")
+    cache_copies: int | None = _column("", "input copies a cold-cache cell rotates through "
+                                       "(1 when warm)")
+    flops: int | None = _column("flop", "2·n·m·d_k")
+    bytes: int | None = _column("B", "fewest bytes the kernel must move: (n·d_k + m·d_k + n·m) "
+                                "· itemsize")
+    intensity: float | None = _column("flop/B", "flops / bytes")
+    gflops: float | None = _column("GFLOP/s", "flops / median_s / 10⁹")
+    gbps: float | None = _column("GB/s", "bytes / median_s / 10⁹")
+    peak_gflops: float | None = _column("GFLOP/s", "this machine's peak for the device and "
+                                        "precision (`qkbench peaks`)")
+    pct_peak: float | None = _column("%", "gflops as a percentage of peak_gflops")
+    max_err: float | None = _column("1", "largest scaled error |S − ref| / (‖q_i‖·‖k_j‖)")
+    mean_err: float | None = _column("1", "mean scaled error")
+    err_bound: float | None = _column("1", "the bound max_err was held to (d_k and precision)")
+    checked_rows: int | None = _column("rows", "rows of S checked against the reference")
+    threads: int | None = _column("threads", "threads the backend reported in force")
+    library_version: str | None = _column("", "the backend library's version")
+    device_name: str | None = _column("", "the GPU's model, for gpu backends")
+    peak_device_bytes: int | None = _column("B", "peak device memory during the cell")
+    sm_clock_start_mhz: float | None = _column("MHz", "GPU SM clock after warm-up")
+    sm_clock_end_mhz: float | None = _column("MHz", "GPU SM clock after sampling")
+    temperature_start_c: float | None = _column("°C", "GPU temperature after warm-up")
+    temperature_end_c: float | None = _column("°C", "GPU temperature after sampling")
+    power_start_w: float | None = _column("W", "GPU power draw after warm-up")
+    power_end_w: float | None = _column("W", "GPU power draw after sampling")
+    throttled: bool | None = _column("", "the SM clock fell while sampling; empty when no clock "
+                                     "was read")
+    processes: int | None = _column("", "worker processes the samples were spread over")
+    foreign_load: float | None = _column("cores", "CPU used by anything but qkbench while the "
+                                         "group sampled (hypervisor steal included)")
+    unfit_share: float | None = _column("1", "share of samples taken in rounds the machine "
+                                        "check set aside (kept in samples.parquet, left out "
+                                        "of the figures)")
+    info: dict[str, Any] = field(default_factory=dict, metadata={
+        "unit": "JSON", "meaning": "whatever else the backend's info() reported (e.g. numpy's "
+        "`blas`), as a JSON mapping: nothing a backend says is dropped"})
+
+    def key(self) -> CellKey:
+        return CellKey.of(self.as_row())
+
+    def as_row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SUMMARY_COLUMNS}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> SummaryRecord:
+        """A record from a table row (missing values become the field's default)."""
+        values: dict[str, Any] = {}
+        for name in SUMMARY_COLUMNS:
+            value = row.get(name)
+            if name == "info":
+                values[name] = parse_info(value)
+            elif not missing(value):
+                values[name] = _plain(value, _HINTS[name])
+        return cls(**values)
+
+
+_HINTS = get_type_hints(SummaryRecord)
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    kind: str  # int, float, str, bool or json
+    unit: str
+    meaning: str
+
+
+def _kind(hint: Any) -> str:
+    text = str(hint)
+    for kind in ("dict", "bool", "int", "float", "str"):  # dict first: dict[str, Any]
+        if kind in text:
+            return "json" if kind == "dict" else kind
+    raise TypeError(f"no column kind for {hint!r}")
+
+
+COLUMNS: list[ColumnSpec] = [
+    ColumnSpec(spec.name, _kind(_HINTS[spec.name]), spec.metadata["unit"],
+               spec.metadata["meaning"]) for spec in fields(SummaryRecord)]
+SUMMARY_COLUMNS: list[str] = [c.name for c in COLUMNS]
+INTEGER_COLUMNS: list[str] = [c.name for c in COLUMNS if c.kind == "int"]
+FLOAT_COLUMNS: list[str] = [c.name for c in COLUMNS if c.kind == "float"]
+STRING_COLUMNS: list[str] = [c.name for c in COLUMNS if c.kind == "str"]
+BOOL_COLUMNS: list[str] = [c.name for c in COLUMNS if c.kind == "bool"]
+
+assert set(CELL_KEY) <= set(SUMMARY_COLUMNS), "every key axis is a summary column"
+
+
+def parse_info(value: Any) -> dict[str, Any]:
+    """The `info` column's mapping from its JSON text (or a mapping, or nothing)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if missing(value) or value == "":
+        return {}
+    parsed = json.loads(value)
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
+def info_text(value: Any) -> str:
+    """The `info` column as stored in the tables: JSON with sorted keys."""
+    def clean(item: Any) -> Any:
+        if hasattr(item, "item"):
+            item = item.item()
+        if isinstance(item, float) and not math.isfinite(item):
+            return str(item)
+        return item if isinstance(item, (str, int, float, bool)) or item is None else str(item)
+
+    return json.dumps({k: clean(v) for k, v in parse_info(value).items()}, sort_keys=True)
+
+
+def columns_markdown() -> str:
+    """The column table of docs/run-directory.md (tests/test_docs.py checks the doc holds it)."""
+    lines = ["| column | type | unit | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{c.name}` | {c.kind} | {c.unit} | {c.meaning} |" for c in COLUMNS]
+    return "\n".join(lines)

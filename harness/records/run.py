@@ -1,0 +1,72 @@
+"""Step 6: a run directory, read back — the one object every tool downstream reads.
+
+`load_run` is the one loader (any schema version, migrated by records/migrate.py); compare,
+history, plots, report and the public API (`qkbench.load_run`) all read runs through it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qkbench.records.record import FAILED_STATUSES, with_cell_keys
+
+if TYPE_CHECKING:  # pandas loads only when a run is read: `import qkbench` stays cheap
+    import pandas as pd
+
+
+@dataclass
+class Run:
+    """A finished (or interrupted) run directory."""
+
+    path: Path
+    summary: pd.DataFrame  # one row per cell (docs/run-directory.md lists the columns)
+    samples: pd.DataFrame  # one row per raw sample
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        """'finished', 'interrupted' or 'running' (a run that died without finishing)."""
+        return str(self.meta.get("state", "finished"))
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """The rows of cells that failed (mismatch, error, crash, timeout, oom, …)."""
+        return self.summary[self.summary["status"].isin(FAILED_STATUSES)]
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        return self.meta.get("environment") or {}
+
+    @property
+    def commit(self) -> str | None:
+        return (self.environment.get("git") or {}).get("commit")
+
+    @property
+    def config_name(self) -> str:
+        return str((self.meta.get("config") or {}).get("name") or self.path.name)
+
+    def keyed(self) -> Run:
+        """The same run with `_cell`, `_group` and `threads_key` columns on both tables (see
+        records.record.with_cell_keys): what tools that match cells across runs work on."""
+        if "_cell" in self.summary:
+            return self
+        return Run(self.path, with_cell_keys(self.summary), with_cell_keys(self.samples),
+                   self.meta)
+
+    def __repr__(self) -> str:
+        counts = self.summary["status"].value_counts().to_dict() if len(self.summary) else {}
+        return f"Run({str(self.path)!r}, {self.state}, cells={counts})"
+
+
+def load_run(path: str | os.PathLike | Run) -> Run:
+    """A run directory, any schema version, as a `Run`. Raises UsageError when the folder is
+    not a readable run directory."""
+    if isinstance(path, Run):
+        return path
+    from qkbench.records.results import load_run as load_tables
+
+    summary, samples, meta = load_tables(Path(path))
+    return Run(Path(path), summary, samples, meta)
