@@ -23,6 +23,7 @@ from qkbench.measure import inputs
 from qkbench.machine.canary import ParallelCanary
 from qkbench.plan.config import Config
 from qkbench.machine.contention import LoadMeter
+from qkbench.machine.os_causes import RoundCauses, describe
 from qkbench.measure.resources import available_bytes, cell_bytes, shape_bytes, too_big
 from qkbench.records.results import (
     ITEMSIZE,
@@ -116,6 +117,18 @@ def throttled(figures: dict[str, Any]) -> bool | None:
     if not start or end is None:
         return None
     return bool(end < (1.0 - THROTTLE_DROP) * start)
+
+
+def _os_figures(result: SamplingResult, watch: RoundCauses) -> dict[str, Any]:
+    """The row's OS columns: the causes of its set-aside rounds, and the clock where known."""
+    readable = watch.readable
+    causes = describe(result.caused_rounds)
+    unknown = [name for name in ("throttling", "steal") if not readable[name]]
+    if unknown and not causes:
+        causes = f"unknown ({', '.join(unknown)} not reported here)"
+    mhz = sorted(watch.mhz_readings)
+    return {"set_aside_causes": causes,
+            "cpu_mhz": mhz[len(mhz) // 2] if mhz else None}
 
 
 class _CellTimeout:
@@ -256,7 +269,8 @@ class Runner:
         timing, variant = self.config.timing, cell.variant
         return CellPlan(dtype=variant.dtype, min_sample_s=timing.min_sample_s,
                         warmup_s=timing.warmup_s, phase=variant.phase, cache=variant.cache,
-                        threads=variant.threads, host_cache_bytes=self.host_cache_bytes)
+                        threads=variant.threads, host_cache_bytes=self.host_cache_bytes,
+                        check_margin=timing.target_rel_ci)
 
     def _run_group(self, cells: list[Cell], folder: Path) -> None:
         """Set up each cell of one group; sample the ones that agree, interleaved."""
@@ -277,15 +291,21 @@ class Runner:
         load = LoadMeter(self._own_pids)
         load.start()
         checked = self._multi_threaded_cpu(ready)
+        watch = self._round_watch()
         results = interleave({label: p.sampler() for label, p in ready.items()}, block_s,
                              self.rule, min_rounds=max(len(p.workers) for p in ready.values()),
                              machine_fit=self._machine_fit(checked) if checked else None,
-                             unfit_budget_factor=self._unfit_budget_factor())
+                             unfit_budget_factor=self._unfit_budget_factor(),
+                             round_watch=watch)
         foreign_load = load.stop()
+        guarded = {id(p) for p in checked}
         for label, result in results.items():
             prepared = ready[label]
             cell, figures = prepared.cell, prepared.figures
             figures["foreign_load"] = foreign_load
+            figures.update(_os_figures(result, watch))
+            figures["machine_check"] = (result.check_gave_up or "on") if id(prepared) in guarded \
+                else "off"
             self.counts.spend("timed work", sum(s.seconds * s.calls for s in result.samples))
             figures.update(self._release(prepared.workers))
             if result.failure is None:
@@ -303,13 +323,19 @@ class Runner:
         return [prepared for label, prepared in ready.items()
                 if self.backends[label].device == "cpu" and prepared.cell.variant.threads != 1]
 
+    def _round_watch(self) -> RoundCauses:
+        """The OS's readings around each round of one group. Half the run's target interval:
+        a loss below that cannot move a median by the interval the run aims for."""
+        return RoundCauses(share=0.5 * self.config.timing.target_rel_ci)
+
     def _machine_fit(self, checked: list[_Prepared]) -> Callable[[int | None], bool]:
         return machine_check(self._canary(), checked,
                              lambda seconds: self.counts.spend("machine check", seconds))
 
     def _canary(self) -> ParallelCanary:
         if self.canary is None:
-            self.canary = ParallelCanary()
+            # A slowdown smaller than the precision the run aims for cannot spoil a round.
+            self.canary = ParallelCanary(min_margin=self.config.timing.target_rel_ci)
             self.canary.warm_up()
         return self.canary
 

@@ -45,6 +45,7 @@ SUMMARY_COLUMNS = [
     "library_version", "device_name", "peak_device_bytes", "sm_clock_start_mhz",
     "sm_clock_end_mhz", "temperature_start_c", "temperature_end_c", "power_start_w",
     "power_end_w", "throttled", "processes", "foreign_load", "unfit_share",
+    "set_aside_causes", "machine_check", "cpu_mhz", "above_peak",
 ]
 SAMPLE_COLUMNS = ["backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
                   "threads_requested", "round", "t_start", "seconds", "calls", "machine_fit"]
@@ -55,9 +56,10 @@ _FLOAT_COLUMNS = ["median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s",
                   "gflops", "gbps", "peak_gflops", "pct_peak", "max_err", "mean_err",
                   "err_bound", "sm_clock_start_mhz", "sm_clock_end_mhz", "temperature_start_c",
                   "temperature_end_c", "power_start_w", "power_end_w", "foreign_load",
-                  "unfit_share"]
+                  "unfit_share", "cpu_mhz"]
 _STRING_COLUMNS = ["backend", "device", "dtype", "precision", "phase", "cache", "status",
-                   "reason", "stopped_by", "library_version", "device_name"]
+                   "reason", "stopped_by", "library_version", "device_name",
+                   "set_aside_causes", "machine_check"]
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
@@ -94,7 +96,13 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
         row["gflops"] = flops / median / 1e9 if median > 0 else math.inf
         row["gbps"] = nbytes / median / 1e9 if median > 0 else math.inf
         if peak_gflops:
-            row["pct_peak"] = 100.0 * row["gflops"] / peak_gflops
+            # The peak is a physical limit (machine.cpu_peak): a row above it is a measuring
+            # fault, flagged, and its percentage is not shown as if it were an achievement.
+            pct = 100.0 * row["gflops"] / peak_gflops
+            row["above_peak"] = pct > 100.0
+            row["pct_peak"] = None if pct > 100.0 else pct
+        if status == "ok" and not row["reason"]:
+            row["reason"] = sampling.unconverged_reason()
         if ci is not None:
             row.update(ci_low_s=ci.low, ci_high_s=ci.high, rel_ci=ci.rel_halfwidth)
     return row
@@ -201,6 +209,7 @@ def typed_summary(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame["converged"] = frame["converged"].fillna(False).astype(bool)
     frame["throttled"] = frame["throttled"].astype("boolean")  # empty: no clock was read
+    frame["above_peak"] = frame["above_peak"].astype("boolean")  # empty: no peak known
     return frame
 
 
