@@ -37,6 +37,7 @@ from qkbench.measure.timing import (
     UNFIT_BUDGET_FACTOR,
     Sample,
     SamplerFailed,
+    SamplingOver,
     SamplingResult,
     StopRule,
     interleave,
@@ -83,6 +84,8 @@ class _Prepared:
         """Round r is sampled in worker r mod len(workers): every process gets turns."""
         def take(count: int, round_number: int) -> list[Sample]:
             worker = self.workers[round_number % len(self.workers)]
+            if self.limit.nearly_out():
+                raise SamplingOver("time_limit")
             try:
                 return self.limit.request(worker, ("sample", count, round_number))
             except CellFailure as failure:
@@ -137,13 +140,26 @@ class _CellTimeout:
 
     def __init__(self, timeout_s: float) -> None:
         self.left_s = timeout_s
+        self.longest_s = 0.0  # the longest request that answered
 
     def request(self, worker: WorkerHandle, message: tuple[Any, ...]) -> Any:
         started = time.monotonic()
         try:
-            return worker.request(message, self.left_s)
+            answer = worker.request(message, self.left_s)
         finally:
-            self.left_s -= time.monotonic() - started
+            took = time.monotonic() - started
+            self.left_s -= took
+        if message[0] != "setup":
+            self.longest_s = max(self.longest_s, took)
+        return answer
+
+    def nearly_out(self) -> bool:
+        """True when the next sample or check could run into the hard limit: less is left
+        than twice the longest request so far. Measured on the machine it runs on (a loaded
+        machine stretches every request), so a backend that works ends its sampling before
+        its timeout instead of being recorded as one; a backend that hangs still reaches it
+        within one request."""
+        return self.longest_s > 0 and self.left_s < 2.0 * self.longest_s
 
 
 def machine_check(canary: ParallelCanary, checked: list[_Prepared],
@@ -163,7 +179,10 @@ def machine_check(canary: ParallelCanary, checked: list[_Prepared],
             for prepared in checked:
                 worker = prepared.workers[round_number % len(prepared.workers)]
                 try:
-                    verdicts.append(bool(prepared.limit.request(worker, ("check",))))
+                    # Bounded by the cell's time left but not charged to it: the check is the
+                    # harness's own work (its first reading in a process also calibrates),
+                    # and a loaded machine stretching it must not turn a cell into a timeout.
+                    verdicts.append(bool(worker.request(("check",), prepared.limit.left_s)))
                 except CellFailure:
                     pass  # the worker's next sample request meets the failure and records it
         # The main process's reading comes last: its pause lets every process's BLAS threads

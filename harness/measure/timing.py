@@ -141,6 +141,15 @@ class SamplerFailed(Exception):
         self.status, self.reason = status, reason
 
 
+class SamplingOver(Exception):
+    """A backend's sampler may take no more samples (its cell is close to its hard time
+    limit): it stops with `stopped_by` set to the reason, and its samples count."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 # A backend left with fewer samples than this from rounds kept has its figures computed from all
 # of its samples instead (and says so in `unfit_share` and its reason).
 MIN_FIT_SAMPLES = 3
@@ -298,6 +307,10 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
                 result.samples.extend(samplers[name](per_round, round_number))
             except SamplerFailed as failure:
                 result.stopped_by, result.failure = "failed", failure
+                active.remove(name)
+                continue
+            except SamplingOver as over:
+                result.stopped_by = result.stopped_by or over.reason
                 active.remove(name)
                 continue
             sampled.append(name)
