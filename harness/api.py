@@ -225,6 +225,8 @@ class RunSession:
         except OSError as exc:
             raise UsageError(f"cannot create run directory {self.folder}: {exc.strerror}"
                              ) from None
+        if peaks.ensure(self.meta["environment"].get("hardware_key", "")):
+            self.meta["peaks_measured_now"] = True  # this machine's first run
         peaks_by_device, self.meta["environment"]["peaks"] = peaks.for_run(
             self.meta["environment"])
         writer.write_meta(self.meta)
