@@ -245,7 +245,9 @@ class RunSession:
         runner.on_cell_done = cell_done
         started = time.monotonic()
         try:
+            self._calibrate("start", runner)
             runner.run()
+            self._calibrate("end", runner)
         except KeyboardInterrupt:
             self.interrupted = True
         finally:
@@ -262,6 +264,20 @@ class RunSession:
                 time_split_s={k: round(v, 3) for k, v in self.seconds.items()})
             writer.write_meta(self.meta)
         return load_run(self.folder)
+
+
+    def _calibrate(self, when: str, runner: Any) -> None:
+        """The machine's own speed at the start and end of the run (machine.calibration),
+        for compare's machine shift; a resumed run keeps its first start."""
+        from qkbench.machine import calibration
+
+        began = time.monotonic()
+        record = self.meta.setdefault("calibration", {"product": calibration.PRODUCT})
+        if when == "start" and "start" in record:
+            return
+        record[when] = calibration.reading()
+        self.meta["calibration"] = record
+        runner.counts.spend("calibration", time.monotonic() - began)
 
 
 def parse_shard(text: str | None) -> Shard:
