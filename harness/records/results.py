@@ -48,7 +48,8 @@ SUMMARY_COLUMNS = [
     "set_aside_causes", "machine_check", "cpu_mhz", "above_peak",
 ]
 SAMPLE_COLUMNS = ["backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
-                  "threads_requested", "round", "t_start", "seconds", "calls", "machine_fit"]
+                  "threads_requested", "round", "t_start", "seconds", "calls", "machine_fit",
+                  "set_aside_cause"]
 _INTEGER_COLUMNS = ["n", "m", "d_k", "threads_requested", "samples", "calls_per_sample",
                     "cache_copies", "flops", "bytes", "checked_rows", "threads",
                     "peak_device_bytes", "processes"]
@@ -111,8 +112,17 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
 def sample_rows(cell: Cell, device: str, precision: str,
                 sampling: SamplingResult) -> list[dict[str, Any]]:
     key = {**cell.key(), "device": device, "precision": precision}
-    return [{**key, **asdict(sample), "machine_fit": sample.round not in sampling.unfit_rounds}
+    aside = sampling.set_aside_rounds
+    return [{**key, **asdict(sample), "machine_fit": sample.round not in aside,
+             "set_aside_cause": _round_cause(sampling, sample.round)}
             for sample in sampling.samples]
+
+
+def _round_cause(sampling: SamplingResult, round_number: int) -> str:
+    """Why a sample's round was set aside: the OS's causes, or the machine check; '' if kept."""
+    if round_number in sampling.caused_rounds:
+        return ",".join(sorted(sampling.caused_rounds[round_number]))
+    return "machine check" if round_number in sampling.unfit_rounds else ""
 
 
 def kept_mask(samples: pd.DataFrame, cell_columns: list[str]) -> pd.Series:
@@ -223,6 +233,8 @@ def typed_samples(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = pd.array(frame[column], dtype="Int64")
     # Runs from before the machine check counted every sample.
     frame["machine_fit"] = frame["machine_fit"].astype("boolean").fillna(True).astype(bool)
+    frame["set_aside_cause"] = frame["set_aside_cause"].astype("string").fillna(
+        frame["machine_fit"].map({True: "", False: "machine check"}))
     return frame
 
 
