@@ -195,6 +195,8 @@ class RunSession:
         except OSError as exc:
             raise UsageError(f"cannot create run directory {self.folder}: {exc.strerror}"
                              ) from None
+        if peaks.ensure(self.meta["environment"].get("hardware_key", "")):
+            self.meta["peaks_measured_now"] = True  # this machine's first run
         peaks_by_device, self.meta["environment"]["peaks"] = peaks.for_run(
             self.meta["environment"])
         writer.write_meta(self.meta)
@@ -213,7 +215,9 @@ class RunSession:
         runner.on_cell_done = cell_done
         started = time.monotonic()
         try:
+            self._calibrate("start", runner)
             runner.run()
+            self._calibrate("end", runner)
         except KeyboardInterrupt:
             self.interrupted = True
         finally:
@@ -230,6 +234,20 @@ class RunSession:
                 time_split_s={k: round(v, 3) for k, v in self.seconds.items()})
             writer.write_meta(self.meta)
         return load_run(self.folder)
+
+
+    def _calibrate(self, when: str, runner: Any) -> None:
+        """The machine's own speed at the start and end of the run (machine.calibration),
+        for compare's machine shift; a resumed run keeps its first start."""
+        from qkbench.machine import calibration
+
+        began = time.monotonic()
+        record = self.meta.setdefault("calibration", {"product": calibration.PRODUCT})
+        if when == "start" and "start" in record:
+            return
+        record[when] = calibration.reading()
+        self.meta["calibration"] = record
+        runner.counts.spend("calibration", time.monotonic() - began)
 
 
 def parse_shard(text: str | None) -> Shard:

@@ -21,11 +21,13 @@ from qkbench.backends.registry import BackendSpec, load_class
 from qkbench.machine.canary import ParallelCanary
 from qkbench.machine.contention import LoadMeter
 from qkbench.measure import inputs
+from qkbench.machine.os_causes import RoundCauses, describe
 from qkbench.measure.resources import available_bytes, cell_bytes, shape_bytes, too_big
 from qkbench.measure.timing import (
     UNFIT_BUDGET_FACTOR,
     Sample,
     SamplerFailed,
+    SamplingOver,
     SamplingResult,
     StopRule,
     interleave,
@@ -84,6 +86,8 @@ class _Prepared:
         """Round r is sampled in worker r mod len(workers): every process gets turns."""
         def take(count: int, round_number: int) -> list[Sample]:
             worker = self.workers[round_number % len(self.workers)]
+            if self.limit.nearly_out():
+                raise SamplingOver("time_limit")
             try:
                 return self.limit.request(worker, ("sample", count, round_number))
             except CellFailure as failure:
@@ -120,19 +124,44 @@ def throttled(figures: dict[str, Any]) -> bool | None:
     return bool(end < (1.0 - THROTTLE_DROP) * start)
 
 
+def _os_figures(result: SamplingResult, watch: RoundCauses) -> dict[str, Any]:
+    """The row's OS columns: the causes of its set-aside rounds, and the clock where known."""
+    readable = watch.readable
+    causes = describe(result.caused_rounds)
+    unknown = [name for name in ("throttling", "steal") if not readable[name]]
+    if unknown and not causes:
+        causes = f"unknown ({', '.join(unknown)} not reported here)"
+    mhz = sorted(watch.mhz_readings)
+    return {"set_aside_causes": causes,
+            "cpu_mhz": mhz[len(mhz) // 2] if mhz else None}
+
+
 class _CellTimeout:
     """A cell's hard time limit, counted only while its own workers work on it: with
     interleaving, a cell also waits while the other backends of its group take their turns."""
 
     def __init__(self, timeout_s: float) -> None:
         self.left_s = timeout_s
+        self.longest_s = 0.0  # the longest request that answered
 
     def request(self, worker: WorkerHandle, message: tuple[Any, ...]) -> Any:
         started = time.monotonic()
         try:
-            return worker.request(message, self.left_s)
+            answer = worker.request(message, self.left_s)
         finally:
-            self.left_s -= time.monotonic() - started
+            took = time.monotonic() - started
+            self.left_s -= took
+        if message[0] != "setup":
+            self.longest_s = max(self.longest_s, took)
+        return answer
+
+    def nearly_out(self) -> bool:
+        """True when the next sample or check could run into the hard limit: less is left
+        than twice the longest request so far. Measured on the machine it runs on (a loaded
+        machine stretches every request), so a backend that works ends its sampling before
+        its timeout instead of being recorded as one; a backend that hangs still reaches it
+        within one request."""
+        return self.longest_s > 0 and self.left_s < 2.0 * self.longest_s
 
 
 def machine_check(canary: ParallelCanary, checked: list[_Prepared],
@@ -152,7 +181,10 @@ def machine_check(canary: ParallelCanary, checked: list[_Prepared],
             for prepared in checked:
                 worker = prepared.workers[round_number % len(prepared.workers)]
                 try:
-                    verdicts.append(bool(prepared.limit.request(worker, ("check",))))
+                    # Bounded by the cell's time left but not charged to it: the check is the
+                    # harness's own work (its first reading in a process also calibrates),
+                    # and a loaded machine stretching it must not turn a cell into a timeout.
+                    verdicts.append(bool(worker.request(("check",), prepared.limit.left_s)))
                 except CellFailure:
                     pass  # the worker's next sample request meets the failure and records it
         # The main process's reading comes last: its pause lets every process's BLAS threads
@@ -263,7 +295,8 @@ class Runner:
         timing, variant = self.config.timing, cell.variant
         return CellPlan(dtype=variant.dtype, min_sample_s=timing.min_sample_s,
                         warmup_s=timing.warmup_s, phase=variant.phase, cache=variant.cache,
-                        threads=variant.threads, host_cache_bytes=self.host_cache_bytes)
+                        threads=variant.threads, host_cache_bytes=self.host_cache_bytes,
+                        check_margin=timing.target_rel_ci)
 
     def _run_group(self, cells: list[Cell], folder: Path) -> None:
         """Set up each cell of one group; sample the ones that agree, interleaved."""
@@ -284,15 +317,21 @@ class Runner:
         load = LoadMeter(self._own_pids)
         load.start()
         checked = self._multi_threaded_cpu(ready)
+        watch = self._round_watch()
         results = interleave({label: p.sampler() for label, p in ready.items()}, block_s,
                              self.rule, min_rounds=max(len(p.workers) for p in ready.values()),
                              machine_fit=self._machine_fit(checked) if checked else None,
-                             unfit_budget_factor=self._unfit_budget_factor())
+                             unfit_budget_factor=self._unfit_budget_factor(),
+                             round_watch=watch)
         foreign_load = load.stop()
+        guarded = {id(p) for p in checked}
         for label, result in results.items():
             prepared = ready[label]
             cell, figures = prepared.cell, prepared.figures
             figures["foreign_load"] = foreign_load
+            figures.update(_os_figures(result, watch))
+            figures["machine_check"] = (result.check_gave_up or "on") if id(prepared) in guarded \
+                else "off"
             self.counts.spend("timed work", sum(s.seconds * s.calls for s in result.samples))
             figures.update(self._release(prepared.workers))
             if result.failure is None:
@@ -310,13 +349,19 @@ class Runner:
         return [prepared for label, prepared in ready.items()
                 if self.backends[label].device == "cpu" and prepared.cell.variant.threads != 1]
 
+    def _round_watch(self) -> RoundCauses:
+        """The OS's readings around each round of one group. Half the run's target interval:
+        a loss below that cannot move a median by the interval the run aims for."""
+        return RoundCauses(share=0.5 * self.config.timing.target_rel_ci)
+
     def _machine_fit(self, checked: list[_Prepared]) -> Callable[[int | None], bool]:
         return machine_check(self._canary(), checked,
                              lambda seconds: self.counts.spend("machine check", seconds))
 
     def _canary(self) -> ParallelCanary:
         if self.canary is None:
-            self.canary = ParallelCanary()
+            # A slowdown smaller than the precision the run aims for cannot spoil a round.
+            self.canary = ParallelCanary(min_margin=self.config.timing.target_rel_ci)
             self.canary.warm_up()
         return self.canary
 

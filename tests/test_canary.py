@@ -41,24 +41,62 @@ def _canary_with_one_thread(durations, alone_s):
     return canary, calls
 
 
-def test_a_reading_near_the_best_is_fit_and_a_slow_one_is_not():
-    # Each reading is the fastest of three probe calls.
-    canary, _, _ = _canary([1.0, 1.2, 1.0, 1.3, 1.35, 1.4, 1.5, 1.45, 1.6, 2.0, 0.9, 1.0])
-    assert canary.fit()  # 1.0: the first reading sets the best
-    assert canary.fit()  # 1.3 is within 1.4x of 1.0
-    assert not canary.fit()  # 1.45 is not
-    assert canary.fit()  # 0.9 is a new best
-    assert canary.best_s == pytest.approx(0.9)
-    assert (canary.readings, canary.unfit_readings) == (4, 1)
+def _calibrated(spread, **kwargs):
+    """A canary warmed up on readings that cycle through `spread` (one probe call each, as
+    the fastest of three identical calls), then scripted on."""
+    durations = [d for d in spread for _ in range(3)]
+    probe, pauses = ScriptedProbe(durations * 100), []
+    canary = ParallelCanary(probe, clock=probe.clock, pause=pauses.append, **kwargs)
+    return canary, probe
 
 
-def test_warm_up_finds_the_best_before_the_first_round():
-    canary, probe, _ = _canary([0.01, 0.005, 0.02])
-    canary.warm_up(seconds=0.03)
-    assert canary.best_s == pytest.approx(0.005)
-    assert probe.calls == 3
-    assert canary.readings == 0  # warming up is not a reading
-    assert not canary.fit()  # 0.02 is 4x the best
+def test_until_calibrated_every_reading_is_fit():
+    canary, _, _ = _canary([1.0, 1.0, 1.0, 5.0, 5.0, 5.0])
+    assert canary.fit() and canary.fit()  # nothing to judge a reading against yet
+    assert canary.limits() == (None, None)
+
+
+def test_the_fence_comes_from_the_machine_s_own_spread_not_its_best_reading():
+    # A widely spread probe (the Emerald Rapids VM: best 131 us, typical 180-190 us). Against
+    # "1.4x the best" most readings would be unfit; against its own quartiles none are.
+    spread = [131e-6, 180e-6, 183e-6, 185e-6, 186e-6, 188e-6, 190e-6, 184e-6]
+    canary, probe = _calibrated(spread)
+    canary.warm_up(readings=32)
+    time_fence, _ = canary.limits()
+    assert time_fence > 190e-6
+    unfit = sum(not canary.fit() for _ in range(100))
+    assert unfit == 0
+    assert canary.best_s == pytest.approx(131e-6)
+    assert canary.readings == 100  # warming up is not a reading
+
+
+def test_a_reading_far_beyond_the_machine_s_spread_is_unfit():
+    spread = [1.0, 1.02, 0.99, 1.01, 1.0, 0.98]
+    canary, probe = _calibrated(spread)
+    canary.warm_up(readings=24)
+    probe.durations = [2.0] * 3 + [1.0] * 3
+    probe.calls = 0
+    assert not canary.fit()  # 2x the usual: far out
+    assert canary.fit()
+    assert (canary.readings, canary.unfit_readings) == (2, 1)
+
+
+def test_a_tight_machine_s_fence_is_never_closer_than_the_margin():
+    canary, probe = _calibrated([1.0], min_margin=0.05)
+    canary.warm_up(readings=20)
+    assert canary.limits()[0] == pytest.approx(1.05)  # IQR 0: the margin decides
+    probe.durations = [1.04] * 3 + [1.06] * 3
+    probe.calls = 0
+    assert canary.fit()
+    assert not canary.fit()
+
+
+def test_warm_up_takes_readings_like_the_run_s_and_drops_the_first():
+    canary, probe, pauses = _canary([0.05] * 3 + [0.001] * 300, settle_s=0.002)
+    canary.warm_up(readings=20)
+    assert len(canary.times) == 20 and max(canary.times) == pytest.approx(0.001)
+    assert len(pauses) == 21  # a pause after every reading, the dropped one too
+    assert canary.readings == 0
 
 
 def test_a_pause_follows_every_reading_so_blas_threads_settle():
@@ -69,27 +107,23 @@ def test_a_pause_follows_every_reading_so_blas_threads_settle():
     assert canary.spent_s == pytest.approx(0.006)  # 2 readings x 3 probes; pauses take no clock time
 
 
-def test_the_limit_is_adjustable():
-    canary, _, _ = _canary([1.0, 1.0, 1.0, 1.2, 1.2, 1.2], slowdown_limit=1.1)
+def test_threads_that_lose_their_usual_speed_up_make_the_machine_unfit():
+    # Healthy: threaded 1.0 against 1.9 alone. Then one thread is as fast as two: the threaded
+    # time alone would not tell (it is within its spread), the speed-up does.
+    canary, calls = _canary_with_one_thread([1.0], alone_s=1.9)
+    for _ in range(20):
+        assert canary.fit()
+    assert len(calls) == 40
+    alone = canary._one_thread_probe
+
+    def as_fast():
+        calls.append("one thread")
+        canary._clock.__self__.now += 1.02
+
+    canary._one_thread_probe = as_fast
+    assert not canary.fit()  # 1.0 / 1.02 = 0.98 against a history of 0.53
+    canary._one_thread_probe = alone
     assert canary.fit()
-    assert not canary.fit()
-
-
-def test_threads_that_buy_no_speed_up_make_the_machine_unfit_even_at_its_best():
-    # The run began in such a stretch: the threaded product is at its best, but one thread
-    # is as fast. A run's history cannot tell, the one-thread reading can.
-    canary, calls = _canary_with_one_thread([1.0], alone_s=1.1)
-    assert not canary.fit()  # 1.0 against 1.1 alone: 0.91 > 0.85
-    assert canary.best_s == pytest.approx(1.0)
-    assert calls == ["one thread"] * 2
-
-
-def test_a_healthy_speed_up_passes_and_a_slow_reading_skips_the_one_thread_probe():
-    canary, calls = _canary_with_one_thread([1.0, 1.0, 1.0, 2.0], alone_s=1.9)
-    assert canary.fit()  # 1.0 against 1.9 alone: 0.53
-    assert len(calls) == 2
-    assert not canary.fit()  # 2.0 is 2x the best: unfit without asking one thread
-    assert len(calls) == 2
 
 
 def test_the_one_thread_probe_restores_the_blas_threads():
@@ -110,7 +144,7 @@ def test_the_one_thread_probe_restores_the_blas_threads():
 
 def test_the_real_canary_times_a_blas_product():
     canary = ParallelCanary()
-    canary.warm_up(seconds=0.02)
+    canary.warm_up(readings=4)
     assert 0.0 < canary.best_s < 1.0
     assert canary.fit() in (True, False)  # whether the machine is fit now is not ours to say
     assert canary.readings == 1

@@ -403,3 +403,36 @@ def test_a_real_run_twice_compares_cleanly(tmp_path):
         ("numpy-plain", "faster"), ("numpy-plain", "not comparable")}
     assert len(data["cells"]) == 2
     assert result.returncode == (1 if data["counts"]["slower"] else 0)
+
+
+def _with_calibration(folder, one_thread, all_threads):
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["calibration"] = {kind: {"one_thread_gflops": one_thread,
+                                  "all_threads_gflops": all_threads} for kind in ("start", "end")}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_compare_shows_the_machine_s_own_shift_beside_its_verdicts(tmp_path, capsys):
+    base = _with_calibration(write_run(tmp_path / "a", medians(), seed=1), 10.0, 18.0)
+    cand = _with_calibration(write_run(tmp_path / "b", medians(), seed=2), 9.9, 18.2)
+    comparison = compare_runs(base, cand)
+    assert comparison.machine_shift == pytest.approx({"one_thread": 0.99,
+                                                      "all_threads": 18.2 / 18.0})
+    assert not comparison.machine_shift_exceeds_threshold
+    text = comparison.to_text()
+    assert "machine: the candidate's own speed was 0.99x (one thread)" in text
+    assert "cannot support a verdict" not in text
+    assert comparison.to_json()["machine_shift"]["one_thread"] == pytest.approx(0.99)
+
+
+def test_a_machine_that_shifted_beyond_the_threshold_cannot_support_one_run_a_side(tmp_path):
+    base = _with_calibration(write_run(tmp_path / "a", medians(), seed=1), 10.0, 18.0)
+    cand = _with_calibration(write_run(tmp_path / "b", medians(), seed=2), 10.0, 12.0)
+    comparison = compare_runs(base, cand)
+    assert comparison.machine_shift_exceeds_threshold
+    assert "one run a side cannot support a verdict" in comparison.to_text()
+    # Runs without calibration readings (older ones) show no shift at all.
+    plain = compare_runs(write_run(tmp_path / "c", medians(), seed=3),
+                         write_run(tmp_path / "d", medians(), seed=4))
+    assert plain.machine_shift == {} and "machine:" not in plain.to_text()

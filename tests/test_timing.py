@@ -3,6 +3,7 @@
 import pytest
 
 from qkbench.measure.timing import (
+    JUDGE_AFTER_ROUNDS,
     KernelTimer,
     Sample,
     SamplerFailed,
@@ -304,21 +305,100 @@ def test_without_a_machine_check_every_round_counts():
     assert len(result.measured) == len(result.samples)
 
 
+class ScriptedWatch:
+    """Stands in for the OS readings: the causes it reports for each round, from a script."""
+
+    def __init__(self, causes):
+        self.causes, self.round, self.started = list(causes), 0, False
+
+    def start(self):
+        assert not self.started, "a round's reading began twice"
+        self.started = True
+
+    def stop(self):
+        assert self.started, "a round's reading ended before it began"
+        self.started = False
+        found = self.causes[self.round] if self.round < len(self.causes) else {}
+        self.round += 1
+        return found
+
+
 def test_set_aside_rounds_are_waited_out_only_up_to_the_grace():
-    # The machine is unfit from the first check on: the backend samples past its budget (the
+    # The OS reports throttling in every round: the backend samples past its budget (the
     # rounds set aside do not count), stops at 3x the budget, and its figures then come from
-    # every sample, for too few were kept.
+    # every sample, for too few were kept; its reason says so.
     clock, log = FakeClock(), []
     samplers = {"A": ScriptedSampler("A", log, clock, [0.1, 0.3])}
-    check = ScriptedCheck([False] * 1000)
+    watch = ScriptedWatch([{"throttled": 0.05}] * 1000)
     rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=1.0)
-    result = interleave(samplers, {"A": 0.1}, rule, round_s=0.0, machine_fit=check,
+    result = interleave(samplers, {"A": 0.1}, rule, round_s=0.0, round_watch=watch,
                         unfit_budget_factor=3.0)["A"]
     spent = sum(s.seconds for s in result.samples)
     assert 3.0 <= spent < 3.0 + 0.3
     assert result.stopped_by == "budget"
     assert result.unfit_share == 1.0
     assert result.measured == result.samples
+    assert set(result.caused_rounds) == {s.round for s in result.samples}
+    assert result.unconverged_reason().startswith("unconverged: 0 kept sample(s)")
+    assert "set-aside rounds included" in result.unconverged_reason()
+
+
+def test_rounds_the_os_names_a_cause_for_are_set_aside_for_every_backend_with_it():
+    clock, log = FakeClock(), []
+    samplers = {"A": SlowInRounds("A", log, clock, 0.01, slow={2}),
+                "B": SlowInRounds("B", log, clock, 0.02, slow={2})}
+    watch = ScriptedWatch([{}, {}, {"throttled": 0.012, "steal": 0.01}])
+    rule = StopRule(target_rel_ci=0.01, min_samples=6, budget_s=10.0)
+    results = interleave(samplers, {"A": 0.01, "B": 0.02}, rule, round_s=0.0,
+                         round_watch=watch, machine_fit=ScriptedCheck([]))
+    for name, seconds in (("A", 0.01), ("B", 0.02)):
+        result = results[name]
+        assert result.caused_rounds == {2: {"throttled": 0.012, "steal": 0.01}}
+        assert result.unfit_rounds == set()  # the OS's cause, not the check's guess
+        assert result.ci().median == pytest.approx(seconds)
+        assert not result.check_gave_up and not result.unconverged_reason()
+
+
+def test_a_check_that_calls_most_rounds_unfit_gives_up_and_keeps_the_data():
+    # No cause the OS reports, yet every reading is "unfit": the check cannot judge this
+    # machine. It stops being asked, every round is kept, and the result says why.
+    clock, log = FakeClock(), []
+    samplers = {"A": ScriptedSampler("A", log, clock, [0.1, 0.12])}
+    check = ScriptedCheck([False] * 1000)
+    rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=1.0)
+    result = interleave(samplers, {"A": 0.1}, rule, round_s=0.0, machine_fit=check,
+                        round_watch=ScriptedWatch([]))["A"]
+    assert result.unfit_rounds == set() and result.unfit_share == 0.0
+    assert result.check_gave_up.startswith("cannot judge this machine")
+    assert len(check.rounds) <= JUDGE_AFTER_ROUNDS + 1  # not asked once it gave up
+    spent = sum(s.seconds for s in result.samples)
+    assert 1.0 <= spent < 1.0 + 0.12  # the plain budget, not the grace for set-aside rounds
+
+
+def test_a_check_that_sets_aside_a_minority_of_rounds_is_trusted():
+    clock, log = FakeClock(), []
+    samplers = {"A": ScriptedSampler("A", log, clock, [0.1])}
+    check = ScriptedCheck([True, True, True, False] + [True] * 100)  # brackets rounds 2 and 3
+    rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=1.0)
+    result = interleave(samplers, {"A": 0.1}, rule, round_s=0.0, machine_fit=check)["A"]
+    assert result.unfit_rounds == {2, 3} and not result.check_gave_up
+
+
+def test_a_slow_cell_samples_on_past_its_budget_up_to_min_samples():
+    # One call takes 0.3 s on a 1 s budget: it used to stop at 4 samples. Within 3x the budget
+    # it reaches min_samples 6 and needs no caveat.
+    clock, log = FakeClock(), []
+    samplers = {"slow": ScriptedSampler("slow", log, clock, [0.3])}
+    rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=1.0)
+    result = interleave(samplers, {"slow": 0.3}, rule, round_s=0.0)["slow"]
+    assert len(result.samples) == 6  # identical samples: converged at min_samples
+    assert result.unconverged_reason() == ""
+    # Slower still, the cap ends it first, and the row will say it is short.
+    samplers = {"slower": ScriptedSampler("slower", log, clock, [0.9])}
+    result = interleave(samplers, {"slower": 0.9}, rule, round_s=0.0)["slower"]
+    assert len(result.samples) == 4
+    assert result.unconverged_reason().startswith("unconverged: 4 kept sample(s), fewer than "
+                                                  "min_samples 6")
 
 
 def test_the_budget_counts_kept_rounds_once_the_machine_recovers():

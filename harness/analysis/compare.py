@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from qkbench.machine import calibration
 from qkbench.errors import UsageError
 from qkbench.machine.contention import BUSY_CORES
 from qkbench.records.record import CELL_KEY, KEY_DEFAULTS, CellKey, missing
@@ -115,6 +116,15 @@ class Comparison:
     environment_differences: list[str]
     commits: tuple[str | None, str | None] = (None, None)
     runs: tuple[int, int] = (1, 1)  # run directories pooled on each side
+    # Candidate's machine speed / baseline's from the runs' calibration readings
+    # ("one_thread", "all_threads"); empty when a side has none (older runs).
+    machine_shift: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def machine_shift_exceeds_threshold(self) -> bool:
+        """The machine itself moved by more than the verdict threshold between the sides."""
+        return any(abs(ratio - 1.0) > self.rule.threshold for ratio in
+                   self.machine_shift.values())
 
     def counts(self) -> dict[str, int]:
         found = {v: 0 for v in VERDICT_ORDER}
@@ -358,8 +368,10 @@ def compare_runs(baseline: Path | Run, candidate: Path | Run, rule: Rule | None 
                                     candidate_status=cand.state(cell)[0]))
         else:
             cells.append(_compare_cell(key, cell, base, cand, values, rule, normalize_by))
+    shift = calibration.shift([run.meta.get("calibration") for run in base.runs],
+                              [run.meta.get("calibration") for run in cand.runs])
     return Comparison(base.path, cand.path, rule, normalize_by, cells, differences,
-                      (base.commit, cand.commit), (len(base.runs), len(cand.runs)))
+                      (base.commit, cand.commit), (len(base.runs), len(cand.runs)), shift)
 
 
 def _values(run: Run, normalize_by: str | None) -> dict[CellKey, list[np.ndarray]]:
@@ -508,6 +520,16 @@ def _context_lines(comparison: Comparison) -> list[str]:
     if comparison.environment_differences:
         lines.append("note: the runs' environments differ (allowed): "
                      + "; ".join(comparison.environment_differences))
+    if comparison.machine_shift:
+        lines.append("machine: the candidate's own speed was "
+                     + ", ".join(f"{ratio:.2f}x ({kind.replace('_', ' ')})" for kind, ratio in
+                                 comparison.machine_shift.items())
+                     + " the baseline's (calibration readings in meta.json)")
+        if comparison.machine_shift_exceeds_threshold and min(comparison.runs) == 1:
+            lines.append(f"note: the machine itself shifted by more than the threshold "
+                         f"(±{100 * comparison.rule.threshold:g}%) between the runs: one run a "
+                         "side cannot support a verdict; pool three runs a side (a folder of "
+                         "runs each)")
     if min(comparison.runs) == 1 and comparison.counts()["slower"]:
         # Measured with benchmarks/aa_false_alarms.py on a 2-core VM: unchanged code raised an
         # alarm in 1 of 110 single-run pairs (raw), none of 60 with three runs a side; a whole
@@ -565,6 +587,9 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
         "baseline_commit": comparison.commits[0], "candidate_commit": comparison.commits[1],
         "baseline_runs": comparison.runs[0], "candidate_runs": comparison.runs[1],
         "normalize_by": comparison.normalize_by,
+        "machine_shift": {kind: round(ratio, 4) for kind, ratio in
+                          comparison.machine_shift.items()},
+        "machine_shift_exceeds_threshold": comparison.machine_shift_exceeds_threshold,
         "rule": {"threshold": comparison.rule.threshold,
                  "threshold_for": dict(comparison.rule.per_backend),
                  "confidence": comparison.rule.confidence,

@@ -173,6 +173,12 @@ def cmd_peaks(args: argparse.Namespace) -> int:
         path = peaks.save(environment["hardware_key"], stored)
         print(f"saved to {path} under hardware key {environment['hardware_key']}:")
     print(json.dumps(stored, indent=2))
+    _, record = peaks.for_run(environment)
+    print("physical CPU peaks (what percent-of-peak is against), GFLOP/s = product of:")
+    for precision, ceiling in record["cpu_physical"].items():
+        print(f"  {precision}: {ceiling['gflops']}")
+        for name, factor in ceiling["factors"].items():
+            print(f"    {name} = {factor['value']:g}  ({factor['how_found']})")
     return EXIT_OK
 
 

@@ -1,10 +1,15 @@
 """The machine's ceilings, for percent-of-peak and roofline figures (`qkbench peaks`).
 
-Measured once per machine and stored where later runs find them, keyed by the fingerprint's
-hardware key. The compute peak per precision is the best throughput of a large matrix product
-through the fastest library present (NumPy's BLAS, PyTorch): an achievable peak, not the
-datasheet's. Memory bandwidth is a large array copy, counting bytes read plus bytes written.
-GPUs that were never measured fall back to the datasheet table below (dense, no sparsity).
+Two kinds of peak, side by side. The *physical* CPU peak (`qkbench.machine.cpu_peak`: cores ×
+FMA units × lanes × 2 × clock) is the ceiling percent-of-peak is taken against: no backend can
+beat it, so a row above 100% is a measuring fault and is flagged. The *measured* peak per
+precision is the best throughput of a large matrix product through the fastest library present
+(NumPy's BLAS, PyTorch): what is achievable here, recorded beside it. Memory bandwidth is a
+large array copy, counting bytes read plus bytes written. GPUs that were never measured fall
+back to the datasheet table below (dense, no sparsity).
+
+A machine's first run measures its peaks (`ensure`, a few seconds) and stores them where later
+runs find them, keyed by the fingerprint's hardware key, so every roofline has its ceilings.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from qkbench.machine import cpu_peak
 
 # Datasheet peaks in GFLOP/s (dense) and GB/s, by a substring of the name nvidia-smi reports.
 # Checked in order, so more specific names come first.
@@ -92,7 +99,44 @@ def for_run(environment: dict[str, Any], path: Path | None = None
         for precision, value in (record[device] or {}).items():
             if precision != "bandwidth_gbs" and isinstance(value, (int, float)):
                 by_device[(device, precision)] = float(value)
+    # The CPU's percent-of-peak is against its physical ceiling (never below what was
+    # measured on it), the measured figure stays in record["cpu"].
+    record["cpu_physical"] = {}
+    for precision in PHYSICAL_PRECISIONS:
+        ceiling = cpu_peak.physical_peak(precision)
+        if ceiling is None:
+            continue
+        ceiling = cpu_peak.with_measured(ceiling, by_device.get(("cpu", precision)))
+        by_device[("cpu", precision)] = round(ceiling.gflops, 1)
+        record["cpu_physical"][precision] = ceiling.as_record()
     return by_device, record
+
+
+# The CPU precisions a physical ceiling is worked out for.
+PHYSICAL_PRECISIONS = ("float32", "float64", "bfloat16", "float16")
+
+
+def ensure(hardware_key: str, path: Path | None = None,
+           measure_now: Callable[[], dict[str, Any]] | None = None) -> bool:
+    """Measure and store this machine's peaks when it has none yet (its first run, a few
+    seconds); True when it measured. An unwritable store costs only the cache."""
+    if load(hardware_key, path) is not None:
+        return False
+    measured = (measure_now or quick_measure)()
+    try:
+        save(hardware_key, measured, path)
+    except OSError:
+        pass
+    return True
+
+
+def quick_measure() -> dict[str, Any]:
+    """The first run's measurement: a 1024³ product for a few tenths of a second per
+    library and dtype (about 3 s in all on a 2-core VM); `qkbench peaks --remeasure` takes the
+    longer one."""
+    return {"measured_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "cpu": measure_cpu(size=1024, seconds=0.3, copy_mib=128),
+            "gpu": measure_gpu(size=4096, seconds=0.3), "how": "first run (quick)"}
 
 
 def _best_rate(work: Callable[[], None], amount: float, seconds: float = 1.0) -> float:
@@ -106,7 +150,7 @@ def _best_rate(work: Callable[[], None], amount: float, seconds: float = 1.0) ->
     return best
 
 
-def measure_cpu(size: int = 2048, seconds: float = 1.0) -> dict[str, float]:
+def measure_cpu(size: int = 2048, seconds: float = 1.0, copy_mib: int = 512) -> dict[str, float]:
     """GFLOP/s per dtype of the fastest large matmul here, and copy bandwidth in GB/s."""
     rng = np.random.default_rng(0)
     peaks: dict[str, float] = {}
@@ -123,7 +167,7 @@ def measure_cpu(size: int = 2048, seconds: float = 1.0) -> dict[str, float]:
         except ImportError:
             pass
         peaks[dtype] = round(max(rates) / 1e9, 1)
-    src = np.ones(64 << 20)  # 512 MiB of float64: far beyond any cache
+    src = np.ones(copy_mib << 17)  # 512 MiB of float64 by default: far beyond any cache
     dst = np.empty_like(src)
     peaks["bandwidth_gbs"] = round(_best_rate(lambda: np.copyto(dst, src), 2.0 * src.nbytes,
                                               seconds) / 1e9, 1)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from qkbench.measure.stats import MedianCI, median_ci
 
@@ -141,12 +141,37 @@ class SamplerFailed(Exception):
         self.status, self.reason = status, reason
 
 
-# A backend left with fewer samples than this from rounds the machine check passed has its
-# figures computed from all of its samples instead (and says so in `unfit_share`).
+class SamplingOver(Exception):
+    """A backend's sampler may take no more samples (its cell is close to its hard time
+    limit): it stops with `stopped_by` set to the reason, and its samples count."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# A backend left with fewer samples than this from rounds kept has its figures computed from all
+# of its samples instead (and says so in `unfit_share` and its reason).
 MIN_FIT_SAMPLES = 3
-# While rounds are set aside a backend may sample for up to this many times its budget, so
-# that a few seconds of an unfit machine are waited out rather than measured.
+# While rounds are set aside, or while a backend has fewer than `min_samples` kept samples, it
+# may sample for up to this many times its budget (the runner keeps that well inside the
+# cell's timeout), so that a few seconds of an unfit machine are waited out rather than
+# measured, and a slow cell gets its samples.
 UNFIT_BUDGET_FACTOR = 3.0
+# The machine check gives up on a group when it would set aside more than this share of its
+# rounds with no cause the OS reports: a check that calls most of a machine's time unfit
+# describes the check, not the machine, and the data are kept instead.
+JUDGE_SHARE = 0.5
+# ... once the group has had this many rounds (a share of two rounds says nothing).
+JUDGE_AFTER_ROUNDS = 6
+
+
+class RoundWatch(Protocol):
+    """What the OS reports about a round (`qkbench.machine.os_causes.RoundCauses`)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> dict[str, float]: ...
 
 
 @dataclass
@@ -155,30 +180,53 @@ class SamplingResult:
     stopped_by: str = ""  # the StopRule verdict, or "failed"
     failure: SamplerFailed | None = None
     unfit_rounds: set[int] = field(default_factory=set)  # rounds the machine check set aside
+    # Rounds set aside for a cause the OS reported: round → {cause: seconds lost}.
+    caused_rounds: dict[int, dict[str, float]] = field(default_factory=dict)
+    # Set when the machine check gave up on this group (see JUDGE_SHARE): why, in words.
+    check_gave_up: str = ""
+    min_samples: int = 0  # the rule's, so a row can say when it has fewer
 
     @property
     def converged(self) -> bool:
         return self.stopped_by == "converged"
 
+    @property
+    def set_aside_rounds(self) -> set[int]:
+        return self.unfit_rounds | set(self.caused_rounds)
+
     def fit_samples(self) -> list[Sample]:
-        return [s for s in self.samples if s.round not in self.unfit_rounds]
+        aside = self.set_aside_rounds
+        return [s for s in self.samples if s.round not in aside]
 
     @property
     def measured(self) -> list[Sample]:
-        """The samples the cell's figures come from: those of the rounds the machine check
-        passed, or every sample when too few of those are left."""
+        """The samples the cell's figures come from: those of the rounds kept, or every
+        sample when too few of those are left."""
         fit = self.fit_samples()
         return fit if len(fit) >= MIN_FIT_SAMPLES else self.samples
 
     @property
     def unfit_share(self) -> float:
-        """The share of samples taken in rounds the machine check set aside."""
+        """The share of samples taken in rounds set aside (by the check or an OS cause)."""
         if not self.samples:
             return 0.0
         return 1.0 - len(self.fit_samples()) / len(self.samples)
 
     def ci(self, confidence: float = 0.95) -> MedianCI | None:
         return median_ci([s.seconds for s in self.measured], confidence)
+
+    def unconverged_reason(self) -> str:
+        """Why the figures rest on fewer kept samples than the rule asks for, or ''."""
+        kept = len(self.fit_samples())
+        if not self.samples or kept >= self.min_samples:
+            return ""
+        why = f"unconverged: {kept} kept sample(s), fewer than min_samples {self.min_samples}"
+        aside = len(self.samples) - kept
+        if aside:
+            why += f" ({aside} set aside)"
+        if kept < MIN_FIT_SAMPLES:
+            why += "; figures from all samples, set-aside rounds included"
+        return why + f"; stopped by {self.stopped_by or 'budget'}"
 
 
 # A sampler takes (how many samples, round number) and returns that many samples.
@@ -203,7 +251,8 @@ def _timed_s(samples: list[Sample]) -> float:
 def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, float],
                rule: StopRule, round_s: float = 0.02, min_rounds: int = 1,
                machine_fit: Callable[[int | None], bool] | None = None,
-               unfit_budget_factor: float = UNFIT_BUDGET_FACTOR) -> dict[str, SamplingResult]:
+               unfit_budget_factor: float = UNFIT_BUDGET_FACTOR,
+               round_watch: RoundWatch | None = None) -> dict[str, SamplingResult]:
     """Sample every backend of a group in rounds, in lockstep, until all of them may stop.
 
     In each round every backend still sampling takes enough samples to fill about `round_s`
@@ -224,20 +273,31 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     enough that `min_rounds` of them fit in the budget, and the budget ends a backend's turns
     only once it has had `min_rounds` (a call slower than the budget still gets one per round).
 
+    `round_watch`, when given, reads what the OS reports over each round (throttling, steal):
+    a round it names a cause for is set aside for every backend of the group, with the cause.
     `machine_fit`, when given, is asked before the first round (with None) and after every
     round (with that round's number, so it can also ask the processes that sampled it). A round
     with an unfit answer on either side is set aside for every backend of the group alike (its
-    samples are kept, flagged, and left out of the stopping rule and the figures), and the
-    budget counts only the rounds kept, up to `unfit_budget_factor` times the budget in all.
+    samples are kept, flagged, and left out of the stopping rule and the figures). When the
+    check would set aside more than `JUDGE_SHARE` of the rounds with no OS cause, it gives up
+    on the group: its rounds are kept and `check_gave_up` says so.
+
+    The budget counts only the rounds kept; while rounds are set aside, or a backend has fewer
+    kept samples than `min_samples`, it samples on up to `unfit_budget_factor` times the budget
+    in all, and a row with fewer says why (`SamplingResult.unconverged_reason`).
     """
-    results = {name: SamplingResult() for name in samplers}
+    results = {name: SamplingResult(min_samples=rule.min_samples) for name in samplers}
     active = list(samplers)
     round_number = 0
     round_s = min(round_s, rule.budget_s / max(min_rounds, 1))
     fit_before = machine_fit(None) if machine_fit else True
+    check_rounds: set[int] = set()  # set aside by the check alone
+    judging = machine_fit is not None
     while active and (round_number < min_rounds
                       or any(not results[name].stopped_by for name in active)):
         sampled = []
+        if round_watch is not None:
+            round_watch.start()
         for name in list(active):
             result = results[name]
             per_round = max(1, int(round_s / max(_block_estimate(result, block_seconds[name]),
@@ -249,17 +309,32 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
                 result.stopped_by, result.failure = "failed", failure
                 active.remove(name)
                 continue
+            except SamplingOver as over:
+                result.stopped_by = result.stopped_by or over.reason
+                active.remove(name)
+                continue
             sampled.append(name)
-        fit_after = machine_fit(round_number) if machine_fit else True
+        causes = round_watch.stop() if round_watch is not None else {}
+        fit_after = machine_fit(round_number) if judging and machine_fit else True
+        if not causes and not (fit_before and fit_after):
+            check_rounds.add(round_number)
+        if judging and len(check_rounds) > JUDGE_SHARE * max(round_number + 1,
+                                                             JUDGE_AFTER_ROUNDS):
+            judging = _give_up(results, check_rounds, round_number + 1)
         for name in sampled:
             result = results[name]
-            if not (fit_before and fit_after):
+            if causes:
+                result.caused_rounds[round_number] = dict(causes)
+            elif judging and round_number in check_rounds:
                 result.unfit_rounds.add(round_number)
             kept = result.fit_samples()
             spent = _timed_s(kept)
             verdict = rule.verdict([s.seconds for s in kept], spent)
-            out_of_time = (spent >= rule.budget_s
-                           or _timed_s(result.samples) >= unfit_budget_factor * rule.budget_s)
+            capped = _timed_s(result.samples) >= unfit_budget_factor * rule.budget_s
+            short = len(kept) < rule.min_samples and not capped
+            if verdict == "budget" and short:
+                verdict = None  # too few kept samples: sample on, up to the cap
+            out_of_time = spent >= rule.budget_s and not short or capped
             if out_of_time and round_number + 1 < min_rounds:
                 out_of_time = False
             elif out_of_time and not verdict:
@@ -270,4 +345,17 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
                 active.remove(name)  # a hard limit, whatever the verdict
         fit_before = fit_after
         round_number += 1
+    if judging and check_rounds and len(check_rounds) > JUDGE_SHARE * round_number:
+        _give_up(results, check_rounds, round_number)
     return results
+
+
+def _give_up(results: Mapping[str, SamplingResult], check_rounds: set[int], rounds: int
+             ) -> bool:
+    """The check cannot judge this machine: keep its rounds, say so in every result."""
+    why = (f"cannot judge this machine: the check would set aside {len(check_rounds)} of "
+           f"{rounds} rounds with no cause the OS reports; all kept")
+    for result in results.values():
+        result.unfit_rounds.clear()
+        result.check_gave_up = why
+    return False

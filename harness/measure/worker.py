@@ -47,13 +47,12 @@ class CellPlan:
     cache: str = "warm"
     threads: int | None = None
     host_cache_bytes: int = 32 << 20  # the host CPU's last-level cache
+    check_margin: float = 0.0  # the machine check's least margin (see machine.canary.fence)
 
 
 # A cold-cache cell rotates through copies of its inputs that together exceed twice the cache;
 # tiny inputs would need absurdly many copies, so this caps it (and the row says how many).
 MAX_COLD_COPIES = 1 << 14
-# A worker's own machine check learns its best time over this long, the first time it is asked.
-WORKER_CHECK_WARM_UP_S = 0.05
 
 
 def cold_copies(set_bytes: int, cache_bytes: int) -> int:
@@ -86,6 +85,7 @@ class _Session:
         # One machine check per thread count a cell asked for: its best time is only
         # comparable with readings taken on as many threads.
         self.canaries: dict[int | None, Any] = {}
+        self.check_margin = 0.0
 
     def handle(self, request: tuple[Any, ...]) -> Any:
         kind = request[0]
@@ -115,6 +115,7 @@ class _Session:
         backend.set_threads(plan.threads)
         self.threads_set = plan.threads is not None
         self.cell_threads = plan.threads
+        self.check_margin = plan.check_margin
         shape = inputs.load(Path(shape_folder))
         q, k = inputs.cast(shape.q, plan.dtype), inputs.cast(shape.k, plan.dtype)
         precision = _precision(backend, plan.dtype)
@@ -170,8 +171,9 @@ class _Session:
         if canary is None:
             # No pause after a reading: the main process's own check follows each round's
             # worker checks and pauses for every process's BLAS threads to settle.
-            canary = self.canaries[self.cell_threads] = ParallelCanary(settle_s=0.0)
-            canary.warm_up(WORKER_CHECK_WARM_UP_S)
+            canary = self.canaries[self.cell_threads] = ParallelCanary(
+                settle_s=0.0, min_margin=self.check_margin)
+            canary.warm_up()
         return bool(canary.fit())
 
     def release(self) -> dict[str, Any]:

@@ -82,6 +82,12 @@ def _varying(summary: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c in columns if c in summary and summary[c].astype(str).nunique() > 1]
 
 
+def _pct_peak_text(pct: object, above: object) -> str:
+    if above is True or (not pd.isna(above) and bool(above)):
+        return "ABOVE PEAK"  # faster than the physical limit: a measuring fault (above_peak)
+    return "-" if pd.isna(pct) else f"{pct:.0f}%"
+
+
 def summary_table(summary: pd.DataFrame) -> str:
     """The summary as a readable text table, followed by the reason of every cell not ok."""
     if summary.empty:
@@ -95,7 +101,9 @@ def summary_table(summary: pd.DataFrame) -> str:
         "median": summary["median_s"].map(format_seconds),
         "±95%": summary["rel_ci"].map(lambda r: "-" if pd.isna(r) else f"{100 * r:.1f}%"),
         "GFLOP/s": summary["gflops"].map(lambda g: "-" if pd.isna(g) else f"{g:.3g}"),
-        "% peak": summary["pct_peak"].map(lambda p: "-" if pd.isna(p) else f"{p:.0f}%"),
+        "% peak": [_pct_peak_text(p, above) for p, above in
+                   zip(summary["pct_peak"], summary.get("above_peak",
+                                                         pd.Series([None] * len(summary))))],
         "first call": summary["first_call_s"].map(format_seconds),
         "samples": summary["samples"],
         "max err/bound": [

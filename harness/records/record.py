@@ -216,6 +216,16 @@ class SummaryRecord:
     unfit_share: float | None = _column("1", "share of samples taken in rounds the machine "
                                         "check set aside (kept in samples.parquet, left out "
                                         "of the figures)")
+    set_aside_causes: str | None = _column("", "what the OS reported for the rounds set aside "
+                                           "(cgroup throttling, hypervisor steal, …, with "
+                                           "amounts); `unknown (…)` where it cannot tell")
+    machine_check: str | None = _column("", "the machine check for this cell: `on`, `off`, or "
+                                        "why it gave up judging this machine (data kept)")
+    cpu_mhz: float | None = _column("MHz", "median CPU clock read while the group sampled, "
+                                    "where the OS reports it")
+    above_peak: bool | None = _column("", "gflops exceeded the physical peak: a measuring "
+                                      "fault (pct_peak is then left empty); empty when no "
+                                      "peak is known")
     info: dict[str, Any] = field(default_factory=dict, metadata={
         "unit": "JSON", "meaning": "whatever else the backend's info() reported (e.g. numpy's "
         "`blas`), as a JSON mapping: nothing a backend says is dropped"})

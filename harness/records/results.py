@@ -44,7 +44,7 @@ from qkbench.records.record import (
 # A sample carries its cell's key (and the device and precision it ran with), in the summary's
 # column order, then what is its own.
 SAMPLE_COLUMNS = [*(c for c in SUMMARY_COLUMNS if c in CELL_KEY or c in ("device", "precision")),
-                  "round", "t_start", "seconds", "calls", "machine_fit"]
+                  "round", "t_start", "seconds", "calls", "machine_fit", "set_aside_cause"]
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
@@ -89,7 +89,13 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
         row["gflops"] = flops / median / 1e9 if median > 0 else math.inf
         row["gbps"] = nbytes / median / 1e9 if median > 0 else math.inf
         if peak_gflops:
-            row["pct_peak"] = 100.0 * row["gflops"] / peak_gflops
+            # The peak is a physical limit (machine.cpu_peak): a row above it is a measuring
+            # fault, flagged, and its percentage is not shown as if it were an achievement.
+            pct = 100.0 * row["gflops"] / peak_gflops
+            row["above_peak"] = pct > 100.0
+            row["pct_peak"] = None if pct > 100.0 else pct
+        if status == "ok" and not row["reason"]:
+            row["reason"] = sampling.unconverged_reason()
         if ci is not None:
             row.update(ci_low_s=ci.low, ci_high_s=ci.high, rel_ci=ci.rel_halfwidth)
     return row
@@ -98,8 +104,17 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
 def sample_rows(cell: Cell, device: str, precision: str,
                 sampling: SamplingResult) -> list[dict[str, Any]]:
     key = {**cell.key(), "device": device, "precision": precision}
-    return [{**key, **asdict(sample), "machine_fit": sample.round not in sampling.unfit_rounds}
+    aside = sampling.set_aside_rounds
+    return [{**key, **asdict(sample), "machine_fit": sample.round not in aside,
+             "set_aside_cause": _round_cause(sampling, sample.round)}
             for sample in sampling.samples]
+
+
+def _round_cause(sampling: SamplingResult, round_number: int) -> str:
+    """Why a sample's round was set aside: the OS's causes, or the machine check; '' if kept."""
+    if round_number in sampling.caused_rounds:
+        return ",".join(sorted(sampling.caused_rounds[round_number]))
+    return "machine check" if round_number in sampling.unfit_rounds else ""
 
 
 def kept_mask(samples: pd.DataFrame, cell_columns: list[str]) -> pd.Series:
@@ -191,6 +206,7 @@ def typed_summary(frame: pd.DataFrame) -> pd.DataFrame:
     frame["throttled"] = frame["throttled"].astype("boolean")  # empty: no clock was read
     frame["reason"] = frame["reason"].fillna("")
     frame["info"] = pd.array([info_text(v) for v in frame["info"]], dtype="string")
+    frame["above_peak"] = frame["above_peak"].astype("boolean")  # empty: no peak known
     return frame
 
 
@@ -204,6 +220,8 @@ def typed_samples(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = pd.array(frame[column], dtype="Int64")
     # Runs from before the machine check counted every sample.
     frame["machine_fit"] = frame["machine_fit"].astype("boolean").fillna(True).astype(bool)
+    frame["set_aside_cause"] = frame["set_aside_cause"].astype("string").fillna(
+        frame["machine_fit"].map({True: "", False: "machine check"}))
     return frame
 
 

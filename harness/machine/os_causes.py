@@ -1,0 +1,228 @@
+"""What the kernel itself reports about a stretch of sampling: read around each round of a group.
+
+Before the harness guesses (the machine check), it asks the OS. Three causes can be read
+directly and each one, when it hits a round, slows every backend of the group in its own way:
+
+* **CFS bandwidth throttling of qkbench's own cgroup** — a container with a CPU limit (Docker
+  `--cpus`, Kubernetes limits, Slurm's cgroups) runs out of quota inside a period and every
+  thread of the cgroup stops until the next period. A two-threaded BLAS call under a 1.2-core
+  quota loses most of a period now and then; a one-threaded loop almost never. Read from
+  `cpu.stat` of the cgroup the process is in and of every ancestor up to the mount root (the
+  limit may sit on a parent: a container's own cgroup, a Slurm job's): cgroup v2
+  `throttled_usec`, v1 `throttled_time` (ns).
+* **Hypervisor steal** — `/proc/stat`'s steal ticks: the vCPU was runnable but the host ran
+  someone else.
+* **CPU clock** — `scaling_cur_freq` where cpufreq is exposed (it is not on most VMs); the
+  round's mean MHz is recorded, it never sets a round aside alone (a slower clock slows every
+  backend alike, which interleaving cancels).
+
+Other processes' CPU is `qkbench.machine.contention` (per group, `foreign_load`).
+
+A round is set aside when throttling or steal took more than `share` of the round's capacity
+(wall time for throttling, which stops every thread at once; wall time × CPUs for steal, which
+takes one vCPU at a time). The runner passes half the config's `target_rel_ci`: a loss smaller
+than that cannot move a median by more than the interval the run aims for, one larger can.
+Whatever cannot be read (another OS, no cgroup cpu controller, a sandbox) is `None`: "unknown",
+never an error.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+_PROC, _SYS = Path("/proc"), Path("/sys")
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Cumulative counters at one moment; a field is None when the OS does not tell it."""
+
+    wall_s: float
+    throttled_s: float | None  # the largest throttled time over the cgroup and its ancestors
+    steal_s: float | None  # all CPUs together
+    mhz: float | None  # mean current clock over the CPUs that expose it
+
+
+def _ticks_per_second() -> int:
+    try:
+        return os.sysconf("SC_CLK_TCK")
+    except (AttributeError, ValueError, OSError):
+        return 100
+
+
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def steal_s(proc: Path = _PROC) -> float | None:
+    try:
+        fields = (proc / "stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None  # kernels before 2.6.11 have no steal field
+    try:
+        return int(fields[8]) / _ticks_per_second()
+    except ValueError:
+        return None
+
+
+def _mounts(proc: Path) -> list[tuple[str, str, str, set[str]]]:
+    """(mount root, mount point, fstype, super options) of every cgroup mount."""
+    try:
+        lines = (proc / "self" / "mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    mounts = []
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        before, after = left.split(), right.split()
+        if len(before) < 5 or len(after) < 3 or after[0] not in ("cgroup", "cgroup2"):
+            continue
+        mounts.append((before[3], before[4], after[0], set(after[2].split(","))))
+    return mounts
+
+
+def cpu_stat_files(proc: Path = _PROC) -> list[Path]:
+    """cpu.stat of the cgroup this process is in and of each ancestor inside the mount, the
+    process's own first; v1's cpu controller when it is mounted, else the v2 hierarchy."""
+    try:
+        entries = (proc / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    v1_path = v2_path = None
+    for entry in entries:
+        parts = entry.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            v2_path = parts[2]
+        elif "cpu" in parts[1].split(","):
+            v1_path = parts[2]
+    for root, point, fstype, options in _mounts(proc):
+        if fstype == "cgroup" and v1_path is not None and "cpu" in options:
+            return _up_to_root(Path(point), root, v1_path)
+    for root, point, fstype, _options in _mounts(proc):
+        if fstype == "cgroup2" and v2_path is not None:
+            found = _up_to_root(Path(point), root, v2_path)
+            # In a hybrid layout the v2 tree has no cpu controller: no throttling figures.
+            if any(_has_throttling(path) for path in found):
+                return found
+    return []
+
+
+def _up_to_root(mount_point: Path, mount_root: str, cgroup_path: str) -> list[Path]:
+    relative = cgroup_path
+    if mount_root != "/" and relative.startswith(mount_root):
+        relative = relative[len(mount_root):]  # a container sees its own cgroup as the root
+    folder = mount_point / relative.lstrip("/")
+    out = []
+    while True:
+        if (folder / "cpu.stat").is_file():
+            out.append(folder / "cpu.stat")
+        if folder == mount_point or mount_point not in folder.parents:
+            return out
+        folder = folder.parent
+
+
+def _has_throttling(path: Path) -> bool:
+    return _throttled_s(path) is not None
+
+
+def _throttled_s(path: Path) -> float | None:
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    values = dict(line.split()[:2] for line in text.splitlines() if len(line.split()) >= 2)
+    try:
+        if "throttled_usec" in values:
+            return int(values["throttled_usec"]) / 1e6
+        if "throttled_time" in values:
+            return int(values["throttled_time"]) / 1e9
+    except ValueError:
+        return None
+    return None
+
+
+def throttled_s(files: list[Path]) -> float | None:
+    values = [v for v in (_throttled_s(path) for path in files) if v is not None]
+    return max(values) if values else None
+
+
+def mean_mhz(sys: Path = _SYS) -> float | None:
+    values = []
+    for path in sorted((sys / "devices" / "system" / "cpu").glob("cpu[0-9]*/cpufreq/"
+                                                                "scaling_cur_freq")):
+        try:
+            values.append(int(path.read_text().strip()) / 1000.0)
+        except (OSError, ValueError):
+            continue
+    return sum(values) / len(values) if values else None
+
+
+class RoundCauses:
+    """Reads the counters at the start and end of each round: `start()`, then `stop()` gives
+    the causes that spoil the round (name → seconds lost), empty when none did. Every round's
+    clock reading is kept in `mhz_readings`."""
+
+    def __init__(self, share: float, proc: Path = _PROC, sys: Path = _SYS,
+                 clock: Callable[[], float] = time.monotonic, cpus: int | None = None) -> None:
+        self.share = share
+        self._proc, self._sys, self._clock = proc, sys, clock
+        self._cpus = cpus or _usable_cpus()
+        self._stat_files = cpu_stat_files(proc)
+        self._start: Reading | None = None
+        self.mhz_readings: list[float] = []
+
+    @property
+    def readable(self) -> dict[str, bool]:
+        """Which causes this machine reports at all (the rest are unknown)."""
+        reading = self.read()
+        return {"throttling": reading.throttled_s is not None,
+                "steal": reading.steal_s is not None, "clock": reading.mhz is not None}
+
+    def read(self) -> Reading:
+        return Reading(self._clock(), throttled_s(self._stat_files), steal_s(self._proc),
+                       mean_mhz(self._sys))
+
+    def start(self) -> None:
+        self._start = self.read()
+
+    def stop(self) -> dict[str, float]:
+        if self._start is None:
+            return {}
+        before, after = self._start, self.read()
+        self._start = None
+        wall = after.wall_s - before.wall_s
+        if after.mhz is not None:
+            self.mhz_readings.append(after.mhz)
+        causes: dict[str, float] = {}
+        if wall <= 0:
+            return causes
+        if before.throttled_s is not None and after.throttled_s is not None:
+            lost = after.throttled_s - before.throttled_s
+            if lost > self.share * wall:
+                causes["throttled"] = lost
+        if before.steal_s is not None and after.steal_s is not None:
+            lost = after.steal_s - before.steal_s
+            if lost > self.share * wall * self._cpus:
+                causes["steal"] = lost
+        return causes
+
+
+def describe(rounds: dict[int, dict[str, float]]) -> str:
+    """'throttled 0.412 s in 7 rounds; steal 0.020 s in 2 rounds' for a row."""
+    totals: dict[str, list[float]] = {}
+    for causes in rounds.values():
+        for name, lost in causes.items():
+            totals.setdefault(name, []).append(lost)
+    return "; ".join(f"{name} {sum(lost):.3f} s in {len(lost)} round"
+                     f"{'s' if len(lost) != 1 else ''}"
+                     for name, lost in sorted(totals.items()))

@@ -1,0 +1,154 @@
+"""What the OS reports about a round, read from a fake /proc and /sys laid out like Linux's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qkbench.machine import os_causes
+from qkbench.machine.os_causes import RoundCauses, cpu_stat_files, describe
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _proc(tmp_path: Path, cgroup: str, mountinfo: str, steal_ticks: int = 0) -> Path:
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "cgroup").write_text(cgroup)
+    (proc / "self" / "mountinfo").write_text(mountinfo)
+    _steal(proc, steal_ticks)
+    return proc
+
+
+def _steal(proc: Path, ticks: int) -> None:
+    (proc / "stat").write_text(f"cpu  100 0 50 1000 5 0 3 {ticks} 0 0\ncpu0 1 2 3\n")
+
+
+V1_MOUNTS = ("30 25 0:26 / /sys/fs/cgroup/cpu rw,nosuid - cgroup cgroup rw,cpu\n"
+             "31 25 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n")
+
+
+def _v1_tree(tmp_path: Path, child: str) -> tuple[Path, Path]:
+    """A v1 cpu hierarchy mounted at <tmp>/sys/fs/cgroup/cpu with the process in `child`."""
+    root = tmp_path / "sys" / "fs" / "cgroup" / "cpu"
+    (root / child).mkdir(parents=True)
+    for folder in (root, root / child):
+        (folder / "cpu.stat").write_text("nr_periods 0\nnr_throttled 0\nthrottled_time 0\n")
+    mounts = V1_MOUNTS.replace("/sys/fs/cgroup", str(tmp_path / "sys" / "fs" / "cgroup"))
+    proc = _proc(tmp_path, f"4:memory:/x\n1:cpu:/{child}\n0::/\n", mounts)
+    return proc, root
+
+
+def test_v1_throttling_of_the_own_cgroup_sets_a_round_aside_with_its_amount(tmp_path):
+    proc, root = _v1_tree(tmp_path, "qkbench-job")
+    files = cpu_stat_files(proc)
+    assert files == [root / "qkbench-job" / "cpu.stat", root / "cpu.stat"]
+    clock = FakeClock()
+    watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2)
+    assert watch.readable == {"throttling": True, "steal": True, "clock": False}
+    watch.start()
+    clock.now += 0.1
+    assert watch.stop() == {}  # a quiet round
+    watch.start()
+    clock.now += 0.1
+    (root / "qkbench-job" / "cpu.stat").write_text(
+        "nr_periods 3\nnr_throttled 2\nthrottled_time 40000000\n")  # 40 ms, in ns
+    assert watch.stop() == {"throttled": pytest.approx(0.04)}
+
+
+def test_throttling_below_the_share_of_the_round_is_not_a_cause(tmp_path):
+    proc, root = _v1_tree(tmp_path, "job")
+    clock = FakeClock()
+    watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2)
+    watch.start()
+    clock.now += 0.1
+    (root / "job" / "cpu.stat").write_text("nr_throttled 1\nthrottled_time 500000\n")  # 0.5 ms
+    assert watch.stop() == {}
+
+
+def test_a_limit_on_an_ancestor_is_seen_too(tmp_path):
+    proc, root = _v1_tree(tmp_path, "slurm/job_1/step_0")
+    files = cpu_stat_files(proc)
+    assert len(files) == 2  # the own cgroup and the root have cpu.stat; the folders between not
+    (root / "slurm" / "job_1" / "cpu.stat").write_text("nr_throttled 0\nthrottled_time 0\n")
+    files = cpu_stat_files(proc)
+    assert root / "slurm" / "job_1" / "cpu.stat" in files
+    clock = FakeClock()
+    watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2)
+    watch.start()
+    clock.now += 0.05
+    (root / "slurm" / "job_1" / "cpu.stat").write_text("nr_throttled 1\nthrottled_time 9000000\n")
+    assert watch.stop() == {"throttled": pytest.approx(0.009)}
+
+
+def test_v2_reads_throttled_usec(tmp_path):
+    root = tmp_path / "sys" / "fs" / "cgroup"
+    (root / "user.slice").mkdir(parents=True)
+    (root / "user.slice" / "cpu.stat").write_text(
+        "usage_usec 10\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n")
+    mounts = f"25 20 0:23 / {root} rw - cgroup2 cgroup2 rw\n"
+    proc = _proc(tmp_path, "0::/user.slice\n", mounts)
+    assert cpu_stat_files(proc) == [root / "user.slice" / "cpu.stat"]
+    clock = FakeClock()
+    watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2)
+    watch.start()
+    clock.now += 0.02
+    (root / "user.slice" / "cpu.stat").write_text("nr_throttled 1\nthrottled_usec 5000\n")
+    assert watch.stop() == {"throttled": pytest.approx(0.005)}
+
+
+def test_a_hybrid_layout_s_v2_tree_without_cpu_figures_reads_unknown(tmp_path):
+    root = tmp_path / "sys" / "fs" / "cgroup" / "unified"
+    root.mkdir(parents=True)
+    (root / "cpu.stat").write_text("usage_usec 10\n")  # no cpu controller here
+    mounts = f"25 20 0:23 / {root} rw - cgroup2 cgroup2 rw\n"
+    proc = _proc(tmp_path, "0::/\n", mounts)
+    assert cpu_stat_files(proc) == []
+    watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys")
+    assert watch.readable["throttling"] is False
+
+
+def test_steal_beyond_the_share_of_the_round_s_cpu_capacity_is_a_cause(tmp_path):
+    proc = _proc(tmp_path, "0::/\n", "", steal_ticks=100)
+    clock = FakeClock()
+    watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2)
+    watch.start()
+    clock.now += 0.5
+    _steal(proc, 103)  # 30 ms of 1 s of CPU capacity
+    causes = watch.stop()
+    assert set(causes) == {"steal"} and causes["steal"] == pytest.approx(
+        3 / os_causes._ticks_per_second())
+
+
+def test_the_clock_is_recorded_but_never_a_cause(tmp_path):
+    proc = _proc(tmp_path, "0::/\n", "")
+    sys = tmp_path / "sys"
+    for cpu, khz in (("cpu0", 2_000_000), ("cpu1", 3_000_000)):
+        folder = sys / "devices" / "system" / "cpu" / cpu / "cpufreq"
+        folder.mkdir(parents=True)
+        (folder / "scaling_cur_freq").write_text(f"{khz}\n")
+    watch = RoundCauses(share=0.01, proc=proc, sys=sys, clock=FakeClock(), cpus=2)
+    watch.start()
+    watch._clock.now += 0.1
+    assert watch.stop() == {}
+    assert watch.mhz_readings == [2500.0]
+
+
+def test_nothing_readable_degrades_to_unknown_never_an_error(tmp_path):
+    watch = RoundCauses(share=0.01, proc=tmp_path / "nope", sys=tmp_path / "nope")
+    assert watch.readable == {"throttling": False, "steal": False, "clock": False}
+    watch.start()
+    assert watch.stop() == {}
+
+
+def test_a_row_names_each_cause_with_its_total_and_rounds():
+    text = describe({3: {"throttled": 0.1}, 4: {"throttled": 0.05, "steal": 0.01}})
+    assert text == "steal 0.010 s in 1 round; throttled 0.150 s in 2 rounds"
+    assert describe({}) == ""
