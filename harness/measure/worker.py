@@ -9,8 +9,11 @@ Requests: ``("ping",)`` — answered at once (measures start-up); ``("open",)`` 
 ask `unavailable()`; ``("setup", cell, folder, plan)``
 — load the shape's inputs, cast, prepare, first call, agreement check, warm-up and block size;
 ``("sample", count, round)`` — timed samples; ``("check",)`` — whether this process gets its
-threads' parallel speed-up now (see qkbench.machine.canary); ``("release",)`` — drop the cell's
-arrays.
+threads' parallel speed-up now (see qkbench.machine.canary); ``("verify", once)`` — after
+sampling, the checks that the timed work was real (untouched inputs, a timed call's answer, and
+with `once`, in one worker per cell, idle after sync() and the fresh input set; see
+qkbench.measure.checks);
+``("release",)`` — drop the cell's arrays.
 
 `WorkerHandle` (main process side) turns a dead worker into status ``crashed`` and a silent one
 into ``timeout``; the next request starts a fresh worker, so the sweep goes on.
@@ -19,6 +22,7 @@ into ``timeout``; the next request starts a fresh worker, so the sweep goes on.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import signal
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from qkbench.backends.gpu_support import is_out_of_memory
-from qkbench.measure import agreement
+from qkbench.measure import agreement, checks
 from qkbench.measure import inputs
 from qkbench.machine.idle_threads import quiet_idle_threads
 from qkbench.measure.timing import KernelTimer
@@ -82,11 +86,13 @@ class _Session:
         self.backend = load_class(backend_path)(**options)
         self.timer: KernelTimer | None = None
         self.calls = 1
+        self.block_s = 0.0
         self.threads_set = False
         self.cell_threads: int | None = None
         # One machine check per thread count a cell asked for: its best time is only
         # comparable with readings taken on as many threads.
         self.canaries: dict[int | None, Any] = {}
+        self.cell: _CellState | None = None  # what the checks after timing need
 
     def handle(self, request: tuple[Any, ...]) -> Any:
         kind = request[0]
@@ -102,6 +108,8 @@ class _Session:
             return self.sample(request[1], request[2])
         if kind == "check":
             return self.check()
+        if kind == "verify":
+            return self.verify(request[1])
         if kind == "release":
             return self.release()
         raise ValueError(f"unknown request {kind!r}")
@@ -127,18 +135,26 @@ class _Session:
         host_sets = [(q, k)] + [(q.copy(), k.copy()) for _ in range(copies - 1)]
         fn, arg_sets, to_host = _timed_call(backend, plan.phase, host_sets)
         self.timer = KernelTimer(fn, arg_sets, backend.sync)
+        # Pristine bits of what the backend is given, before it has run once.
+        guard = checks.InputGuard.take(backend, (inputs.cast(shape.q, plan.dtype),
+                                                 inputs.cast(shape.k, plan.dtype)),
+                                       host_sets, arg_sets if plan.phase == "kernel" else [])
+        self.cell = _CellState(Path(shape_folder), plan, precision, shape.reference, to_host,
+                               guard, (q.shape[0], k.shape[0]))
         prepared = clock()
         result, first_call_s = self.timer.first_call()
         figures: dict[str, Any] = {"first_call_s": first_call_s, "precision": precision,
                                    "cache_copies": copies, "setup_s": prepared - started,
+                                   "cache_bytes": backend.cache_bytes() or plan.host_cache_bytes,
                                    **_safe_info(backend)}
         checked = clock()
         _check_agreement(to_host(result), shape.reference, (q.shape[0], k.shape[0]), plan.dtype,
-                         precision, figures)
+                         precision, figures, "first_call")
         figures["agreement_s"] = clock() - checked
         del result
         warm_start = clock()
         self.calls, block_s = self.timer.calibrate(plan.min_sample_s, plan.warmup_s)
+        self.block_s = block_s
         figures.update(calls_per_sample=self.calls, block_s=block_s,
                        warmup_s=clock() - warm_start)
         # Read after warm-up, when the clocks have risen to what sampling will see.
@@ -152,7 +168,9 @@ class _Session:
         if memory is None:
             return
         free, total = memory
-        inputs_bytes = copies * (q.nbytes + k.nbytes) * (2 if plan.phase == "end_to_end" else 1)
+        # One set more than the copies: the fresh set the checks after timing prepare.
+        inputs_bytes = (copies + 1) * (q.nbytes + k.nbytes) * (2 if plan.phase == "end_to_end"
+                                                               else 1)
         needed = inputs_bytes + 2 * q.shape[0] * k.shape[0] * q.itemsize
         if needed > 0.9 * free:
             raise CellFailure("skipped", f"needs about {needed / 2**30:.1f} GiB of device "
@@ -161,6 +179,50 @@ class _Session:
     def sample(self, count: int, round_number: int) -> list[Any]:
         assert self.timer is not None, "sample before setup"
         return self.timer.samples(count, self.calls, round_number)
+
+    def verify(self, once: bool) -> dict[str, Any]:
+        """After sampling: the checks that the timed calls did the work they were timed on, in
+        the order that names the root cause (changed inputs make every later answer wrong).
+        Raises CellFailure naming the check; returns the figures of the checks that passed."""
+        assert self.timer is not None and self.cell is not None, "verify before setup"
+        cell, backend, timer = self.cell, self.backend, self.timer
+        started = time.perf_counter()
+        figures: dict[str, Any] = {}
+        changed = cell.guard.changed(backend)
+        if changed:
+            raise _failed("untouched_inputs", changed)
+        if timer.kept is not None:  # None only when the cell was never sampled
+            kept, timer.kept = timer.kept, None
+            _check_agreement(cell.to_host(kept), cell.reference, cell.shape, cell.plan.dtype,
+                             cell.precision, {}, "timed_call")
+            del kept
+        if once:  # in one of the cell's workers: the checks whose cost is not per process
+            # One block as the timed ones are (a cheat's leftover work grows with it) lasting
+            # at least as long as honest idle threads may spin, then watch the process.
+            allowance = checks.spin_allowance_s() or 0.0
+            calls = self.calls * max(1, math.ceil(allowance * checks.usable_cores()
+                                                  / max(self.block_s, 1e-9)))
+            _, block_s = timer.time_block(calls)
+            timer.kept = None
+            idle = checks.idle_after_sync(backend, block_s)
+            figures.update(cpu_after_sync_s=idle.cpu_s, device_after_sync_s=idle.device_s)
+            if idle.reason:
+                raise _failed("idle_after_sync", idle.reason, figures)
+            self._check_fresh(cell)
+        figures["verify_s"] = time.perf_counter() - started
+        return figures
+
+    def _check_fresh(self, cell: _CellState) -> None:
+        """S of a second, independently seeded input set: an answer remembered from the timed
+        inputs (or computed once and replayed) cannot agree with its reference."""
+        shape = inputs.load(inputs.fresh_folder(cell.folder))
+        host = [(inputs.cast(shape.q, cell.plan.dtype), inputs.cast(shape.k, cell.plan.dtype))]
+        fn, arg_sets, to_host = _timed_call(self.backend, cell.plan.phase, host)
+        self.backend.sync()
+        result = fn(*arg_sets[0])
+        self.backend.sync()
+        _check_agreement(to_host(result), shape.reference, cell.shape, cell.plan.dtype,
+                         cell.precision, {}, "fresh_inputs")
 
     def check(self) -> bool:
         """The machine check, in this process: a worker's threads can lose their speed-up
@@ -184,6 +246,7 @@ class _Session:
             if peak is not None:
                 figures["peak_device_bytes"] = int(peak)
         self.timer = None
+        self.cell = None
         if self.threads_set:  # nothing leaks into the next cell
             self.backend.set_threads(None)
             self.threads_set = False
@@ -206,17 +269,41 @@ def _timed_call(backend: Any, phase: str, host_sets: list[tuple[Any, Any]]
     return end_to_end, host_sets, lambda s: s
 
 
+@dataclass(frozen=True)
+class _CellState:
+    """What the checks after timing need to know of the cell set up last."""
+
+    folder: Path
+    plan: CellPlan
+    precision: str
+    reference: inputs.Reference
+    to_host: Any
+    guard: checks.InputGuard
+    shape: tuple[int, int]
+
+
+def _failed(check: str, detail: str, figures: dict[str, Any] | None = None) -> CellFailure:
+    """The failure of one check: its status, a reason that opens with the check's name, and
+    the check in `failed_check`."""
+    return CellFailure(checks.status(check), checks.reason(check, detail),
+                       {**(figures or {}), "failed_check": check})
+
+
 def _check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, int], dtype: str,
-                     precision: str, figures: dict[str, Any]) -> None:
-    """Add the error figures to `figures`; raise CellFailure("mismatch") when S is wrong."""
+                     precision: str, figures: dict[str, Any], check: str) -> None:
+    """Add the error figures to `figures`; raise the `check`'s failure when S is wrong."""
     bad_output = agreement.check_output(host, shape, dtype)
     if bad_output:
-        raise CellFailure("mismatch", bad_output, figures)
+        raise _failed(check, bad_output, figures)
     verdict = agreement.compare(host, reference, precision)
-    figures.update(max_err=verdict.max_err, mean_err=verdict.mean_err, err_bound=verdict.bound,
-                   checked_rows=verdict.checked_rows)
+    errors = dict(max_err=verdict.max_err, mean_err=verdict.mean_err, err_bound=verdict.bound,
+                  checked_rows=verdict.checked_rows, outside_share=verdict.outside_share,
+                  worst_i=verdict.worst[0] if verdict.worst else None,
+                  worst_j=verdict.worst[1] if verdict.worst else None)
     if not verdict.passed:
-        raise CellFailure("mismatch", verdict.reason or "", figures)
+        # The failing answer's figures replace the first call's: the row shows what gave it away.
+        raise _failed(check, verdict.reason or "", {**figures, **errors})
+    figures.update(errors)
 
 
 def _precision(backend: Any, dtype: str) -> str:

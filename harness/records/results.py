@@ -28,8 +28,12 @@ import pandas as pd
 from qkbench.plan.sweep import Cell
 from qkbench.measure.timing import MIN_FIT_SAMPLES, SamplingResult
 
-STATUSES = ("ok", "mismatch", "skipped", "error", "crashed", "timeout", "oom")
-FAILED_STATUSES = ("mismatch", "error", "crashed", "timeout", "oom")
+# tampered, unsynced and implausible: a check after timing found that the timed work was not
+# real (docs/correctness.md); like mismatch, they are never confused with error or crashed.
+STATUSES = ("ok", "mismatch", "tampered", "unsynced", "implausible", "skipped", "error",
+            "crashed", "timeout", "oom")
+FAILED_STATUSES = ("mismatch", "tampered", "unsynced", "implausible", "error", "crashed",
+                   "timeout", "oom")
 
 # The columns that identify a cell: two runs' rows with equal keys measured the same thing.
 CELL_KEY = ["backend", "dtype", "n", "m", "d_k", "phase", "cache", "threads_requested"]
@@ -45,19 +49,25 @@ SUMMARY_COLUMNS = [
     "library_version", "device_name", "peak_device_bytes", "sm_clock_start_mhz",
     "sm_clock_end_mhz", "temperature_start_c", "temperature_end_c", "power_start_w",
     "power_end_w", "throttled", "processes", "foreign_load", "unfit_share",
+    # The correctness checks (docs/correctness.md): which one failed, the share of entries
+    # outside the bound and the worst entry's (i, j), the fastest median physically possible
+    # here, and what was still running after a block's sync().
+    "failed_check", "outside_share", "worst_i", "worst_j", "speed_limit_s",
+    "cpu_after_sync_s", "device_after_sync_s",
 ]
 SAMPLE_COLUMNS = ["backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
                   "threads_requested", "round", "t_start", "seconds", "calls", "machine_fit"]
 _INTEGER_COLUMNS = ["n", "m", "d_k", "threads_requested", "samples", "calls_per_sample",
                     "cache_copies", "flops", "bytes", "checked_rows", "threads",
-                    "peak_device_bytes", "processes"]
+                    "peak_device_bytes", "processes", "worst_i", "worst_j"]
 _FLOAT_COLUMNS = ["median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s", "intensity",
                   "gflops", "gbps", "peak_gflops", "pct_peak", "max_err", "mean_err",
                   "err_bound", "sm_clock_start_mhz", "sm_clock_end_mhz", "temperature_start_c",
                   "temperature_end_c", "power_start_w", "power_end_w", "foreign_load",
-                  "unfit_share"]
+                  "unfit_share", "outside_share", "speed_limit_s", "cpu_after_sync_s",
+                  "device_after_sync_s"]
 _STRING_COLUMNS = ["backend", "device", "dtype", "precision", "phase", "cache", "status",
-                   "reason", "stopped_by", "library_version", "device_name"]
+                   "reason", "stopped_by", "library_version", "device_name", "failed_check"]
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
@@ -88,8 +98,7 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
         row["stopped_by"] = sampling.stopped_by
         row["converged"] = sampling.converged
         ci = sampling.ci()
-        per_call = sorted(s.seconds for s in measured)
-        median = ci.median if ci else per_call[len(per_call) // 2]
+        median = sampling.median()
         row["median_s"] = median
         row["gflops"] = flops / median / 1e9 if median > 0 else math.inf
         row["gbps"] = nbytes / median / 1e9 if median > 0 else math.inf
