@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ CHECKS: dict[str, tuple[str, str]] = {
     "timed_call": ("timed call", "mismatch"),
     "idle_after_sync": ("still running after sync()", "unsynced"),
     "fresh_inputs": ("fresh inputs", "mismatch"),
+    "to_numpy": ("work done in to_numpy()", "unsynced"),
     "speed": ("implausible speed", "implausible"),
 }
 
@@ -222,6 +224,68 @@ def watch_cpu(allowance_s: float, cores: int, clock: Callable[[], float] = time.
             return used - start_cpu, now, False
 
 
+# A thread may be runnable for this long after sync() without using more CPU than idle pools
+# may, on a machine so oversubscribed that it barely gets a core; past it, the watch gives up
+# (not busy: nothing was seen using CPU it may not use).
+WATCH_CAP_S = 0.5
+
+
+def thread_states() -> dict[int, tuple[str, int]] | None:
+    """tid → (scheduler state, nanoseconds on a CPU) for this process's threads, from Linux's
+    /proc; None where it cannot be read."""
+    base = "/proc/self/task"
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        return None
+    out = {}
+    for tid in tids:
+        try:
+            with open(f"{base}/{tid}/stat") as stat_file:
+                stat = stat_file.read()
+            with open(f"{base}/{tid}/schedstat") as sched_file:
+                on_cpu_ns = int(sched_file.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended between the listing and the read
+        out[int(tid)] = (stat[stat.rindex(")") + 2], on_cpu_ns)
+    return out or None
+
+
+def watch_threads(allowance_s: float, cores: int, clock: Callable[[], float] = time.perf_counter,
+                  states: Callable[[], dict[int, tuple[str, int]] | None] = thread_states,
+                  sleep: Callable[[float], None] = time.sleep,
+                  me: int | None = None) -> tuple[float, float, bool] | None:
+    """(CPU seconds the other threads used, seconds watched, busy?) after a sync() that has
+    just returned, judged per thread; None where threads cannot be read (see `watch_cpu`).
+
+    Every thread but the one that called sync() is followed. An honest pool's idle thread
+    spins for at most `allowance_s` of CPU and then sleeps, however long it waits for a core
+    on a busy machine; a thread that uses more than that after sync() is doing work that the
+    timed block did not wait for. The process is idle once no other thread is runnable in two
+    ticks in a row after the spins had time to end. Per thread, and by CPU used rather than
+    by wall time, so a machine oversubscribed by other processes slows the verdict down but
+    does not change it."""
+    me = threading.get_native_id() if me is None else me
+    start = states()
+    if start is None:
+        return None
+    tick = max(1e-3, allowance_s / 4)
+    limit_ns = (allowance_s + OWN_CPU_S) * 1e9
+    start_wall, calm = clock(), 0
+    while True:
+        sleep(tick)
+        now, current = clock() - start_wall, states() or {}
+        used = {tid: ns - start.get(tid, ("", 0))[1] for tid, (_, ns) in current.items()
+                if tid != me}
+        total = sum(max(ns, 0) for ns in used.values()) / 1e9
+        if any(ns > limit_ns for ns in used.values()):
+            return total, now, True
+        runnable = any(state == "R" for tid, (state, _) in current.items() if tid != me)
+        calm = 0 if runnable else calm + 1
+        if (now >= allowance_s and calm >= 2) or now >= WATCH_CAP_S:
+            return total, now, False
+
+
 def device_synchronize_s() -> tuple[float, float] | None:
     """A device-wide synchronize of every CUDA library this process initialised, now and then
     again at once: (how much longer the first waited, the second's time: the cost of one with
@@ -261,7 +325,8 @@ DEVICE_IDLE_FACTOR = 10.0
 
 
 def idle_after_sync(backend: Any, block_s: float, environ: Mapping[str, str] = os.environ,
-                    watch: Callable[..., tuple[float, float, bool]] = watch_cpu) -> IdleVerdict:
+                    watch: Callable[..., tuple[float, float, bool] | None] = watch_threads
+                    ) -> IdleVerdict:
     """Right after a timed block's `sync()` returned: is anything of it still running?"""
     pending = _pending(backend)
     device = device_synchronize_s()
@@ -280,13 +345,19 @@ def idle_after_sync(backend: Any, block_s: float, environ: Mapping[str, str] = o
     if allowance is None:
         return IdleVerdict(None, 0.0, None, device_s, None)
     cores = usable_cores()
-    used, watched, busy = watch(allowance, cores)
-    budget = cores * allowance + OWN_CPU_S
+    per_thread = watch(allowance, cores)
+    if per_thread is not None:
+        used, watched, busy = per_thread
+        budget = allowance + OWN_CPU_S
+        what = f"a thread used more than the {budget:.3g} s of CPU an idle pool's thread may spin"
+    else:
+        used, watched, busy = watch_cpu(allowance, cores)
+        budget = cores * allowance + OWN_CPU_S
+        what = f"more than the {budget:.3g} s idle thread pools may spin on {cores} core(s)"
     if busy:
         return IdleVerdict(used, watched, budget, device_s,
-                           f"the worker used {used:.3g} s of CPU in the {watched:.3g} s after "
-                           f"a block's sync() returned, more than the {budget:.3g} s idle "
-                           f"thread pools may spin on {cores} core(s) (work on a thread "
+                           f"other threads used {used:.3g} s of CPU in the {watched:.3g} s "
+                           f"after a block's sync() returned, and {what} (work on a thread "
                            "the backend does not wait for?)")
     return IdleVerdict(used, watched, budget, device_s, None)
 

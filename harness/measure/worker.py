@@ -34,6 +34,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from qkbench.backends.gpu_support import is_out_of_memory
 from qkbench.measure import agreement, checks
 from qkbench.measure import inputs
@@ -57,6 +59,11 @@ class CellPlan:
 # A cold-cache cell rotates through copies of its inputs that together exceed twice the cache;
 # tiny inputs would need absurdly many copies, so this caps it (and the row says how many).
 MAX_COLD_COPIES = 1 << 14
+# An honest CPU backend's to_numpy takes at most about a copy of S; allowed: this many timed
+# calls, this many copies, and this floor for the clock reads and a Python call or two.
+TO_NUMPY_CALLS = 4
+TO_NUMPY_COPIES = 4
+TO_NUMPY_FLOOR_S = 10e-6
 # A worker's own machine check learns its best time over this long, the first time it is asked.
 WORKER_CHECK_WARM_UP_S = 0.05
 
@@ -87,6 +94,7 @@ class _Session:
         self.timer: KernelTimer | None = None
         self.calls = 1
         self.block_s = 0.0
+        self.to_host_s: list[float] = []  # the cell's to_numpy times (first, timed, fresh)
         self.threads_set = False
         self.cell_threads: int | None = None
         # One machine check per thread count a cell asked for: its best time is only
@@ -124,6 +132,7 @@ class _Session:
         backend.set_threads(plan.threads)
         self.threads_set = plan.threads is not None
         self.cell_threads = plan.threads
+        self.to_host_s = []
         shape = inputs.load(Path(shape_folder))
         q, k = inputs.cast(shape.q, plan.dtype), inputs.cast(shape.k, plan.dtype)
         precision = _precision(backend, plan.dtype)
@@ -148,7 +157,8 @@ class _Session:
                                    "cache_bytes": backend.cache_bytes() or plan.host_cache_bytes,
                                    **_safe_info(backend)}
         checked = clock()
-        _check_agreement(to_host(result), shape.reference, (q.shape[0], k.shape[0]), plan.dtype,
+        host = self._to_host(to_host, result)
+        _check_agreement(host, shape.reference, (q.shape[0], k.shape[0]), plan.dtype,
                          precision, figures, "first_call")
         figures["agreement_s"] = clock() - checked
         del result
@@ -191,14 +201,11 @@ class _Session:
         changed = cell.guard.changed(backend)
         if changed:
             raise _failed("untouched_inputs", changed)
-        if timer.kept is not None:  # None only when the cell was never sampled
-            kept, timer.kept = timer.kept, None
-            _check_agreement(cell.to_host(kept), cell.reference, cell.shape, cell.plan.dtype,
-                             cell.precision, {}, "timed_call")
-            del kept
+        kept, timer.kept = timer.kept, None  # None only when the cell was never sampled
         if once:  # in one of the cell's workers: the checks whose cost is not per process
-            # One block as the timed ones are (a cheat's leftover work grows with it) lasting
-            # at least as long as honest idle threads may spin, then watch the process.
+            # Before anything waits for an answer: work a backend left running is then still
+            # queued. One more block as the timed ones are (a cheat's leftover grows with
+            # it), lasting at least as long as honest idle threads may spin; then watch.
             allowance = checks.spin_allowance_s() or 0.0
             calls = self.calls * max(1, math.ceil(allowance * checks.usable_cores()
                                                   / max(self.block_s, 1e-9)))
@@ -208,11 +215,53 @@ class _Session:
             figures.update(cpu_after_sync_s=idle.cpu_s, device_after_sync_s=idle.device_s)
             if idle.reason:
                 raise _failed("idle_after_sync", idle.reason, figures)
-            self._check_fresh(cell)
+        if kept is not None:
+            _check_agreement(self._to_host(cell.to_host, kept), cell.reference, cell.shape,
+                             cell.plan.dtype, cell.precision, {}, "timed_call")
+            del kept
+        if once:
+            host = self._check_fresh(cell)
+            deferred = self._deferred_work(host)
+            if deferred:
+                raise _failed("to_numpy", deferred, figures)
         figures["verify_s"] = time.perf_counter() - started
         return figures
 
-    def _check_fresh(self, cell: _CellState) -> None:
+    def _to_host(self, to_host: Any, result: Any) -> Any:
+        """`to_host(result)`, timing it: see `_deferred_work`."""
+        start = time.perf_counter()
+        host = to_host(result)
+        self.to_host_s.append(time.perf_counter() - start)
+        return host
+
+    def _deferred_work(self, host: Any) -> str | None:
+        """Why the cell's answers seem computed in `to_numpy` rather than in the timed call.
+
+        Only for CPU backends in the kernel phase, where `to_numpy` is not timed and has no
+        transfer to make: it may at most copy S, and the timed call must at least write S, so
+        an honest `to_numpy` never takes much longer than a call plus a copy. A lazy backend's
+        takes the whole product. The fastest of the cell's (three) conversions is compared,
+        so one preempted conversion on a busy machine is not mistaken for work."""
+        cell = self.cell
+        if (cell is None or cell.plan.phase != "kernel" or self.backend.device != "cpu"
+                or not isinstance(host, np.ndarray) or len(self.to_host_s) < 2):
+            return None
+        copies = []
+        for _ in range(3):
+            start = time.perf_counter()
+            host.copy()
+            copies.append(time.perf_counter() - start)
+        per_call = self.block_s / max(self.calls, 1)
+        allowed = (TO_NUMPY_CALLS * per_call + TO_NUMPY_COPIES * min(copies)
+                   + TO_NUMPY_FLOOR_S)
+        fastest = min(self.to_host_s)
+        if fastest <= allowed:
+            return None
+        return (f"to_numpy() took at least {fastest:.3g} s on each of {len(self.to_host_s)} "
+                f"answers, where a timed call takes {per_call:.3g} s and a copy of S "
+                f"{min(copies):.3g} s: the work is done outside the timed call")
+
+    def _check_fresh(self, cell: _CellState) -> Any:
         """S of a second, independently seeded input set: an answer remembered from the timed
         inputs (or computed once and replayed) cannot agree with its reference."""
         shape = inputs.load(inputs.fresh_folder(cell.folder))
@@ -221,8 +270,10 @@ class _Session:
         self.backend.sync()
         result = fn(*arg_sets[0])
         self.backend.sync()
-        _check_agreement(to_host(result), shape.reference, cell.shape, cell.plan.dtype,
+        host = self._to_host(to_host, result)
+        _check_agreement(host, shape.reference, cell.shape, cell.plan.dtype,
                          cell.precision, {}, "fresh_inputs")
+        return host
 
     def check(self) -> bool:
         """The machine check, in this process: a worker's threads can lose their speed-up
