@@ -23,11 +23,11 @@ PLUGINS = {
     "degrading": ("degrading.py", "Degrading", "mismatch", "timed call:"),
     "unsynced": ("unsynced.py", "Unsynced", "unsynced", "still running after sync():"),
     "lazy": ("lazy.py", "Lazy", "unsynced", "work done in to_numpy():"),
-    "too-fast": ("too_fast.py", "TooFast", "implausible", "implausible speed:"),
+    "too-fast": ("too_fast.py", "TooFast", "implausible", "replayed answers:"),
 }
 FAILED_CHECK = {"memoising": "fresh_inputs", "in-place": "untouched_inputs",
                 "degrading": "timed_call", "unsynced": "idle_after_sync", "lazy": "to_numpy",
-                "too-fast": "speed"}
+                "too-fast": "replay"}
 
 
 def _physical_cpu_peaks() -> dict[str, float]:
@@ -62,6 +62,13 @@ def _physical_cpu_peaks() -> dict[str, float]:
     return {"float32": peak32, "float64": peak32 / 2, "bandwidth_gbs": bandwidth}
 
 
+def _peaks_file(folder: Path, cpu: dict[str, float]) -> Path:
+    path = folder / "peaks.json"
+    path.write_text(json.dumps({fingerprint()["hardware_key"]: {
+        "measured_utc": "now", "cpu": cpu, "gpu": None}}))
+    return path
+
+
 @pytest.fixture(scope="module")
 def cheats_run(tmp_path_factory):
     """One run of every plugin of the table over one shape, as a user would start it."""
@@ -69,9 +76,7 @@ def cheats_run(tmp_path_factory):
     site = folder / "site"
     for name, (source, cls, _, _) in PLUGINS.items():
         install_plugin_package(site, CHEATS / source, name, cls)
-    peaks_file = folder / "peaks.json"
-    peaks_file.write_text(json.dumps({fingerprint()["hardware_key"]: {
-        "measured_utc": "now", "cpu": _physical_cpu_peaks(), "gpu": None}}))
+    peaks_file = _peaks_file(folder, _physical_cpu_peaks())
     # d_k = 64: large enough that a product costs clearly more than copying its answer.
     config = write_config(folder, list(PLUGINS), n=[256], d_k=[64],
                           timing={"processes": 2})
@@ -118,3 +123,22 @@ def test_the_console_names_each_cheat(cheats_run):
     for name, (_, _, status, opening) in PLUGINS.items():
         if opening is not None:
             assert f"{name} float32 n=256 m=256 d_k=64: {status} — {opening}" in result.stdout
+
+
+def test_a_median_faster_than_the_stored_peak_is_implausible_and_not_shown(tmp_path):
+    """The speed check is the backstop for cheats the others miss; here an honest plugin meets
+    a stored peak far below what it does (as a peak measured on other hardware would be)."""
+    site = tmp_path / "site"
+    install_plugin_package(site, CHEATS / "honest.py", "honest", "Honest")
+    peaks_file = _peaks_file(tmp_path, {"float32": 1e-3, "bandwidth_gbs": 10.0})
+    config = write_config(tmp_path, ["honest"], n=[64], d_k=[16], timing={"processes": 1})
+    out = tmp_path / "run"
+    result = run_cli("run", str(config), "--out", str(out), "--no-progress", extra_path=site,
+                     env={"QKBENCH_PEAKS": str(peaks_file)})
+    assert result.returncode == 1, result.stderr
+    row = read_summary(out).iloc[0]
+    assert (row["status"], row["failed_check"]) == ("implausible", "speed")
+    assert row["reason"].startswith("implausible speed: the median ")
+    assert "the cpu float32 peak of 0.001 GFLOP/s" in row["reason"]
+    assert np.isnan(row["median_s"]) and row["samples"] == 0
+    assert row["speed_limit_s"] > 0

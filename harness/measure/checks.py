@@ -33,6 +33,7 @@ CHECKS: dict[str, tuple[str, str]] = {
     "idle_after_sync": ("still running after sync()", "unsynced"),
     "fresh_inputs": ("fresh inputs", "mismatch"),
     "to_numpy": ("work done in to_numpy()", "unsynced"),
+    "replay": ("replayed answers", "implausible"),
     "speed": ("implausible speed", "implausible"),
 }
 

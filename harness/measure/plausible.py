@@ -69,12 +69,19 @@ def implausible(median_s: float, flops: int, memory: int, limit: SpeedLimit,
     """Why `median_s` cannot be a real time for the cell, or None when it can be."""
     if limit.compute_s is not None and median_s < limit.compute_s:
         gflops = flops / median_s / 1e9 if median_s > 0 else float("inf")
-        return (f"the median {median_s:.3g} s implies {gflops:,.0f} GFLOP/s, more than "
-                f"{limit.factor:g}× the {device} {precision} peak of {limit.peak_gflops:,.0f} "
+        return (f"the median {median_s:.3g} s implies {_figure(gflops)} GFLOP/s, more than "
+                f"{limit.factor:g}× the {device} {precision} peak of {_figure(limit.peak_gflops)} "
                 "GFLOP/s")
     if limit.memory_s is not None and median_s < limit.memory_s:
         gbps = memory / median_s / 1e9 if median_s > 0 else float("inf")
-        return (f"the median {median_s:.3g} s implies {gbps:,.0f} GB/s from memory "
+        return (f"the median {median_s:.3g} s implies {_figure(gbps)} GB/s from memory "
                 f"({memory:,} bytes that no cache holds), more than {limit.factor:g}× the "
-                f"{device} bandwidth of {limit.bandwidth_gbs:,.0f} GB/s")
+                f"{device} bandwidth of {_figure(limit.bandwidth_gbs)} GB/s")
     return None
+
+
+def _figure(value: float | None) -> str:
+    """355,386 for large figures, 0.001 for small ones: never rounded to a misleading 0."""
+    if value is None:
+        return "?"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"

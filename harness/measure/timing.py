@@ -53,8 +53,8 @@ class KernelTimer:
     block then rotates through them, so each call reads inputs that the previous calls pushed
     out of the cache, and no eviction work sits inside the timed region.
 
-    Each block keeps the answer of one of its calls (`kept`, with the index of its argument
-    set in `kept_set`), as pytest-benchmark's timed call returns its result: the worker checks
+    Each block keeps the answer of one of its calls (`kept`), as pytest-benchmark's timed call
+    returns its result: the worker checks
     it after timing, so an answer that degrades while it is timed cannot hide behind a correct
     first call. Which call is drawn at random before the clock starts, so a backend cannot
     know which of its answers will be looked at; the previous block's answer is dropped before
@@ -68,7 +68,6 @@ class KernelTimer:
         self._fn, self._sets, self._sync, self._clock = fn, arg_sets, sync, clock
         self._draw = random.Random()  # seeded from the OS: not predictable by the backend
         self.kept: Any = None
-        self.kept_set = 0
 
     def first_call(self) -> tuple[Any, float]:
         """The very first call and its time. Its result is what the agreement check sees."""
@@ -108,7 +107,7 @@ class KernelTimer:
                     fn(q, k)
             sync()
         elapsed = clock() - start
-        self.kept, self.kept_set = kept, keep % len(sets)
+        self.kept = kept
         return start, elapsed
 
     def calibrate(self, min_sample_s: float, warmup_s: float) -> tuple[int, float]:

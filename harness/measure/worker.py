@@ -64,6 +64,12 @@ MAX_COLD_COPIES = 1 << 14
 TO_NUMPY_CALLS = 4
 TO_NUMPY_COPIES = 4
 TO_NUMPY_FLOOR_S = 10e-6
+# A call on inputs no cached answer fits may take this many timed calls (plus the floor: a
+# Python call, a sync and an allocation) before the timed ones count as replayed: an honest
+# call whose inputs come from memory rather than cache is a few times slower at worst (a
+# memory-bound product at DRAM versus last-level-cache bandwidth, on the VM about 10x apart).
+REPLAY_FACTOR = 20.0
+REPLAY_FLOOR_S = 100e-6
 # A worker's own machine check learns its best time over this long, the first time it is asked.
 WORKER_CHECK_WARM_UP_S = 0.05
 
@@ -94,6 +100,9 @@ class _Session:
         self.timer: KernelTimer | None = None
         self.calls = 1
         self.block_s = 0.0
+        # The fastest per-call time of the cell's blocks: what the checks after timing compare
+        # with (the fastest, since a preempted block on a busy machine says nothing of it).
+        self.fastest_call_s = math.inf
         self.to_host_s: list[float] = []  # the cell's to_numpy times (first, timed, fresh)
         self.threads_set = False
         self.cell_threads: int | None = None
@@ -165,6 +174,7 @@ class _Session:
         warm_start = clock()
         self.calls, block_s = self.timer.calibrate(plan.min_sample_s, plan.warmup_s)
         self.block_s = block_s
+        self.fastest_call_s = block_s / self.calls
         figures.update(calls_per_sample=self.calls, block_s=block_s,
                        warmup_s=clock() - warm_start)
         # Read after warm-up, when the clocks have risen to what sampling will see.
@@ -188,7 +198,9 @@ class _Session:
 
     def sample(self, count: int, round_number: int) -> list[Any]:
         assert self.timer is not None, "sample before setup"
-        return self.timer.samples(count, self.calls, round_number)
+        samples = self.timer.samples(count, self.calls, round_number)
+        self.fastest_call_s = min([self.fastest_call_s, *(s.seconds for s in samples)])
+        return samples
 
     def verify(self, once: bool) -> dict[str, Any]:
         """After sampling: the checks that the timed calls did the work they were timed on, in
@@ -220,10 +232,13 @@ class _Session:
                              cell.plan.dtype, cell.precision, {}, "timed_call")
             del kept
         if once:
-            host = self._check_fresh(cell)
+            host, fresh_s = self._check_fresh(cell)
             deferred = self._deferred_work(host)
             if deferred:
                 raise _failed("to_numpy", deferred, figures)
+            replayed = self._replayed(fresh_s, figures)
+            if replayed:
+                raise _failed("replay", replayed, figures)
         figures["verify_s"] = time.perf_counter() - started
         return figures
 
@@ -251,7 +266,7 @@ class _Session:
             start = time.perf_counter()
             host.copy()
             copies.append(time.perf_counter() - start)
-        per_call = self.block_s / max(self.calls, 1)
+        per_call = self.fastest_call_s
         allowed = (TO_NUMPY_CALLS * per_call + TO_NUMPY_COPIES * min(copies)
                    + TO_NUMPY_FLOOR_S)
         fastest = min(self.to_host_s)
@@ -261,19 +276,54 @@ class _Session:
                 f"answers, where a timed call takes {per_call:.3g} s and a copy of S "
                 f"{min(copies):.3g} s: the work is done outside the timed call")
 
-    def _check_fresh(self, cell: _CellState) -> Any:
+    def _replayed(self, fresh_s: float, figures: dict[str, Any]) -> str | None:
+        """Why the timed calls seem to replay answers rather than compute them: a call on new
+        inputs (which no remembered answer fits) takes many times what a timed call took.
+
+        CPU backends only: a GPU backend may legitimately pay for new inputs (a CUDA graph
+        captured for the timed buffers is captured again), and a GPU's datasheet peak is
+        always at hand for the speed check. The new inputs are the fresh set and two sets
+        derived from it (negated, rows rotated): values no fingerprint of the timed inputs
+        matches, at the cost of two copies instead of new random numbers. The fastest of the
+        three is compared, so one preempted call on a busy machine is not mistaken for a
+        replay; the factor covers an honest call whose inputs come from memory where the
+        timed ones came from cache."""
+        cell = self.cell
+        if cell is None or self.backend.device != "cpu":
+            return None
+        shape = inputs.load(inputs.fresh_folder(cell.folder))
+        q, k = inputs.cast(shape.q, cell.plan.dtype), inputs.cast(shape.k, cell.plan.dtype)
+        times = [fresh_s]
+        for derived in ((-q, k), (np.roll(q, 1, axis=0), np.roll(k, 1, axis=0))):
+            fn, arg_sets, _ = _timed_call(self.backend, cell.plan.phase, [derived])
+            self.backend.sync()
+            start = time.perf_counter()
+            fn(*arg_sets[0])
+            self.backend.sync()
+            times.append(time.perf_counter() - start)
+        per_call = self.fastest_call_s
+        figures["new_inputs_call_s"] = min(times)
+        if min(times) <= REPLAY_FACTOR * per_call + REPLAY_FLOOR_S:
+            return None
+        return (f"a call on new inputs took at least {min(times):.3g} s ({len(times)} sets), "
+                f"{min(times) / max(per_call, 1e-12):,.0f}× a timed call's {per_call:.3g} s: "
+                "the timed calls did not compute their answers")
+
+    def _check_fresh(self, cell: _CellState) -> tuple[Any, float]:
         """S of a second, independently seeded input set: an answer remembered from the timed
         inputs (or computed once and replayed) cannot agree with its reference."""
         shape = inputs.load(inputs.fresh_folder(cell.folder))
         host = [(inputs.cast(shape.q, cell.plan.dtype), inputs.cast(shape.k, cell.plan.dtype))]
         fn, arg_sets, to_host = _timed_call(self.backend, cell.plan.phase, host)
         self.backend.sync()
+        start = time.perf_counter()
         result = fn(*arg_sets[0])
         self.backend.sync()
+        seconds = time.perf_counter() - start
         host = self._to_host(to_host, result)
         _check_agreement(host, shape.reference, cell.shape, cell.plan.dtype,
                          cell.precision, {}, "fresh_inputs")
-        return host
+        return host, seconds
 
     def check(self) -> bool:
         """The machine check, in this process: a worker's threads can lose their speed-up
