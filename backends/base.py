@@ -110,6 +110,13 @@ class Backend:
         """Peak device memory since `reset_peak_memory`, or None when not tracked."""
         return None
 
+    def pending(self) -> bool | None:
+        """True when work queued by `scores` is still running; asked right after `sync()`
+        returned, when the answer must be False (see docs/correctness.md). None: the backend
+        cannot tell. The harness also watches the process's CPU time and synchronizes the
+        whole device itself, so this hook only adds what the backend knows of its streams."""
+        return None
+
     def telemetry(self) -> dict[str, float]:
         """Clock, temperature, power now (keys: sm_clock_mhz, temperature_c, power_w), read at
         the start and the end of each cell so throttling shows; {} when unknown."""

@@ -62,6 +62,11 @@ class CupyBackend(Backend):
 
         cupy.cuda.get_current_stream().synchronize()
 
+    def pending(self) -> bool | None:
+        import cupy
+
+        return not cupy.cuda.get_current_stream().done
+
     def to_numpy(self, s: Any) -> np.ndarray:
         import cupy
 

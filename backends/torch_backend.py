@@ -123,6 +123,11 @@ class TorchCudaBackend(_TorchBackend):
 
         torch.cuda.synchronize()
 
+    def pending(self) -> bool | None:
+        import torch
+
+        return not torch.cuda.current_stream().query()
+
     def cleanup(self) -> None:
         import torch
 

@@ -3,8 +3,10 @@
 For each shape the main process builds the inputs and the float64 reference once (saved to a
 scratch folder that workers map). For each variant of that shape (dtype, phase, cache, threads)
 every backend's worker sets up its cell (prepare, first call, agreement check); the backends
-that agree are then sampled in interleaved rounds. Every finished cell is handed to the
-`RunWriter` at once, and no failure of one backend or cell stops the others.
+that agree are then sampled in interleaved rounds, and afterwards checked again (inputs
+untouched, a timed call's answer, idle after sync(), a fresh input set, a possible speed: see
+docs/correctness.md). Every finished cell is handed to the `RunWriter` at once, and no failure
+of one backend or cell stops the others.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from qkbench.backends.registry import BackendSpec, load_class
+from qkbench.measure import checks, inputs, plausible
 from qkbench.machine.canary import ParallelCanary
 from qkbench.machine.contention import LoadMeter
-from qkbench.measure import inputs
 from qkbench.machine.os_causes import RoundCauses, describe
 from qkbench.measure.resources import available_bytes, cell_bytes, shape_bytes, too_big
 from qkbench.measure.timing import (
@@ -39,6 +41,7 @@ from qkbench.records.results import (
     ITEMSIZE,
     RunWriter,
     key_of,
+    min_bytes,
     sample_rows,
     summary_row,
 )
@@ -50,6 +53,8 @@ RELEASE_TIMEOUT_S = 30.0
 CellDone = Callable[[dict[str, Any]], None]
 # (device, precision) → the machine's measured peak GFLOP/s, for percent-of-peak.
 Peaks = dict[tuple[str, str], float]
+# device → memory bandwidth in GB/s, for the fewest seconds a cell's bytes need.
+Bandwidths = dict[str, float]
 
 # Where a run keeps the inputs its workers map, inside the run directory (removed at the end).
 SCRATCH_DIR = ".inputs"
@@ -199,11 +204,13 @@ class Runner:
     def __init__(self, config: Config, specs: list[BackendSpec], writer: RunWriter,
                  on_cell_done: CellDone = lambda row: None, peaks: Peaks | None = None,
                  host_cache_bytes: int = 32 << 20, shard: Shard = WHOLE_SWEEP,
-                 done: set[tuple[Any, ...]] | None = None) -> None:
+                 done: set[tuple[Any, ...]] | None = None,
+                 bandwidths: Bandwidths | None = None) -> None:
         """`shard` picks the part of the sweep to run; cells whose keys are in `done` (from an
         interrupted run being resumed) are neither run nor recorded again."""
         self.config, self.writer, self.on_cell_done = config, writer, on_cell_done
         self.peaks, self.host_cache_bytes = peaks or {}, host_cache_bytes
+        self.bandwidths = bandwidths or {}
         self.shard, self.done = shard, done or set()
         self.backends: dict[str, _Backend] = {}
         for spec in specs:
@@ -259,10 +266,15 @@ class Runner:
 
     def _prepare_inputs(self, shape: Shape, folder: Path) -> None:
         started = time.monotonic()
-        built = inputs.build(shape.n, shape.m, shape.d_k, self.config.seed,
-                             self.config.agreement.max_reference_elements)
-        inputs.save(built, folder)
-        self.counts.spend("inputs and reference", time.monotonic() - started)
+        for which, where in ((inputs.TIMED, folder), (inputs.FRESH, inputs.fresh_folder(folder))):
+            built = inputs.build(shape.n, shape.m, shape.d_k, self.config.seed,
+                                 self.config.agreement.max_reference_elements, which)
+            inputs.save(built, where)
+            if which == inputs.TIMED:
+                self.counts.spend("inputs and reference", time.monotonic() - started)
+                started = time.monotonic()
+        # Its own entry, so the cost of the fresh-inputs check shows in the time split.
+        self.counts.spend("correctness checks", time.monotonic() - started)
 
     def _skip_reason(self, cell: Cell) -> str | None:
         backend = self._open(cell.backend)
@@ -333,12 +345,50 @@ class Runner:
             figures["machine_check"] = (result.check_gave_up or "on") if id(prepared) in guarded \
                 else "off"
             self.counts.spend("timed work", sum(s.seconds * s.calls for s in result.samples))
+            failure = self._verify(prepared, result) if result.failure is None else None
             figures.update(self._release(prepared.workers))
-            if result.failure is None:
+            if result.failure is not None:
+                self._record(cell, result.failure.status, result.failure.reason, figures)
+            elif failure is not None:
+                # Sampled, but not the work it claims: no time is shown as a result.
+                self._record(cell, failure.status, failure.reason, {**figures, **failure.details})
+            else:
                 figures["throttled"] = throttled(figures)
                 self._record(cell, "ok", "", figures, result)
-            else:
-                self._record(cell, result.failure.status, result.failure.reason, figures)
+
+    def _verify(self, prepared: _Prepared, result: SamplingResult) -> CellFailure | None:
+        """The checks after timing (see qkbench.measure.checks): in every worker that sampled
+        the cell, its inputs and a timed call's answer; in the first, idle after sync() and the
+        fresh input set; then whether the median is physically possible. The failure of the
+        first check that fails, or None."""
+        started = time.monotonic()
+        try:
+            for index, worker in enumerate(prepared.workers):
+                prepared.figures.update(
+                    prepared.limit.request(worker, ("verify", index == 0)))
+        except CellFailure as failure:
+            return failure
+        finally:
+            self.counts.spend("correctness checks", time.monotonic() - started)
+        return self._implausible(prepared, result)
+
+    def _implausible(self, prepared: _Prepared, result: SamplingResult) -> CellFailure | None:
+        cell, figures = prepared.cell, prepared.figures
+        device = self.backends[cell.backend].device
+        precision = figures.get("precision", cell.dtype)
+        memory = plausible.memory_bytes(min_bytes(cell),
+                                        figures.get("cache_bytes") or self.host_cache_bytes)
+        limit = plausible.speed_limit(cell.shape.flops, memory, self.peaks.get((device, precision)),
+                                      self.bandwidths.get(device),
+                                      plausible.margin(device, checks.usable_cores()))
+        figures["speed_limit_s"] = limit.fastest_s
+        median = result.median()
+        why = None if median is None else plausible.implausible(
+            median, cell.shape.flops, memory, limit, device, precision)
+        if why is None:
+            return None
+        return CellFailure(checks.status("speed"), checks.reason("speed", why),
+                           {"failed_check": "speed"})
 
     def _multi_threaded_cpu(self, ready: dict[str, _Prepared]) -> list[_Prepared]:
         """The cells of a group the machine check guards: only multi-threaded CPU work lost

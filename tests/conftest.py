@@ -18,21 +18,23 @@ FAST_TIMING = {"budget_s": 0.05, "timeout_s": 60, "target_rel_ci": 0.5, "min_sam
                "warmup_s": 0.0}
 
 
-def cli_env(extra_path: Path | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+def cli_env(extra_path: Path | None = None, extra_env: dict[str, str] | None = None
+            ) -> dict[str, str]:
+    env = {**os.environ, **(extra_env or {})}
     paths = [str(REPO)] + ([str(extra_path)] if extra_path else [])
     env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")])
     return env
 
 
 def run_cli(*args: str, extra_path: Path | None = None, timeout: float = 240,
-            cwd: Path = REPO, plots: bool = False) -> subprocess.CompletedProcess:
+            cwd: Path = REPO, plots: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`qkbench ARGS` in a subprocess. Runs draw no figures unless asked (`plots=True`): the
     figures are tested on their own, and drawing them costs seconds per run."""
     if args and args[0] == "run" and not plots:
         args = (*args, "--no-plots")
     return subprocess.run([sys.executable, "-m", "qkbench", *args], cwd=cwd,
-                          env=cli_env(extra_path), capture_output=True, text=True,
+                          env=cli_env(extra_path, env), capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 
@@ -43,6 +45,26 @@ def write_config(folder: Path, backends: list, timing: dict | None = None, **swe
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def install_entry_point_plugin(site: Path, name: str, target: str,
+                               dist: str = "qkbench_test_plugin") -> None:
+    """A real installed distribution (dist-info with entry_points.txt) in a folder on sys.path:
+    `name` in the `qkbench.backends` group points at `target` ("module:Class")."""
+    info = site / f"{dist}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\n"
+                                   "Version: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[qkbench.backends]\n{name} = {target}\n")
+
+
+def install_plugin_package(site: Path, source: Path, name: str, class_name: str) -> None:
+    """A third-party plugin package as pip would leave it: the module `source` as the package
+    `qkbench_plugin_<stem>` in `site`, and its distribution's entry point `name`."""
+    package = f"qkbench_plugin_{source.stem}"
+    (site / package).mkdir(parents=True)
+    (site / package / "__init__.py").write_text(source.read_text())
+    install_entry_point_plugin(site, name, f"{package}:{class_name}", dist=package)
 
 
 def read_summary(run_dir: Path) -> pd.DataFrame:

@@ -4,16 +4,7 @@ import pytest
 
 from qkbench.backends import registry
 from qkbench.errors import UsageError
-from tests.conftest import REPO, read_summary, run_cli, write_config
-
-
-def install_entry_point_plugin(site, name, target):
-    """A real installed distribution (dist-info with entry_points.txt) in a folder on sys.path."""
-    dist = site / "qkbench_test_plugin-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: qkbench-test-plugin\n"
-                                   "Version: 1.0\n")
-    (dist / "entry_points.txt").write_text(f"[qkbench.backends]\n{name} = {target}\n")
+from tests.conftest import REPO, install_entry_point_plugin, read_summary, run_cli, write_config
 
 
 def test_builtins_resolve_without_importing_their_libraries():

@@ -58,6 +58,10 @@ class Agreement:
     bound: float
     checked_rows: int
     reason: str | None = None  # None when the output agrees
+    # The share of checked entries outside the bound (non-finite ones count as outside): one
+    # wrong entry (an edge case) reads differently from a wrong answer everywhere.
+    outside_share: float = 0.0
+    worst: tuple[int, int] | None = None  # (i, j) in S of the largest error (or first NaN)
 
     @property
     def passed(self) -> bool:
@@ -85,15 +89,25 @@ def compare(s: np.ndarray, reference: Reference, precision: str) -> Agreement:
                        SMALLEST_NORMAL[precision])
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.abs(picked - reference.values) / scale
-    if not np.all(np.isfinite(picked)):
-        bad = int(np.count_nonzero(~np.isfinite(picked)))
+    finite = np.isfinite(picked)
+    if not np.all(finite):
+        bad = int(np.count_nonzero(~finite))
+        i, j = np.unravel_index(int(np.argmin(finite)), finite.shape)
         return Agreement(math.nan, math.nan, d_k_bound, len(rows),
-                         f"{bad} non-finite entries (NaN or inf) in the output")
+                         f"NaN/Inf: {bad} non-finite entries in the output "
+                         f"(first at S[{int(rows[i])}, {int(j)}])",
+                         outside_share=bad / finite.size, worst=(int(rows[i]), int(j)))
     max_err, mean_err = float(err.max(initial=0.0)), float(err.mean()) if err.size else 0.0
+    outside = int(np.count_nonzero(err > d_k_bound))
+    share = outside / err.size if err.size else 0.0
+    worst = None
+    if err.size:
+        i, j = np.unravel_index(int(np.argmax(err)), err.shape)
+        worst = (int(rows[i]), int(j))
     reason = None
     if max_err > d_k_bound:
-        i, j = np.unravel_index(int(np.argmax(err)), err.shape)
         reason = (f"max error {max_err:.3g} exceeds the {precision} bound {d_k_bound:.3g} "
-                  f"(worst at S[{int(rows[i])}, {int(j)}])")
-    return Agreement(max_err, mean_err, d_k_bound, len(rows), reason)
+                  f"in {outside} of {err.size} entries ({100 * share:.3g}%; worst at "
+                  f"S[{worst[0]}, {worst[1]}])")
+    return Agreement(max_err, mean_err, d_k_bound, len(rows), reason, share, worst)
 

@@ -7,7 +7,8 @@ and zero-mean, so entries of S cancel as real attention scores do.
 
 The main process writes a shape's arrays once into a scratch folder as .npy files; each worker
 process maps them read-only, so a shape costs one reference computation however many backends
-and dtypes use it.
+and dtypes use it. A second, independently seeded set (`FRESH`, in a subfolder) is built the
+same way: after timing, each backend must also get it right, so a remembered answer fails.
 """
 
 from __future__ import annotations
@@ -41,24 +42,38 @@ class ShapeInputs:
     reference: Reference
 
 
-def master_inputs(n: int, m: int, d_k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded float64 Q and K; a different shape gets an independent stream, not a slice."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(n, m, d_k)))
+# The input sets of a shape. "timed" is what every backend is timed on; "fresh" is a second,
+# independent set of the same shape that each backend computes once after timing (see
+# docs/correctness.md): an answer remembered from the timed inputs cannot agree with it.
+TIMED, FRESH = "timed", "fresh"
+# Each set draws from its own SeedSequence stream: the timed set keeps the spawn key it always
+# had (its values are those of earlier runs), the fresh one appends this stream number.
+_STREAMS = {TIMED: (), FRESH: (1,)}
+
+
+def master_inputs(n: int, m: int, d_k: int, seed: int,
+                  which: str = TIMED) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded float64 Q and K; a different shape or set gets an independent stream, not a slice."""
+    key = (n, m, d_k, *_STREAMS[which])
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
     return rng.standard_normal((n, d_k)), rng.standard_normal((m, d_k))
 
 
-def reference_rows(n: int, m: int, seed: int, max_elements: int) -> np.ndarray:
+def reference_rows(n: int, m: int, seed: int, max_elements: int,
+                   which: str = TIMED) -> np.ndarray:
     """All rows when n·m fits in `max_elements`, else a seeded sample of rows that does."""
     if n * m <= max_elements:
         return np.arange(n)
     count = max(1, max_elements // m)
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(n, m, 1)))
+    key = (n, m, 1, *_STREAMS[which])
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
     return np.sort(rng.choice(n, size=count, replace=False))
 
 
-def build(n: int, m: int, d_k: int, seed: int, max_reference_elements: int) -> ShapeInputs:
-    q, k = master_inputs(n, m, d_k, seed)
-    rows = reference_rows(n, m, seed, max_reference_elements)
+def build(n: int, m: int, d_k: int, seed: int, max_reference_elements: int,
+          which: str = TIMED) -> ShapeInputs:
+    q, k = master_inputs(n, m, d_k, seed, which)
+    rows = reference_rows(n, m, seed, max_reference_elements, which)
     reference = Reference(rows=rows, values=q[rows] @ k.T,
                           q_norms=np.linalg.norm(q, axis=1), k_norms=np.linalg.norm(k, axis=1),
                           d_k=d_k)
@@ -72,6 +87,11 @@ def save(inputs: ShapeInputs, folder: Path) -> None:
               "q_norms": ref.q_norms, "k_norms": ref.k_norms}
     for name in _FILES:
         np.save(folder / f"{name}.npy", arrays[name])
+
+
+def fresh_folder(folder: Path) -> Path:
+    """Where a shape's fresh input set lives, beside its timed one."""
+    return folder / FRESH
 
 
 def load(folder: Path) -> ShapeInputs:

@@ -39,16 +39,17 @@ def reference_rows(shape: Shape, max_reference_elements: int) -> int:
 
 def shape_bytes(shape: Shape, max_reference_elements: int) -> int:
     """The main process's share: float64 master inputs and the reference rows (and a copy
-    of each while they are written out)."""
+    of each while they are written out), for the timed and the fresh input set."""
     rows = reference_rows(shape, max_reference_elements)
-    return 2 * 8 * ((shape.n + shape.m) * shape.d_k + rows * shape.m)
+    return 2 * 2 * 8 * ((shape.n + shape.m) * shape.d_k + rows * shape.m)
 
 
 def cell_bytes(shape: Shape, dtype: str, input_copies: int, max_reference_elements: int) -> int:
-    """A worker's peak for one cell: inputs in the dtype (twice: host and prepared, per copy),
-    two outputs (the result and its host copy), and the float64 error arrays of the check."""
+    """A worker's peak for one cell: inputs in the dtype (twice: host and prepared, per copy,
+    and once more for the fresh set checked after timing), two outputs (the result and its
+    host copy), and the float64 error arrays of the check."""
     size = ITEMSIZE[dtype]
-    inputs = 2 * input_copies * (shape.n + shape.m) * shape.d_k * size
+    inputs = 2 * (input_copies + 1) * (shape.n + shape.m) * shape.d_k * size
     outputs = 2 * shape.n * shape.m * size
     check = 4 * 8 * reference_rows(shape, max_reference_elements) * shape.m
     return inputs + outputs + check

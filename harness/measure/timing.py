@@ -21,6 +21,7 @@ device is synced before the block starts too, so earlier work never leaks into t
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +52,13 @@ class KernelTimer:
     `arg_sets` holds one (q, k) pair for a warm cache, or several copies for a cold one: the
     block then rotates through them, so each call reads inputs that the previous calls pushed
     out of the cache, and no eviction work sits inside the timed region.
+
+    Each block keeps the answer of one of its calls (`kept`), as pytest-benchmark's timed call
+    returns its result: the worker checks
+    it after timing, so an answer that degrades while it is timed cannot hide behind a correct
+    first call. Which call is drawn at random before the clock starts, so a backend cannot
+    know which of its answers will be looked at; the previous block's answer is dropped before
+    the clock starts too, so no extra output is alive while calls are timed.
     """
 
     def __init__(self, fn: Callable[[Any, Any], Any], arg_sets: list[tuple[Any, Any]],
@@ -58,6 +66,8 @@ class KernelTimer:
         if not arg_sets:
             raise ValueError("KernelTimer needs at least one set of arguments")
         self._fn, self._sets, self._sync, self._clock = fn, arg_sets, sync, clock
+        self._draw = random.Random()  # seeded from the OS: not predictable by the backend
+        self.kept: Any = None
 
     def first_call(self) -> tuple[Any, float]:
         """The very first call and its time. Its result is what the agreement check sees."""
@@ -71,13 +81,19 @@ class KernelTimer:
     def time_block(self, calls: int) -> tuple[float, float]:
         """(start time, total seconds) of `calls` back-to-back calls, synced at the end."""
         fn, sync, clock, sets = self._fn, self._sync, self._clock, self._sets
+        keep = self._draw.randrange(calls)
+        self.kept = None
         sync()
         if len(sets) == 1:
             # The warm loop calls fn directly with local names: its overhead per call is one
-            # loop step and one call, which is what the tiny-op overhead budget allows.
+            # loop step and one call, which is what the tiny-op overhead budget allows. The
+            # kept call splits the loop in two rather than adding a test to every step.
             q, k = sets[0]
             start = clock()
-            for _ in range(calls):
+            for _ in range(keep):
+                fn(q, k)
+            kept = fn(q, k)
+            for _ in range(calls - keep - 1):
                 fn(q, k)
             sync()
         else:
@@ -85,9 +101,14 @@ class KernelTimer:
             start = clock()
             for i in range(calls):
                 q, k = sets[i % count]
-                fn(q, k)
+                if i == keep:
+                    kept = fn(q, k)
+                else:
+                    fn(q, k)
             sync()
-        return start, clock() - start
+        elapsed = clock() - start
+        self.kept = kept
+        return start, elapsed
 
     def calibrate(self, min_sample_s: float, warmup_s: float) -> tuple[int, float]:
         """Warm up for at least `warmup_s`; return the smallest power-of-two block size whose
@@ -227,6 +248,15 @@ class SamplingResult:
         if kept < MIN_FIT_SAMPLES:
             why += "; figures from all samples, set-aside rounds included"
         return why + f"; stopped by {self.stopped_by or 'budget'}"
+
+    def median(self) -> float | None:
+        """The cell's time per call: the interval's median, or the middle sample when too few
+        samples give an interval; None without samples."""
+        ci = self.ci()
+        if ci is not None:
+            return ci.median
+        per_call = sorted(s.seconds for s in self.measured)
+        return per_call[len(per_call) // 2] if per_call else None
 
 
 # A sampler takes (how many samples, round number) and returns that many samples.

@@ -9,8 +9,11 @@ Requests: ``("ping",)`` — answered at once (measures start-up); ``("open",)`` 
 ask `unavailable()`; ``("setup", cell, folder, plan)``
 — load the shape's inputs, cast, prepare, first call, agreement check, warm-up and block size;
 ``("sample", count, round)`` — timed samples; ``("check",)`` — whether this process gets its
-threads' parallel speed-up now (see qkbench.machine.canary); ``("release",)`` — drop the cell's
-arrays.
+threads' parallel speed-up now (see qkbench.machine.canary); ``("verify", once)`` — after
+sampling, the checks that the timed work was real (untouched inputs, a timed call's answer, and
+with `once`, in one worker per cell, idle after sync() and the fresh input set; see
+qkbench.measure.checks);
+``("release",)`` — drop the cell's arrays.
 
 `WorkerHandle` (main process side) turns a dead worker into status ``crashed`` and a silent one
 into ``timeout``; the next request starts a fresh worker, so the sweep goes on.
@@ -19,6 +22,7 @@ into ``timeout``; the next request starts a fresh worker, so the sweep goes on.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import signal
@@ -30,9 +34,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from qkbench.backends.gpu_support import is_out_of_memory
+from qkbench.measure import agreement, checks, inputs
 from qkbench.machine.idle_threads import quiet_idle_threads
-from qkbench.measure import agreement, inputs
 from qkbench.measure.timing import KernelTimer
 
 
@@ -53,6 +59,17 @@ class CellPlan:
 # A cold-cache cell rotates through copies of its inputs that together exceed twice the cache;
 # tiny inputs would need absurdly many copies, so this caps it (and the row says how many).
 MAX_COLD_COPIES = 1 << 14
+# An honest CPU backend's to_numpy takes at most about a copy of S; allowed: this many timed
+# calls, this many copies, and this floor for the clock reads and a Python call or two.
+TO_NUMPY_CALLS = 4
+TO_NUMPY_COPIES = 4
+TO_NUMPY_FLOOR_S = 10e-6
+# A call on inputs no cached answer fits may take this many timed calls (plus the floor: a
+# Python call, a sync and an allocation) before the timed ones count as replayed: an honest
+# call whose inputs come from memory rather than cache is a few times slower at worst (a
+# memory-bound product at DRAM versus last-level-cache bandwidth, on the VM about 10x apart).
+REPLAY_FACTOR = 20.0
+REPLAY_FLOOR_S = 100e-6
 
 
 def cold_copies(set_bytes: int, cache_bytes: int) -> int:
@@ -80,12 +97,18 @@ class _Session:
         self.backend = load_class(backend_path)(**options)
         self.timer: KernelTimer | None = None
         self.calls = 1
+        self.block_s = 0.0
+        # The fastest per-call time of the cell's blocks: what the checks after timing compare
+        # with (the fastest, since a preempted block on a busy machine says nothing of it).
+        self.fastest_call_s = math.inf
+        self.to_host_s: list[float] = []  # the cell's to_numpy times (first, timed, fresh)
         self.threads_set = False
         self.cell_threads: int | None = None
         # One machine check per thread count a cell asked for: its best time is only
         # comparable with readings taken on as many threads.
         self.canaries: dict[int | None, Any] = {}
         self.check_margin = 0.0
+        self.cell: _CellState | None = None  # what the checks after timing need
 
     def handle(self, request: tuple[Any, ...]) -> Any:
         kind = request[0]
@@ -101,6 +124,8 @@ class _Session:
             return self.sample(request[1], request[2])
         if kind == "check":
             return self.check()
+        if kind == "verify":
+            return self.verify(request[1])
         if kind == "release":
             return self.release()
         raise ValueError(f"unknown request {kind!r}")
@@ -116,6 +141,7 @@ class _Session:
         self.threads_set = plan.threads is not None
         self.cell_threads = plan.threads
         self.check_margin = plan.check_margin
+        self.to_host_s = []
         shape = inputs.load(Path(shape_folder))
         q, k = inputs.cast(shape.q, plan.dtype), inputs.cast(shape.k, plan.dtype)
         precision = _precision(backend, plan.dtype)
@@ -127,18 +153,28 @@ class _Session:
         host_sets = [(q, k)] + [(q.copy(), k.copy()) for _ in range(copies - 1)]
         fn, arg_sets, to_host = _timed_call(backend, plan.phase, host_sets)
         self.timer = KernelTimer(fn, arg_sets, backend.sync)
+        # Pristine bits of what the backend is given, before it has run once.
+        guard = checks.InputGuard.take(backend, (inputs.cast(shape.q, plan.dtype),
+                                                 inputs.cast(shape.k, plan.dtype)),
+                                       host_sets, arg_sets if plan.phase == "kernel" else [])
+        self.cell = _CellState(Path(shape_folder), plan, precision, shape.reference, to_host,
+                               guard, (q.shape[0], k.shape[0]))
         prepared = clock()
         result, first_call_s = self.timer.first_call()
         figures: dict[str, Any] = {"first_call_s": first_call_s, "precision": precision,
                                    "cache_copies": copies, "setup_s": prepared - started,
+                                   "cache_bytes": backend.cache_bytes() or plan.host_cache_bytes,
                                    "info": _safe_info(backend)}
         checked = clock()
-        _check_agreement(to_host(result), shape.reference, (q.shape[0], k.shape[0]), plan.dtype,
-                         precision, figures)
+        host = self._to_host(to_host, result)
+        _check_agreement(host, shape.reference, (q.shape[0], k.shape[0]), plan.dtype,
+                         precision, figures, "first_call")
         figures["agreement_s"] = clock() - checked
         del result
         warm_start = clock()
         self.calls, block_s = self.timer.calibrate(plan.min_sample_s, plan.warmup_s)
+        self.block_s = block_s
+        self.fastest_call_s = block_s / self.calls
         figures.update(calls_per_sample=self.calls, block_s=block_s,
                        warmup_s=clock() - warm_start)
         # Read after warm-up, when the clocks have risen to what sampling will see.
@@ -152,7 +188,9 @@ class _Session:
         if memory is None:
             return
         free, total = memory
-        inputs_bytes = copies * (q.nbytes + k.nbytes) * (2 if plan.phase == "end_to_end" else 1)
+        # One set more than the copies: the fresh set the checks after timing prepare.
+        inputs_bytes = (copies + 1) * (q.nbytes + k.nbytes) * (2 if plan.phase == "end_to_end"
+                                                               else 1)
         needed = inputs_bytes + 2 * q.shape[0] * k.shape[0] * q.itemsize
         if needed > 0.9 * free:
             raise CellFailure("skipped", f"needs about {needed / 2**30:.1f} GiB of device "
@@ -160,7 +198,132 @@ class _Session:
 
     def sample(self, count: int, round_number: int) -> list[Any]:
         assert self.timer is not None, "sample before setup"
-        return self.timer.samples(count, self.calls, round_number)
+        samples = self.timer.samples(count, self.calls, round_number)
+        self.fastest_call_s = min([self.fastest_call_s, *(s.seconds for s in samples)])
+        return samples
+
+    def verify(self, once: bool) -> dict[str, Any]:
+        """After sampling: the checks that the timed calls did the work they were timed on, in
+        the order that names the root cause (changed inputs make every later answer wrong).
+        Raises CellFailure naming the check; returns the figures of the checks that passed."""
+        assert self.timer is not None and self.cell is not None, "verify before setup"
+        cell, backend, timer = self.cell, self.backend, self.timer
+        started = time.perf_counter()
+        figures: dict[str, Any] = {}
+        changed = cell.guard.changed(backend)
+        if changed:
+            raise _failed("untouched_inputs", changed)
+        kept, timer.kept = timer.kept, None  # None only when the cell was never sampled
+        if once:  # in one of the cell's workers: the checks whose cost is not per process
+            # Before anything waits for an answer: work a backend left running is then still
+            # queued. One more block as the timed ones are (a cheat's leftover grows with
+            # it), lasting at least as long as honest idle threads may spin; then watch.
+            allowance = checks.spin_allowance_s() or 0.0
+            calls = self.calls * max(1, math.ceil(allowance * checks.usable_cores()
+                                                  / max(self.block_s, 1e-9)))
+            _, block_s = timer.time_block(calls)
+            timer.kept = None
+            idle = checks.idle_after_sync(backend, block_s)
+            figures.update(cpu_after_sync_s=idle.cpu_s, device_after_sync_s=idle.device_s)
+            if idle.reason:
+                raise _failed("idle_after_sync", idle.reason, figures)
+        if kept is not None:
+            _check_agreement(self._to_host(cell.to_host, kept), cell.reference, cell.shape,
+                             cell.plan.dtype, cell.precision, {}, "timed_call")
+            del kept
+        if once:
+            host, fresh_s = self._check_fresh(cell)
+            deferred = self._deferred_work(host)
+            if deferred:
+                raise _failed("to_numpy", deferred, figures)
+            replayed = self._replayed(fresh_s, figures)
+            if replayed:
+                raise _failed("replay", replayed, figures)
+        figures["verify_s"] = time.perf_counter() - started
+        return figures
+
+    def _to_host(self, to_host: Any, result: Any) -> Any:
+        """`to_host(result)`, timing it: see `_deferred_work`."""
+        start = time.perf_counter()
+        host = to_host(result)
+        self.to_host_s.append(time.perf_counter() - start)
+        return host
+
+    def _deferred_work(self, host: Any) -> str | None:
+        """Why the cell's answers seem computed in `to_numpy` rather than in the timed call.
+
+        Only for CPU backends in the kernel phase, where `to_numpy` is not timed and has no
+        transfer to make: it may at most copy S, and the timed call must at least write S, so
+        an honest `to_numpy` never takes much longer than a call plus a copy. A lazy backend's
+        takes the whole product. The fastest of the cell's (three) conversions is compared,
+        so one preempted conversion on a busy machine is not mistaken for work."""
+        cell = self.cell
+        if (cell is None or cell.plan.phase != "kernel" or self.backend.device != "cpu"
+                or not isinstance(host, np.ndarray) or len(self.to_host_s) < 2):
+            return None
+        copies = []
+        for _ in range(3):
+            start = time.perf_counter()
+            host.copy()
+            copies.append(time.perf_counter() - start)
+        per_call = self.fastest_call_s
+        allowed = (TO_NUMPY_CALLS * per_call + TO_NUMPY_COPIES * min(copies)
+                   + TO_NUMPY_FLOOR_S)
+        fastest = min(self.to_host_s)
+        if fastest <= allowed:
+            return None
+        return (f"to_numpy() took at least {fastest:.3g} s on each of {len(self.to_host_s)} "
+                f"answers, where a timed call takes {per_call:.3g} s and a copy of S "
+                f"{min(copies):.3g} s: the work is done outside the timed call")
+
+    def _replayed(self, fresh_s: float, figures: dict[str, Any]) -> str | None:
+        """Why the timed calls seem to replay answers rather than compute them: a call on new
+        inputs (which no remembered answer fits) takes many times what a timed call took.
+
+        CPU backends only: a GPU backend may legitimately pay for new inputs (a CUDA graph
+        captured for the timed buffers is captured again), and a GPU's datasheet peak is
+        always at hand for the speed check. The new inputs are the fresh set and two sets
+        derived from it (negated, rows rotated): values no fingerprint of the timed inputs
+        matches, at the cost of two copies instead of new random numbers. The fastest of the
+        three is compared, so one preempted call on a busy machine is not mistaken for a
+        replay; the factor covers an honest call whose inputs come from memory where the
+        timed ones came from cache."""
+        cell = self.cell
+        if cell is None or self.backend.device != "cpu":
+            return None
+        shape = inputs.load(inputs.fresh_folder(cell.folder))
+        q, k = inputs.cast(shape.q, cell.plan.dtype), inputs.cast(shape.k, cell.plan.dtype)
+        times = [fresh_s]
+        for derived in ((-q, k), (np.roll(q, 1, axis=0), np.roll(k, 1, axis=0))):
+            fn, arg_sets, _ = _timed_call(self.backend, cell.plan.phase, [derived])
+            self.backend.sync()
+            start = time.perf_counter()
+            fn(*arg_sets[0])
+            self.backend.sync()
+            times.append(time.perf_counter() - start)
+        per_call = self.fastest_call_s
+        figures["new_inputs_call_s"] = min(times)
+        if min(times) <= REPLAY_FACTOR * per_call + REPLAY_FLOOR_S:
+            return None
+        return (f"a call on new inputs took at least {min(times):.3g} s ({len(times)} sets), "
+                f"{min(times) / max(per_call, 1e-12):,.0f}× a timed call's {per_call:.3g} s: "
+                "the timed calls did not compute their answers")
+
+    def _check_fresh(self, cell: _CellState) -> tuple[Any, float]:
+        """S of a second, independently seeded input set: an answer remembered from the timed
+        inputs (or computed once and replayed) cannot agree with its reference."""
+        shape = inputs.load(inputs.fresh_folder(cell.folder))
+        host = [(inputs.cast(shape.q, cell.plan.dtype), inputs.cast(shape.k, cell.plan.dtype))]
+        fn, arg_sets, to_host = _timed_call(self.backend, cell.plan.phase, host)
+        self.backend.sync()
+        start = time.perf_counter()
+        result = fn(*arg_sets[0])
+        self.backend.sync()
+        seconds = time.perf_counter() - start
+        host = self._to_host(to_host, result)
+        _check_agreement(host, shape.reference, cell.shape, cell.plan.dtype,
+                         cell.precision, {}, "fresh_inputs")
+        return host, seconds
 
     def check(self) -> bool:
         """The machine check, in this process: a worker's threads can lose their speed-up
@@ -185,6 +348,7 @@ class _Session:
             if peak is not None:
                 figures["peak_device_bytes"] = int(peak)
         self.timer = None
+        self.cell = None
         if self.threads_set:  # nothing leaks into the next cell
             self.backend.set_threads(None)
             self.threads_set = False
@@ -207,17 +371,41 @@ def _timed_call(backend: Any, phase: str, host_sets: list[tuple[Any, Any]]
     return end_to_end, host_sets, lambda s: s
 
 
+@dataclass(frozen=True)
+class _CellState:
+    """What the checks after timing need to know of the cell set up last."""
+
+    folder: Path
+    plan: CellPlan
+    precision: str
+    reference: inputs.Reference
+    to_host: Any
+    guard: checks.InputGuard
+    shape: tuple[int, int]
+
+
+def _failed(check: str, detail: str, figures: dict[str, Any] | None = None) -> CellFailure:
+    """The failure of one check: its status, a reason that opens with the check's name, and
+    the check in `failed_check`."""
+    return CellFailure(checks.status(check), checks.reason(check, detail),
+                       {**(figures or {}), "failed_check": check})
+
+
 def _check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, int], dtype: str,
-                     precision: str, figures: dict[str, Any]) -> None:
-    """Add the error figures to `figures`; raise CellFailure("mismatch") when S is wrong."""
+                     precision: str, figures: dict[str, Any], check: str) -> None:
+    """Add the error figures to `figures`; raise the `check`'s failure when S is wrong."""
     bad_output = agreement.check_output(host, shape, dtype)
     if bad_output:
-        raise CellFailure("mismatch", bad_output, figures)
+        raise _failed(check, bad_output, figures)
     verdict = agreement.compare(host, reference, precision)
-    figures.update(max_err=verdict.max_err, mean_err=verdict.mean_err, err_bound=verdict.bound,
-                   checked_rows=verdict.checked_rows)
+    errors = dict(max_err=verdict.max_err, mean_err=verdict.mean_err, err_bound=verdict.bound,
+                  checked_rows=verdict.checked_rows, outside_share=verdict.outside_share,
+                  worst_i=verdict.worst[0] if verdict.worst else None,
+                  worst_j=verdict.worst[1] if verdict.worst else None)
     if not verdict.passed:
-        raise CellFailure("mismatch", verdict.reason or "", figures)
+        # The failing answer's figures replace the first call's: the row shows what gave it away.
+        raise _failed(check, verdict.reason or "", {**figures, **errors})
+    figures.update(errors)
 
 
 def _precision(backend: Any, dtype: str) -> str:

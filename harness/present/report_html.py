@@ -251,7 +251,12 @@ def _problems_html(runs: plots.RunSet) -> str:
     if not failed.empty:
         out.append(f"<h3>Failed ({len(failed)})</h3><p>The run's exit code was 1 because of "
                    "these. <code>mismatch</code>: the backend's S disagreed with the float64 "
-                   "reference beyond the error bound, so it was not timed.</p>")
+                   "reference beyond the error bound (the reason names which answer: first "
+                   "call, timed call or fresh inputs); <code>tampered</code>: it changed its "
+                   "inputs in place; <code>unsynced</code>: its work was not inside the timed "
+                   "call and sync(); <code>implausible</code>: its median was faster than the "
+                   "machine can compute or move the data. None of these cells' times is shown "
+                   "(docs/correctness.md).</p>")
         headers = ([("machine", False)] if many else []) + [
             ("backend", False), ("dtype", False), ("shape", False), ("status", False),
             ("reason", False)]

@@ -18,8 +18,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, get_type_hints
 
-STATUSES = ("ok", "mismatch", "skipped", "error", "crashed", "timeout", "oom")
-FAILED_STATUSES = ("mismatch", "error", "crashed", "timeout", "oom")
+# tampered, unsynced and implausible: a check after timing found that the timed work was not
+# real (docs/correctness.md); like mismatch, they are never confused with error or crashed.
+STATUSES = ("ok", "mismatch", "tampered", "unsynced", "implausible", "skipped", "error",
+            "crashed", "timeout", "oom")
+FAILED_STATUSES = ("mismatch", "tampered", "unsynced", "implausible", "error", "crashed",
+                   "timeout", "oom")
 
 
 def missing(value: Any) -> bool:
@@ -168,7 +172,8 @@ class SummaryRecord:
     cache: str = _column("", "`warm` or `cold` (cell key)", "warm")
     threads_requested: int | None = _column("threads", "threads asked for; empty = library "
                                             "default (cell key)")
-    status: str = _column("", "ok, mismatch, skipped, error, crashed, timeout or oom", "ok")
+    status: str = _column("", "one of STATUSES: ok, mismatch, tampered, unsynced, "
+                          "implausible, skipped, error, crashed, timeout, oom", "ok")
     reason: str = _column("", "why a cell is not ok (the exception, the signal, the bound it "
                           "missed, …)", "")
     median_s: float | None = _column("s", "median time of one call over the samples kept")
@@ -216,6 +221,20 @@ class SummaryRecord:
     unfit_share: float | None = _column("1", "share of samples taken in rounds the machine "
                                         "check set aside (kept in samples.parquet, left out "
                                         "of the figures)")
+    failed_check: str | None = _column("", "which correctness check failed (first_call, "
+                                       "fresh_inputs, untouched_inputs, timed_call, nan_inf, "
+                                       "shape, dtype, after_sync, speed, …); empty when none")
+    outside_share: float | None = _column("1", "share of checked entries whose error exceeds "
+                                          "err_bound")
+    worst_i: int | None = _column("row", "row i of S of the worst entry")
+    worst_j: int | None = _column("column", "column j of S of the worst entry")
+    speed_limit_s: float | None = _column("s", "the fastest median physically possible here "
+                                          "(peak FLOP/s and memory bandwidth); faster is "
+                                          "`implausible`")
+    cpu_after_sync_s: float | None = _column("s", "CPU time the worker used in the idle window "
+                                             "after a block's sync() (work left running)")
+    device_after_sync_s: float | None = _column("s", "device work still queued after a block's "
+                                                "sync(), for GPU backends")
     set_aside_causes: str | None = _column("", "what the OS reported for the rounds set aside "
                                            "(cgroup throttling, hypervisor steal, …, with "
                                            "amounts); `unknown (…)` where it cannot tell")

@@ -78,3 +78,13 @@ class CrowdedFakeGpu(FakeGpu):
 
         (self._ledger / str(os.getpid())).touch()
         return super().prepare(q, k)
+
+
+class PendingFakeGpu(SteadyFakeGpu):
+    """A device whose stream still reports queued work after `sync()` returned, as a backend
+    that launches on a stream its `sync()` does not wait for would."""
+
+    name = "pending-fake-gpu"
+
+    def pending(self):
+        return True
