@@ -19,6 +19,7 @@ into ``timeout``; the next request starts a fresh worker, so the sweep goes on.
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import signal
@@ -30,6 +31,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from qkbench.backends.base import Problem
 from qkbench.backends.gpu_support import is_out_of_memory
 from qkbench.measure import agreement
 from qkbench.measure import inputs
@@ -117,6 +119,10 @@ class _Session:
         self.threads_set = plan.threads is not None
         self.cell_threads = plan.threads
         shape = inputs.load(Path(shape_folder))
+        problem = _problem(shape)
+        set_problem = getattr(backend, "set_problem", None)
+        if callable(set_problem):  # the base class's; a duck-typed 2-D plugin may lack it
+            set_problem(problem)
         q, k = inputs.cast(shape.q, plan.dtype), inputs.cast(shape.k, plan.dtype)
         precision = _precision(backend, plan.dtype)
         copies = 1
@@ -133,7 +139,7 @@ class _Session:
                                    "cache_copies": copies, "setup_s": prepared - started,
                                    **_safe_info(backend)}
         checked = clock()
-        _check_agreement(to_host(result), shape.reference, (q.shape[0], k.shape[0]), plan.dtype,
+        _check_agreement(to_host(result), shape.reference, problem.s_shape(), plan.dtype,
                          precision, figures)
         figures["agreement_s"] = clock() - checked
         del result
@@ -153,7 +159,7 @@ class _Session:
             return
         free, total = memory
         inputs_bytes = copies * (q.nbytes + k.nbytes) * (2 if plan.phase == "end_to_end" else 1)
-        needed = inputs_bytes + 2 * q.shape[0] * k.shape[0] * q.itemsize
+        needed = inputs_bytes + 2 * math.prod(q.shape[:-1]) * k.shape[-2] * q.itemsize
         if needed > 0.9 * free:
             raise CellFailure("skipped", f"needs about {needed / 2**30:.1f} GiB of device "
                               f"memory, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
@@ -191,6 +197,13 @@ class _Session:
         return figures
 
 
+def _problem(shape: inputs.ShapeInputs) -> Problem:
+    """What the cell computes: the saved attention problem, or the plain product of Q and K."""
+    if shape.reference.problem is not None:
+        return shape.reference.problem
+    return Problem(shape.q.shape[0], shape.k.shape[0], shape.q.shape[1])
+
+
 def _timed_call(backend: Any, phase: str, host_sets: list[tuple[Any, Any]]
                 ) -> tuple[Any, list[tuple[Any, Any]], Any]:
     """(the function to time, its argument sets, how to bring its result to the host)."""
@@ -206,7 +219,7 @@ def _timed_call(backend: Any, phase: str, host_sets: list[tuple[Any, Any]]
     return end_to_end, host_sets, lambda s: s
 
 
-def _check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, int], dtype: str,
+def _check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, ...], dtype: str,
                      precision: str, figures: dict[str, Any]) -> None:
     """Add the error figures to `figures`; raise CellFailure("mismatch") when S is wrong."""
     bad_output = agreement.check_output(host, shape, dtype)

@@ -32,13 +32,18 @@ STATUSES = ("ok", "mismatch", "skipped", "error", "crashed", "timeout", "oom")
 FAILED_STATUSES = ("mismatch", "error", "crashed", "timeout", "oom")
 
 # The columns that identify a cell: two runs' rows with equal keys measured the same thing.
-CELL_KEY = ["backend", "dtype", "n", "m", "d_k", "phase", "cache", "threads_requested"]
-# Values of key columns for run directories written before those columns existed.
-KEY_DEFAULTS = {"phase": "kernel", "cache": "warm", "threads_requested": pd.NA}
+CELL_KEY = ["backend", "dtype", "n", "m", "d_k", "phase", "cache", "threads_requested",
+            "batch", "heads", "kv_heads", "causal", "scaled", "preset"]
+# Values of key columns for run directories written before those columns existed: the attention
+# columns' defaults make an older row the plain 2-D product it was.
+KEY_DEFAULTS = {"phase": "kernel", "cache": "warm", "threads_requested": pd.NA,
+                "batch": 1, "heads": 1, "kv_heads": 1, "causal": False, "scaled": False,
+                "preset": pd.NA}
 
 SUMMARY_COLUMNS = [
     "backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
-    "threads_requested", "status", "reason",
+    "threads_requested", "batch", "heads", "kv_heads", "causal", "scaled", "preset",
+    "kv_materialised", "status", "reason",
     "median_s", "ci_low_s", "ci_high_s", "rel_ci", "samples", "calls_per_sample", "converged",
     "stopped_by", "first_call_s", "cache_copies", "flops", "bytes", "intensity", "gflops", "gbps",
     "peak_gflops", "pct_peak", "max_err", "mean_err", "err_bound", "checked_rows", "threads",
@@ -47,8 +52,10 @@ SUMMARY_COLUMNS = [
     "power_end_w", "throttled", "processes", "foreign_load", "unfit_share",
 ]
 SAMPLE_COLUMNS = ["backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
-                  "threads_requested", "round", "t_start", "seconds", "calls", "machine_fit"]
-_INTEGER_COLUMNS = ["n", "m", "d_k", "threads_requested", "samples", "calls_per_sample",
+                  "threads_requested", "batch", "heads", "kv_heads", "causal", "scaled", "preset",
+                  "round", "t_start", "seconds", "calls", "machine_fit"]
+_INTEGER_COLUMNS = ["n", "m", "d_k", "threads_requested", "batch", "heads", "kv_heads",
+                    "samples", "calls_per_sample",
                     "cache_copies", "flops", "bytes", "checked_rows", "threads",
                     "peak_device_bytes", "processes"]
 _FLOAT_COLUMNS = ["median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s", "intensity",
@@ -57,14 +64,17 @@ _FLOAT_COLUMNS = ["median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s",
                   "temperature_end_c", "power_start_w", "power_end_w", "foreign_load",
                   "unfit_share"]
 _STRING_COLUMNS = ["backend", "device", "dtype", "precision", "phase", "cache", "status",
-                   "reason", "stopped_by", "library_version", "device_name"]
+                   "reason", "stopped_by", "library_version", "device_name", "preset"]
+# Flags of the cell key: never missing (an older run's rows get KEY_DEFAULTS).
+_FLAG_COLUMNS = ["causal", "scaled"]
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
 def min_bytes(cell: Cell) -> int:
-    """Fewest bytes the kernel must move: each input read once, the output written once."""
+    """Fewest bytes the kernel must move: each input read once (K once per key head, however
+    many query heads share it), the output written once (masked entries too: S holds −inf)."""
     shape = cell.shape
-    return (shape.n * shape.d_k + shape.m * shape.d_k + shape.n * shape.m) * ITEMSIZE[cell.dtype]
+    return (shape.q_elements + shape.k_elements + shape.s_elements) * ITEMSIZE[cell.dtype]
 
 
 def summary_row(cell: Cell, device: str, status: str, reason: str = "",
@@ -117,8 +127,10 @@ def kept_mask(samples: pd.DataFrame, cell_columns: list[str]) -> pd.Series:
 
 
 def key_of(row: dict[str, Any]) -> tuple[Any, ...]:
-    """A row's cell key as a hashable tuple (NaN and NA read back from a log become None)."""
-    return tuple(None if _missing(row.get(column)) else row.get(column) for column in CELL_KEY)
+    """A row's cell key as a hashable tuple (NaN and NA read back from a log become None; a
+    column an older log lacks takes its default)."""
+    values = (row.get(column, KEY_DEFAULTS.get(column)) for column in CELL_KEY)
+    return tuple(None if _missing(value) else value for value in values)
 
 
 def _missing(value: Any) -> bool:
@@ -201,6 +213,7 @@ def typed_summary(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame["converged"] = frame["converged"].fillna(False).astype(bool)
     frame["throttled"] = frame["throttled"].astype("boolean")  # empty: no clock was read
+    frame["kv_materialised"] = frame["kv_materialised"].astype("boolean")  # empty: not grouped
     return frame
 
 
@@ -226,6 +239,8 @@ def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
             frame[column] = pd.array(pd.to_numeric(frame[column], errors="coerce"), dtype="Int64")
         elif column in _STRING_COLUMNS:
             frame[column] = frame[column].astype("string")
+        elif column in _FLAG_COLUMNS:
+            frame[column] = frame[column].astype("boolean").fillna(False).astype(bool)
     return frame[columns]
 
 
