@@ -1007,7 +1007,10 @@ class Figures:
     baseline: str
 
     def caption(self, name: str) -> str:
-        return CAPTIONS.get(name, "").replace("{baseline}", self.baseline)
+        from qkbench.present import attention_plots  # issue 16: attention figures
+
+        text = CAPTIONS.get(name) or attention_plots.CAPTIONS.get(name, "")
+        return text.replace("{baseline}", self.baseline)
 
     def stem(self, name: str) -> str:
         """The file name (without suffix) a figure is saved under."""
@@ -1028,6 +1031,9 @@ def make_figures(runs: RunSet, baseline_backend: str | None = None) -> Figures:
     builders = {"time_vs_size": time_vs_size, "throughput": throughput, "roofline": roofline,
                 "speedup": lambda r: speedup(r, baseline), "gpu_over_cpu": gpu_over_cpu,
                 "noisiest_cells": noisiest_cells}
+    from qkbench.present import attention_plots  # issue 16: only for runs with attention cells
+
+    builders.update(attention_plots.builders(runs))
     figures, skipped = {}, {}
     for name, build in builders.items():
         try:
