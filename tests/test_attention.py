@@ -147,6 +147,13 @@ def test_kv_heads_defaults_to_heads_and_presets_set_the_heads():
         [("llama-3-8b", 32, 8, 128), ("gemma-2-9b", 16, 8, 256)]
 
 
+def test_tokens_sets_the_batch_per_sequence_length():
+    found = shapes(parse(n=[512, 1024, 32768], d_k=[4], tokens=16384))
+    assert [(s.n, s.batch) for s in found] == [(512, 32), (1024, 16), (32768, 1)]
+    with pytest.raises(UsageError, match="remove batch or tokens"):
+        parse(n=[8], d_k=[4], tokens=64, batch=[2])
+
+
 def test_the_issue_table_of_presets():
     table = {name: (p.heads, p.kv_heads, p.d_k) for name, p in presets.PRESETS.items()}
     assert table == {"gpt-2": (12, 12, 64), "llama-3-8b": (32, 8, 128),

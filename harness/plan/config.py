@@ -130,6 +130,9 @@ class Sweep(_Strict):
     # Attention axes (semantics: backends.base.Problem, docs/attention.md). All omitted: the
     # plain 2-D product, B = H = H_kv = 1, not causal, not scaled.
     batch: SizeAxis = [1]
+    # Instead of batch: batch = max(1, tokens // n) per n, so every sequence length gets about
+    # the same work (FlashAttention's and tritonbench's benchmarks use batch × seq = 16k).
+    tokens: int | None = Field(default=None, gt=0, le=MAX_SIZE)
     heads: SizeAxis | None = None  # query heads; omitted: 1
     kv_heads: SizeAxis | None = None  # key heads, each dividing heads; omitted: = heads
     causal: list[bool] = Field(default=[False], min_length=1)
@@ -197,6 +200,12 @@ class Sweep(_Strict):
             if bad:
                 raise ValueError(f"sizes must be between 1 and {MAX_SIZE}, got {bad[0]}")
         return axis
+
+    @model_validator(mode="after")
+    def _batch_given_once(self) -> Sweep:
+        if self.tokens is not None and "batch" in self.model_fields_set:
+            raise ValueError("tokens sets the batch (tokens // n); remove batch or tokens")
+        return self
 
     @model_validator(mode="after")
     def _heads_given_once(self) -> Sweep:

@@ -112,10 +112,12 @@ def shapes(config: Config) -> list[Shape]:
         pairs = [(n, n) for n in ns]
     else:
         pairs = list(product(ns, sweep.sizes("m")))
+    def batches(n: int) -> list[int]:
+        return [max(1, sweep.tokens // n)] if sweep.tokens is not None else sweep.sizes("batch")
+
     return [Shape(n, m, d_k, batch, heads, kv_heads, causal, scaled, preset)
-            for (n, m), (preset, heads, kv_heads, d_k), batch, causal, scaled
-            in product(pairs, _head_configs(config), sweep.sizes("batch"), sweep.causal,
-                       sweep.scaled)]
+            for (n, m), (preset, heads, kv_heads, d_k) in product(pairs, _head_configs(config))
+            for batch, causal, scaled in product(batches(n), sweep.causal, sweep.scaled)]
 
 
 def variants(config: Config) -> list[Variant]:

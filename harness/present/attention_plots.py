@@ -8,6 +8,7 @@ averaged with another's; the same backend keeps its colour from the general figu
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -71,17 +72,21 @@ def _ok(runs: RunSet, column: str) -> pd.DataFrame:
 def _panels(title: str, subtitle: str, names: list[Any]) -> tuple[Figure, list[Any]]:
     columns = min(3, len(names))
     rows = -(-len(names) // columns)
-    fig = Figure(figsize=(_SIZE[0] * columns, _SIZE[1] * rows + 1.2), layout="constrained")
+    # At least two panels wide: the title and the legend need the room of one figure, not
+    # of one panel.
+    width = max(_SIZE[0] * columns, 2 * _SIZE[0])
+    fig = Figure(figsize=(width, _SIZE[1] * rows + 1.6), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     for ax in axes[len(names):]:
         ax.set_visible(False)
-    fig.suptitle(f"{title}\n{subtitle}", fontsize=11)
+    wrap = int(width * 11)  # characters per line at this font size
+    fig.suptitle(textwrap.fill(title, wrap) + "\n" + textwrap.fill(subtitle, wrap), fontsize=10)
     return fig, list(axes[:len(names)])
 
 
 def _legend(fig: Figure, handles: dict[str, Line2D]) -> None:
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
-               ncols=min(5, len(handles)), fontsize=8, frameon=False)
+               ncols=min(4, len(handles)), fontsize=8, frameon=False)
 
 
 def attention_throughput(runs: RunSet) -> Figure:
@@ -124,10 +129,12 @@ def decode_bandwidth(runs: RunSet) -> Figure:
                 for device, value in bandwidths(run).items()}
     note = "" if ceilings else " · memory bandwidth not measured (qkbench peaks): no ceiling"
     panels = sorted(ok.groupby(["model", "dtype"]).groups)
-    fig, axes = _panels("Decode bandwidth vs keys in the cache (bytes of Q, K once per key "
-                        "head, and S / median time)", runs.subtitle() + note, panels)
+    fig, axes = _panels("Decode bandwidth vs keys in the cache (bytes of Q, of K once per key "
+                        "head, and of S / median time; higher is better)",
+                        runs.subtitle() + note, panels)
     handles: dict[str, Line2D] = {}
     queries = sorted(ok["n"].unique())
+    mixed = bool(ok["causal"].any() and not ok["causal"].all())
     for ax, (model, dtype) in zip(axes, panels):
         panel = ok[(ok["model"] == model) & (ok["dtype"] == dtype)]
         for (machine, backend, n, causal), line in panel.groupby(
@@ -135,7 +142,8 @@ def decode_bandwidth(runs: RunSet) -> Figure:
             line = line.sort_values("m")
             marker = _N_MARKERS[queries.index(n) % len(_N_MARKERS)]
             ax.plot(line["m"].astype(float), line["gbps"], marker=marker, markersize=4,
-                    color=runs.colors.get(backend), linestyle=_CAUSAL_STYLE[bool(causal)])
+                    color=runs.colors.get(backend),
+                    linestyle=_CAUSAL_STYLE[bool(causal) and mixed])
             label = f"{backend}" + (f" ({machine})" if len(runs.runs) > 1 else "")
             handles.setdefault(label, Line2D([], [], color=runs.colors.get(backend)))
             handles.setdefault(f"n = {n}", Line2D([], [], color="0.3", marker=marker,
@@ -153,7 +161,7 @@ def decode_bandwidth(runs: RunSet) -> Figure:
         ax.grid(True, alpha=0.3)
     if ceilings:
         handles["memory bandwidth (ceiling)"] = Line2D([], [], color="0.3", linestyle=":")
-    if ok["causal"].any() and not ok["causal"].all():
+    if mixed:
         handles["causal (dashed)"] = Line2D([], [], color="0.3", linestyle="--")
     _legend(fig, handles)
     return fig
