@@ -88,14 +88,21 @@ def describe(summary: pd.DataFrame) -> str:
 
 
 def attention_words(row: object) -> str:
-    """' llama-3-8b causal', ' B=4 H=32/8 scaled', ...: a family's attention axes, '' for 2-D."""
+    """' llama-3-8b causal', ' H=8/2 B=4 scaled', ...: a row's attention axes, '' for the 2-D
+    product. `row` is a mapping (a dict, a pandas row) or a named tuple."""
+    def field(name: str, default: object) -> object:
+        getter = getattr(row, "get", None)
+        value = getter(name, default) if callable(getter) else getattr(row, name, default)
+        missing = value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+        return default if missing else value
+
     words = []
-    preset = getattr(row, "preset", "")
+    preset, heads, kv_heads = field("preset", ""), field("heads", 1), field("kv_heads", 1)
     if preset:
         words.append(str(preset))
-    elif (getattr(row, "heads", 1), getattr(row, "kv_heads", 1)) != (1, 1):
-        words.append(f"H={row.heads}/{row.kv_heads}")  # type: ignore[attr-defined]
-    if getattr(row, "batch", 1) != 1:
-        words.append(f"B={row.batch}")  # type: ignore[attr-defined]
-    words += [flag for flag in ("causal", "scaled") if bool(getattr(row, flag, False))]
+    elif (heads, kv_heads) != (1, 1):
+        words.append(f"H={heads}/{kv_heads}")
+    if field("batch", 1) != 1:
+        words.append(f"B={field('batch', 1)}")
+    words += [flag for flag in ("causal", "scaled") if bool(field(flag, False))]
     return "".join(f" {word}" for word in words)
