@@ -144,6 +144,13 @@ def _key_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     # A plain-text twin of threads_requested: NA never equals NA in a join or a groupby key.
     frame["threads_key"] = [("" if pd.isna(t) else str(int(t)))
                             for t in frame["threads_requested"]]
+    # issue 16: the attention axes as one text variant ("llama-3-8b causal"; "" for 2-D), so
+    # that one model's or one mask's cells are never joined into another's line.
+    columns = [c for c in crossover.ATTENTION_COLUMNS if c in frame]
+    words: dict[tuple[Any, ...], str] = {}
+    frame["attention_key"] = [
+        words.setdefault(key, crossover.attention_words(dict(zip(columns, key))).strip())
+        for key in frame[columns].astype(object).itertuples(index=False, name=None)]
     return frame
 
 
@@ -262,12 +269,13 @@ _PHASE_WORDS = {"kernel": "kernel", "end_to_end": "end-to-end"}
 class _Variants:
     """Which variant columns differ within a data set: only those earn a word in a label."""
 
-    columns: tuple[str, ...]  # among phase, cache, threads_key, precision
+    columns: tuple[str, ...]  # among phase, cache, threads_key, attention_key, precision
     m_differs: bool  # some cell has m ≠ n: the x axis is n, and m goes into the label
 
     @classmethod
     def of(cls, frame: pd.DataFrame) -> _Variants:
-        columns = [c for c in ("phase", "cache", "threads_key") if frame[c].nunique() > 1]
+        columns = [c for c in ("phase", "cache", "threads_key", "attention_key")
+                   if c in frame and frame[c].nunique() > 1]
         if (frame["precision"] != frame["dtype"]).any():
             columns.append("precision")
         return cls(tuple(columns), bool((frame["m"] != frame["n"]).any()))
@@ -295,6 +303,8 @@ def _variant_words(row: Any, columns: tuple[str, ...] | list[str], all_words: bo
         threads = row["threads_key"]
         words.append("default threads" if threads == "" else
                      f"{threads} thread{'' if threads == '1' else 's'}")
+    if "attention_key" in columns and (all_words or row["attention_key"] != ""):
+        words.append(row["attention_key"] or "2-D")
     if "precision" in columns and row["precision"] != row["dtype"]:
         words.append(f"computes in {row['precision']}")
     return words
@@ -710,7 +720,8 @@ def speedups(runs: RunSet, baseline: str = DEFAULT_BASELINE_BACKEND) -> pd.DataF
     """Per ok cell of every other backend: baseline median / its median, on the same machine,
     shape, dtype and variant (> 1: faster than the baseline)."""
     ok = runs.ok
-    keys = ["machine", "dtype", "n", "m", "d_k", "phase", "cache", "threads_key"]
+    keys = ["machine", "dtype", "n", "m", "d_k", "phase", "cache", "threads_key",
+            "attention_key"]
     base = ok[ok["backend"] == baseline][keys + ["median_s"]].rename(
         columns={"median_s": "baseline_s"})
     merged = ok[ok["backend"] != baseline].merge(base, on=keys, how="inner")
