@@ -5,6 +5,9 @@ matmul); `cupy` additionally sets NVIDIA_TF32_OVERRIDE=0 before CuPy creates its
 so its float32 rows are full float32 whatever the environment says. `cupy-tf32` asks for TF32
 and records precision tf32. Both run in worker processes of their own, so these process-wide
 settings never reach another backend. CuPy has no bfloat16 matmul.
+
+Attention cells as in `numpy`: one broadcast matmul of Q viewed as (B, H_kv, H/H_kv·n, d_k)
+against K (B, H_kv, m, d_k), K never repeated; scale and mask in place on the device.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import os
 from typing import Any
 
 import numpy as np
-from qkbench.backends.base import Backend
+
+from qkbench.backends.base import ATTENTION_FEATURES, Backend
 
 
 class CupyBackend(Backend):
@@ -21,6 +25,8 @@ class CupyBackend(Backend):
     device = "gpu"
     dtypes = ("float16", "float32", "float64")
     allow_tf32 = False
+    attention = frozenset(ATTENTION_FEATURES)
+    _mask: Any = None
 
     def unavailable(self) -> str | None:
         import importlib.util
@@ -52,10 +58,28 @@ class CupyBackend(Backend):
         import cupy
 
         self._configure_tf32()  # before the first matmul initialises cuBLAS
-        return cupy.asarray(np.ascontiguousarray(q)), cupy.asarray(np.ascontiguousarray(k))
+        q, k = cupy.asarray(np.ascontiguousarray(q)), cupy.asarray(np.ascontiguousarray(k))
+        problem, self._mask = self.problem, None
+        if q.ndim == 4:
+            # The query heads that share a key head, stacked: a view of the contiguous q.
+            batch, heads, n, d_k = q.shape
+            q = q.reshape(batch, k.shape[1], heads // k.shape[1] * n, d_k)
+        if problem is not None and problem.causal:
+            self._mask = cupy.asarray(problem.masked())
+        return q, k
 
     def scores(self, q: Any, k: Any) -> Any:
-        return q @ k.T
+        if q.ndim == 2:
+            return q @ k.T
+        import cupy
+
+        problem = self.problem
+        s = cupy.matmul(q, k.swapaxes(-1, -2)).reshape(problem.s_shape())
+        if problem.scaled:
+            s *= s.dtype.type(problem.scale)
+        if self._mask is not None:
+            cupy.copyto(s, s.dtype.type(-np.inf), where=self._mask)
+        return s
 
     def sync(self) -> None:
         import cupy
@@ -77,8 +101,12 @@ class CupyBackend(Backend):
 
         device = cupy.cuda.Device()
         name = cupy.cuda.runtime.getDeviceProperties(device.id)["name"]
-        return {"library_version": cupy.__version__,
-                "device_name": name.decode() if isinstance(name, bytes) else str(name)}
+        facts: dict[str, Any] = {
+            "library_version": cupy.__version__,
+            "device_name": name.decode() if isinstance(name, bytes) else str(name)}
+        if self.problem is not None and "grouped" in self.problem.needs():
+            facts["kv_materialised"] = False
+        return facts
 
     def cache_bytes(self) -> int | None:
         import cupy

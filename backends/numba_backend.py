@@ -49,7 +49,9 @@ from functools import cache
 from typing import Any
 
 import numpy as np
-from qkbench.backends.base import Backend, missing_package_reason
+
+from qkbench.backends import numba_attention
+from qkbench.backends.base import ATTENTION_FEATURES, Backend, missing_package_reason
 
 #: Width of a K panel and of the register tile, in bytes: one AVX-512 register, two AVX2 ones.
 _PANEL_BYTES = 64
@@ -265,6 +267,7 @@ class _NumbaBackend(Backend):
     device = "cpu"
     dtypes = ("float32", "float64")
     kernel = ""
+    attention = frozenset(ATTENTION_FEATURES)  # issue 16: see numba_attention
 
     def unavailable(self) -> str | None:
         return missing_package_reason("numba", "numba")
@@ -273,6 +276,8 @@ class _NumbaBackend(Backend):
         return np.ascontiguousarray(q), np.ascontiguousarray(k)
 
     def scores(self, q: np.ndarray, k: np.ndarray) -> np.ndarray:
+        if q.ndim == 4:  # issue 16: attention cells
+            return numba_attention.scores(self, q, k)
         s = np.empty((q.shape[0], k.shape[0]), dtype=q.dtype)
         _kernels()[self.kernel](q, k, s)
         return s
@@ -281,6 +286,9 @@ class _NumbaBackend(Backend):
         import numba
 
         threads = 1 if self.kernel == "loops" else numba.get_num_threads()
+        if self.problem is not None and not self.problem.plain:  # issue 16: attention cells
+            return {"library_version": numba.__version__,
+                    "threads": numba_attention.threads(self), **numba_attention.info(self)}
         return {"library_version": numba.__version__, "threads": threads}
 
     def set_threads(self, count: int | None) -> None:
@@ -303,6 +311,8 @@ class NumbaBackend(_NumbaBackend):
     kernel = "blocked"
 
     def scores(self, q: np.ndarray, k: np.ndarray) -> np.ndarray:
+        if q.ndim == 4:  # issue 16: attention cells
+            return numba_attention.scores(self, q, k)
         n, d_k = q.shape
         m = k.shape[0]
         rows, width = _tile_rows(), _panel_width(q.dtype)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from qkbench.backends.base import DEVICES, KNOWN_DTYPES, Backend
+from qkbench.backends.base import ATTENTION_FEATURES, DEVICES, KNOWN_DTYPES, Backend
 from qkbench.errors import UsageError
 
 ENTRY_POINT_GROUP = "qkbench.backends"
@@ -131,3 +131,7 @@ def check_backend_class(cls: type, label: str) -> None:
     if isinstance(dtypes, str) or not all(d in KNOWN_DTYPES for d in dtypes):
         raise UsageError(f"backend {label!r}: dtypes must be a tuple drawn from "
                          f"{KNOWN_DTYPES}, got {dtypes!r}")
+    attention = getattr(cls, "attention", frozenset())
+    if isinstance(attention, str) or not all(f in ATTENTION_FEATURES for f in attention):
+        raise UsageError(f"backend {label!r}: attention must be a set drawn from "
+                         f"{ATTENTION_FEATURES}, got {attention!r}")

@@ -1,12 +1,19 @@
 """Backends on PyTorch: `torch-cpu` (CPU tensors sharing memory with the NumPy inputs),
-`torch-cuda` and `torch-cuda-tf32` (NVIDIA GPUs), `torch-mps` (Apple GPUs)."""
+`torch-cuda` and `torch-cuda-tf32` (NVIDIA GPUs), `torch-mps` (Apple GPUs).
+
+Attention cells are one batched matmul on every device: Q (B, H, n, d_k) viewed as
+(B, H_kv, H/H_kv·n, d_k), the query heads of a group stacked, against K (B, H_kv, m, d_k), so
+K is never repeated (what torch.repeat_interleave or expand + reshape would do); the result is
+viewed back as S (B, H, n, m), then scaled and masked in place.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-from qkbench.backends.base import Backend, missing_package_reason
+
+from qkbench.backends.base import ATTENTION_FEATURES, Backend, missing_package_reason
 
 
 def _torch_from_numpy(array: np.ndarray) -> Any:
@@ -34,13 +41,37 @@ def _tensor_to_numpy(s: Any) -> np.ndarray:
 class _TorchBackend(Backend):
     """What every PyTorch backend shares: the product, and the way back to NumPy."""
 
+    attention = frozenset(ATTENTION_FEATURES)
+    _mask: Any = None
+
     def unavailable(self) -> str | None:
         return missing_package_reason("torch", "torch")
+
+    def _attention_layout(self, q: Any, k: Any) -> tuple[Any, Any]:
+        """Tensors already on the device → the layout `scores` wants: for attention cells, the
+        query heads of each key head stacked (a view) and the causal mask on the device."""
+        import torch
+
+        problem, self._mask = self.problem, None
+        if q.dim() == 4:
+            batch, heads, n, d_k = q.shape
+            q = q.reshape(batch, k.shape[1], heads // k.shape[1] * n, d_k)
+        if problem is not None and problem.causal:
+            self._mask = torch.from_numpy(problem.masked()).to(q.device)
+        return q, k
 
     def scores(self, q: Any, k: Any) -> Any:
         import torch
 
-        return torch.matmul(q, k.t())
+        if q.dim() == 2:
+            return torch.matmul(q, k.t())
+        problem = self.problem
+        s = torch.matmul(q, k.transpose(-1, -2)).view(problem.s_shape())
+        if problem.scaled:
+            s.mul_(problem.scale)
+        if self._mask is not None:
+            s.masked_fill_(self._mask, float("-inf"))
+        return s
 
     def to_numpy(self, s: Any) -> np.ndarray:
         return _tensor_to_numpy(s)
@@ -48,7 +79,10 @@ class _TorchBackend(Backend):
     def info(self) -> dict[str, Any]:
         import torch
 
-        return {"library_version": torch.__version__}
+        facts: dict[str, Any] = {"library_version": torch.__version__}
+        if self.problem is not None and "grouped" in self.problem.needs():
+            facts["kv_materialised"] = False
+        return facts
 
 
 class TorchCpuBackend(_TorchBackend):
@@ -58,7 +92,7 @@ class TorchCpuBackend(_TorchBackend):
 
     def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
         # from_numpy shares memory, so prepare costs no copy; contiguity keeps matmul on BLAS.
-        return _torch_from_numpy(q), _torch_from_numpy(k)
+        return self._attention_layout(_torch_from_numpy(q), _torch_from_numpy(k))
 
     def info(self) -> dict[str, Any]:
         import torch
@@ -115,8 +149,8 @@ class TorchCudaBackend(_TorchBackend):
 
     def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
         self._set_tf32()
-        return (_torch_from_numpy(q).to("cuda", non_blocking=False),
-                _torch_from_numpy(k).to("cuda", non_blocking=False))
+        return self._attention_layout(_torch_from_numpy(q).to("cuda", non_blocking=False),
+                                      _torch_from_numpy(k).to("cuda", non_blocking=False))
 
     def sync(self) -> None:
         import torch
@@ -197,7 +231,8 @@ class TorchMpsBackend(_TorchBackend):
         return None
 
     def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
-        return _torch_from_numpy(q).to("mps"), _torch_from_numpy(k).to("mps")
+        return self._attention_layout(_torch_from_numpy(q).to("mps"),
+                                      _torch_from_numpy(k).to("mps"))
 
     def sync(self) -> None:
         import torch

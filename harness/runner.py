@@ -67,6 +67,7 @@ class _Backend:
     spec: BackendSpec
     device: str
     dtypes: tuple[str, ...]
+    attention: frozenset[str]  # the attention features it takes (backends.base)
     workers: list[WorkerHandle]  # timing.processes of them; rounds take turns among them
     unavailable: str | None = None  # why it cannot run here (set once, on first use)
     opened: bool = False
@@ -217,7 +218,9 @@ class Runner:
             cls = load_class(spec.path)
             workers = [WorkerHandle(spec.path, dict(spec.options))
                        for _ in range(config.timing.processes)]
-            self.backends[spec.label] = _Backend(spec, cls.device, tuple(cls.dtypes), workers)
+            self.backends[spec.label] = _Backend(spec, cls.device, tuple(cls.dtypes),
+                                                 frozenset(getattr(cls, "attention", ())),
+                                                 workers)
         timing = config.timing
         self.rule = StopRule(target_rel_ci=timing.target_rel_ci, min_samples=timing.min_samples,
                              max_samples=timing.max_samples, budget_s=timing.budget_s)
@@ -239,7 +242,7 @@ class Runner:
         max_ref = self.config.agreement.max_reference_elements
         try:
             for shape, shape_groups in groups(self.config, list(self.backends), self.shard):
-                folder = scratch / f"{shape.n}x{shape.m}x{shape.d_k}"
+                folder = scratch / shape.folder_name()
                 shape_too_big = too_big(shape_bytes(shape, max_ref), available_bytes())
                 for group in shape_groups:
                     runnable = []
@@ -268,7 +271,8 @@ class Runner:
         started = time.monotonic()
         for which, where in ((inputs.TIMED, folder), (inputs.FRESH, inputs.fresh_folder(folder))):
             built = inputs.build(shape.n, shape.m, shape.d_k, self.config.seed,
-                                 self.config.agreement.max_reference_elements, which)
+                                 self.config.agreement.max_reference_elements, shape.problem(),
+                                 which)
             inputs.save(built, where)
             if which == inputs.TIMED:
                 self.counts.spend("inputs and reference", time.monotonic() - started)
@@ -286,6 +290,11 @@ class Runner:
             return f"{cell.backend} does not support {cell.dtype}"
         if cell.variant.threads is not None and backend.device != "cpu":
             return "the threads axis applies to CPU backends only"
+        missing = cell.shape.problem().needs() - backend.attention
+        if missing:
+            takes = ", ".join(sorted(backend.attention)) or "the 2-D product only"
+            return (f"{cell.backend} does not take {', '.join(sorted(missing))} inputs "
+                    f"(it takes: {takes})")
         return None
 
     def _open(self, label: str) -> _Backend:
@@ -472,7 +481,7 @@ class Runner:
         """Why the cell would not fit in host memory now, or None."""
         shape, copies = cell.shape, 1
         if cell.variant.cache == "cold":
-            set_bytes = (shape.n + shape.m) * shape.d_k * ITEMSIZE[cell.dtype]
+            set_bytes = (shape.q_elements + shape.k_elements) * ITEMSIZE[cell.dtype]
             copies = cold_copies(set_bytes, self.host_cache_bytes)
         needed = self.config.timing.processes * cell_bytes(
             shape, cell.dtype, copies, self.config.agreement.max_reference_elements)

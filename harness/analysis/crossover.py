@@ -1,7 +1,8 @@
 """From a run's summary: how much faster the GPU is than the CPU, and from which size on.
 
-For each shape family — rows with the same dtype, phase, cache state, d_k, and either m = n
-(self-attention) or one fixed m — and each n, the speedup is the best CPU backend's median over
+For each shape family — rows with the same dtype, phase, cache state, d_k, either m = n
+(self-attention) or one fixed m, and the same attention axes (batch, heads, kv_heads, causal,
+scaled, preset: one model's heads are never mixed with another's) — and each n, the speedup is the best CPU backend's median over
 the best GPU backend's median. The crossover is the smallest n from which the GPU wins at that
 size and at every larger size of the family: a lone win at a size where timings happen to be
 noisy is not a crossover. Computed separately for kernel-only and end-to-end time, since
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-FAMILY = ["dtype", "phase", "cache", "d_k", "m_rule"]
+from qkbench.records.results import KEY_DEFAULTS
+
+ATTENTION_COLUMNS = ["batch", "heads", "kv_heads", "causal", "scaled", "preset"]
+FAMILY = ["dtype", "phase", "cache", "d_k", "m_rule", *ATTENTION_COLUMNS]
 
 
 def speedups(summary: pd.DataFrame) -> pd.DataFrame:
@@ -23,6 +27,11 @@ def speedups(summary: pd.DataFrame) -> pd.DataFrame:
     if ok.empty or not {"cpu", "gpu"} <= set(ok["device"]):
         return pd.DataFrame(columns=columns)
     ok["m_rule"] = ["m=n" if m == n else f"m={m}" for n, m in zip(ok["n"], ok["m"])]
+    for column in ATTENTION_COLUMNS:  # a table from before these columns: the 2-D product
+        if column not in ok:
+            ok[column] = KEY_DEFAULTS[column]
+    # No preset is "" here, not NA: NA is never equal to NA in a join on the family.
+    ok["preset"] = ok["preset"].astype("object").where(ok["preset"].notna(), "").astype(str)
     rows = []
     for key, group in ok.groupby(FAMILY + ["n"], dropna=False):
         best = {}
@@ -71,7 +80,29 @@ def describe(summary: pd.DataFrame) -> str:
     for row in table.itertuples():
         where = (f"GPU wins from n = {row.crossover_n}" if not pd.isna(row.crossover_n)
                  else "GPU does not win at the largest size")
-        lines.append(f"  {row.dtype} {row.phase} {row.cache} d_k={row.d_k} {row.m_rule}: "
+        lines.append(f"  {row.dtype} {row.phase} {row.cache} d_k={row.d_k} {row.m_rule}"
+                     f"{attention_words(row)}: "
                      f"{where}; speedup {row.speedup_smallest:.2g}x at the smallest n, "
                      f"{row.speedup_largest:.2g}x at the largest")
     return "\n".join(lines)
+
+
+def attention_words(row: object) -> str:
+    """' llama-3-8b causal', ' H=8/2 B=4 scaled', ...: a row's attention axes, '' for the 2-D
+    product. `row` is a mapping (a dict, a pandas row) or a named tuple."""
+    def field(name: str, default: object) -> object:
+        getter = getattr(row, "get", None)
+        value = getter(name, default) if callable(getter) else getattr(row, name, default)
+        missing = value is None or (not isinstance(value, str) and bool(pd.isna(value)))
+        return default if missing else value
+
+    words = []
+    preset, heads, kv_heads = field("preset", ""), field("heads", 1), field("kv_heads", 1)
+    if preset:
+        words.append(str(preset))
+    elif (heads, kv_heads) != (1, 1):
+        words.append(f"H={heads}/{kv_heads}")
+    if field("batch", 1) != 1:
+        words.append(f"B={field('batch', 1)}")
+    words += [flag for flag in ("causal", "scaled") if bool(field(flag, False))]
+    return "".join(f" {word}" for word in words)

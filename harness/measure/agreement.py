@@ -16,6 +16,11 @@ rounded to TF32 errs by 360u at d_k = 4096 (bound 72u) and by over 3000u at d_k 
 For float16 the scale is floored at the dtype's smallest normal number: a product that
 underflows into subnormals loses relative precision for a reason that is not the backend's.
 NaN or inf never passes.
+
+Attention cells are compared row by row of S flattened to (B·H·n, m), each row against the
+norms of its own query and of its key head's keys, times the 1/√d_k scale when the cell is
+scaled (so the bound is the same relative one). Masked entries must be exactly −inf, and
+are left out of the error figures.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from qkbench.backends.base import Problem
 from qkbench.measure.inputs import Reference
 
 # Unit roundoff of the precision a cell computes in (half the distance from 1 to the next number).
@@ -68,7 +75,7 @@ class Agreement:
         return self.reason is None
 
 
-def check_output(s: object, expected_shape: tuple[int, int], dtype: str) -> str | None:
+def check_output(s: object, expected_shape: tuple[int, ...], dtype: str) -> str | None:
     """The reason an output is not even comparable (not an array, wrong shape or dtype)."""
     if not isinstance(s, np.ndarray):
         return f"to_numpy returned {type(s).__name__}, not a numpy.ndarray"
@@ -83,23 +90,44 @@ def check_output(s: object, expected_shape: tuple[int, int], dtype: str) -> str 
 def compare(s: np.ndarray, reference: Reference, precision: str) -> Agreement:
     """Compare the reference's rows of S with their float64 values."""
     rows = reference.rows
+    problem = reference.problem
     d_k_bound = error_bound(reference.d_k, precision)
-    picked = np.asarray(s[rows], dtype=np.float64)
-    scale = np.maximum(np.outer(reference.q_norms[rows], reference.k_norms),
+    flat = s if s.ndim == 2 else s.reshape(-1, s.shape[-1])
+    picked = np.asarray(flat[rows], dtype=np.float64)
+    k_norms = reference.k_norms
+    k_norms = k_norms[None, :] if k_norms.ndim == 1 else k_norms[reference.key_rows(rows)]
+    factor = problem.scale if problem is not None else 1.0
+    scale = np.maximum(reference.q_norms[rows][:, None] * k_norms * factor,
                        SMALLEST_NORMAL[precision])
-    with np.errstate(invalid="ignore", over="ignore"):
-        err = np.abs(picked - reference.values) / scale
+    masked = reference.masked(rows)
+    if masked is not None:
+        wrong = masked & (picked != -np.inf)
+        if wrong.any():
+            i, j = np.argwhere(wrong)[0]
+            return Agreement(math.nan, math.nan, d_k_bound, len(rows),
+                             f"{int(wrong.sum())} masked entries are not -inf (first at "
+                             f"S{_where(int(rows[i]), int(j), problem)}: {picked[i, j]!r})",
+                             outside_share=int(wrong.sum()) / wrong.size,
+                             worst=(int(rows[i]), int(j)))
+        picked = np.where(masked, 0.0, picked)  # masked entries are checked; leave them out
+        expected = np.where(masked, 0.0, reference.values)
+    else:
+        expected = reference.values
     finite = np.isfinite(picked)
     if not np.all(finite):
         bad = int(np.count_nonzero(~finite))
         i, j = np.unravel_index(int(np.argmin(finite)), finite.shape)
         return Agreement(math.nan, math.nan, d_k_bound, len(rows),
                          f"NaN/Inf: {bad} non-finite entries in the output "
-                         f"(first at S[{int(rows[i])}, {int(j)}])",
+                         f"(first at S{_where(int(rows[i]), int(j), problem)})",
                          outside_share=bad / finite.size, worst=(int(rows[i]), int(j)))
-    max_err, mean_err = float(err.max(initial=0.0)), float(err.mean()) if err.size else 0.0
-    outside = int(np.count_nonzero(err > d_k_bound))
-    share = outside / err.size if err.size else 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(picked - expected) / scale
+    entries = int(np.count_nonzero(~masked)) if masked is not None else err.size
+    mean_err = float(err.sum() / entries) if entries else 0.0
+    max_err = float(err.max(initial=0.0))
+    outside = int(np.count_nonzero(err > d_k_bound))  # a masked entry's error is 0
+    share = outside / entries if entries else 0.0
     worst = None
     if err.size:
         i, j = np.unravel_index(int(np.argmax(err)), err.shape)
@@ -107,7 +135,16 @@ def compare(s: np.ndarray, reference: Reference, precision: str) -> Agreement:
     reason = None
     if max_err > d_k_bound:
         reason = (f"max error {max_err:.3g} exceeds the {precision} bound {d_k_bound:.3g} "
-                  f"in {outside} of {err.size} entries ({100 * share:.3g}%; worst at "
-                  f"S[{worst[0]}, {worst[1]}])")
+                  f"in {outside} of {entries} entries ({100 * share:.3g}%; worst at "
+                  f"S{_where(worst[0], worst[1], problem)})")
     return Agreement(max_err, mean_err, d_k_bound, len(rows), reason, share, worst)
+
+
+def _where(row: int, column: int, problem: Problem | None) -> str:
+    """An entry of S by its indices: [i, j], or [b, h, i, j] for an attention cell."""
+    if problem is None or problem.plain:
+        return f"[{row}, {column}]"
+    batch_head, i = divmod(row, problem.n)
+    b, h = divmod(batch_head, problem.heads)
+    return f"[{b}, {h}, {i}, {column}]"
 

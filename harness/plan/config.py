@@ -20,11 +20,13 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from qkbench.backends import registry
 from qkbench.errors import UsageError
+from qkbench.plan import presets
 
 DType = Literal["float16", "bfloat16", "float32", "float64"]
 Phase = Literal["kernel", "end_to_end"]
@@ -119,7 +121,21 @@ def _axis_count(axis: SizeAxis | None) -> int:
 class Sweep(_Strict):
     n: SizeAxis
     m: SizeAxis | None = None  # omitted: m = n (self-attention)
-    d_k: SizeAxis
+    # Published models' heads, kv_heads and d_k (qkbench.plan.presets), instead of those axes;
+    # before d_k, so that d_k's check can see it.
+    preset: list[str] | None = Field(default=None, min_length=1)
+    # Required unless a preset sets it (validate_default: an omitted d_k is checked too).
+    d_k: SizeAxis | None = Field(default=None, validate_default=True)
+    # Attention axes (semantics: backends.base.Problem, docs/attention.md). All omitted: the
+    # plain 2-D product, B = H = H_kv = 1, not causal, not scaled.
+    batch: SizeAxis = [1]
+    # Instead of batch: batch = max(1, tokens // n) per n, so every sequence length gets about
+    # the same work (FlashAttention's and tritonbench's benchmarks use batch × seq = 16k).
+    tokens: int | None = Field(default=None, gt=0, le=MAX_SIZE)
+    heads: SizeAxis | None = None  # query heads; omitted: 1
+    kv_heads: SizeAxis | None = None  # key heads, each dividing heads; omitted: = heads
+    causal: list[bool] = Field(default=[False], min_length=1)
+    scaled: list[bool] = Field(default=[False], min_length=1)  # S = Q·Kᵀ / √d_k
     dtype: list[DType] = Field(default=["float32"], min_length=1)
     # What the time includes: inputs already where the backend wants them ("kernel"), or host
     # arrays in and a host array out, transfers and casts included ("end_to_end").
@@ -130,7 +146,7 @@ class Sweep(_Strict):
     # Threads per CPU backend; omitted means each library's default (recorded per row).
     threads: list[Annotated[int, Field(gt=0, le=4096)]] | None = None
 
-    @field_validator("n", "m", "d_k", mode="before")
+    @field_validator("n", "m", "d_k", "batch", "heads", "kv_heads", mode="before")
     @classmethod
     def _scalar_to_list(cls, value: Any) -> Any:
         if value is None or isinstance(value, (list, dict)):
@@ -140,24 +156,40 @@ class Sweep(_Strict):
         raise ValueError(f"expected a size (a whole number), a list of sizes, or a range "
                          f"{{start, stop, factor}} or {{start, stop, step}}; got {value!r}")
 
-    @field_validator("dtype", "phase", "cache", mode="before")
+    @field_validator("dtype", "phase", "cache", "preset", mode="before")
     @classmethod
     def _word_to_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("causal", "scaled", mode="before")
+    @classmethod
+    def _flag_to_list(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return [value]
+        if not isinstance(value, list):
+            raise ValueError(f"expected true, false or a list of them; got {value!r}")
+        return value
+
+    @field_validator("preset")
+    @classmethod
+    def _presets_known(cls, names: list[str] | None) -> list[str] | None:
+        for name in names or []:
+            presets.lookup(name)  # ValueError listing the known presets
+        return names
 
     @field_validator("threads", mode="before")
     @classmethod
     def _threads_to_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, int) and not isinstance(value, bool) else value
 
-    @field_validator("dtype", "phase", "cache", "threads")
+    @field_validator("dtype", "phase", "cache", "threads", "causal", "scaled", "preset")
     @classmethod
     def _no_repeats(cls, values: list[Any] | None) -> list[Any] | None:
         if values is not None and len(set(values)) != len(values):
             raise ValueError(f"lists a value twice: {values}")
         return values
 
-    @field_validator("n", "m", "d_k")
+    @field_validator("n", "m", "d_k", "batch", "heads", "kv_heads")
     @classmethod
     def _sizes_valid(cls, axis: SizeAxis | None) -> SizeAxis | None:
         if isinstance(axis, list):
@@ -169,13 +201,62 @@ class Sweep(_Strict):
         return axis
 
     @model_validator(mode="after")
+    def _batch_given_once(self) -> Sweep:
+        if self.tokens is not None and "batch" in self.model_fields_set:
+            raise ValueError("tokens sets the batch (tokens // n); remove batch or tokens")
+        return self
+
+    @model_validator(mode="after")
+    def _heads_given_once(self) -> Sweep:
+        if self.preset is not None:
+            explicit = [axis for axis in ("heads", "kv_heads", "d_k") if getattr(self, axis)]
+            if explicit:
+                raise ValueError(f"preset sets heads, kv_heads and d_k; remove "
+                                 f"{' and '.join(explicit)} or the preset")
+        return self
+
+    @field_validator("d_k")
+    @classmethod
+    def _d_k_given(cls, axis: SizeAxis | None, info: ValidationInfo) -> SizeAxis | None:
+        if axis is None and info.data.get("preset") is None and "preset" in info.data:
+            raise ValueError("required (or a preset, which sets it)")
+        return axis
+
+    @model_validator(mode="after")
     def _not_absurd(self) -> Sweep:
-        points = (_axis_count(self.n) * _axis_count(self.m) * _axis_count(self.d_k)
+        heads = (len(self.preset) if self.preset else
+                 _axis_count(self.d_k) * _axis_count(self.heads) * _axis_count(self.kv_heads))
+        points = (_axis_count(self.n) * _axis_count(self.m) * heads * _axis_count(self.batch)
+                  * len(self.causal) * len(self.scaled)
                   * len(self.dtype) * len(self.phase) * len(self.cache) * len(self.threads or [0]))
         if points > MAX_POINTS:
             raise ValueError(f"expands to {points:,} (n, m, d_k, dtype, ...) combinations, more than "
                              f"{MAX_POINTS:,}; is a range's stop, step or factor a typo?")
         return self
+
+    @model_validator(mode="after")
+    def _attention_consistent(self) -> Sweep:
+        # After _not_absurd: the axes' values are only taken once they are known to be few.
+        for heads, kv_heads in self.head_pairs():
+            if heads % kv_heads:
+                raise ValueError(f"kv_heads {kv_heads} does not divide heads {heads} (query head "
+                                 f"h reads key head h // (heads / kv_heads))")
+        if True in self.causal and self.m is not None:
+            # Bottom-right alignment masks key j for query i when j > i + (m − n): with n > m
+            # the first n − m queries would see no key at all, and softmax over nothing is NaN.
+            n, m = max(self.sizes("n")), min(self.sizes("m"))
+            if n > m:
+                raise ValueError(f"causal needs n ≤ m (queries are the last n of m positions); "
+                                 f"n = {n} with m = {m} would mask whole rows")
+        return self
+
+    def head_pairs(self) -> list[tuple[int, int]]:
+        """(heads, kv_heads) of every cell (presets' or the axes'), in sweep order."""
+        if self.preset is not None:
+            return [(presets.lookup(p).heads, presets.lookup(p).kv_heads) for p in self.preset]
+        heads = self.sizes("heads") if self.heads is not None else [1]
+        return [(h, kv) for h in heads
+                for kv in (self.sizes("kv_heads") if self.kv_heads is not None else [h])]
 
     def sizes(self, axis: str) -> list[int]:
         return _axis_values(getattr(self, axis))

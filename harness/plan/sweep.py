@@ -1,6 +1,7 @@
 """Step 1: a validated Config → the list of cells to run, in the order they run.
 
-A cell is one backend × one shape (n, m, d_k) × one dtype × one phase × one cache state × one
+A cell is one backend × one shape (n, m, d_k, and for attention cells batch, heads, kv_heads,
+causal, scaled, preset) × one dtype × one phase × one cache state × one
 thread count. Cells are ordered shape-major; all backends of one (shape, dtype, phase, cache,
 threads) group run back to back, which is what lets the timing step interleave their samples
 and lets one reference serve the whole shape.
@@ -11,18 +12,57 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import product
 
+from qkbench.backends.base import Problem
+from qkbench.plan import presets
 from qkbench.plan.config import Config
 
 
 @dataclass(frozen=True, order=True)
 class Shape:
+    """What one reference serves; the attention fields default to the plain 2-D product."""
+
     n: int
     m: int
     d_k: int
+    batch: int = 1
+    heads: int = 1
+    kv_heads: int = 1
+    causal: bool = False
+    scaled: bool = False
+    preset: str = ""  # the model preset that set heads, kv_heads and d_k; "" for none
+
+    def problem(self) -> Problem:
+        """What a backend computes for this shape (the semantics live in `Problem`)."""
+        return Problem(self.n, self.m, self.d_k, self.batch, self.heads, self.kv_heads,
+                       self.causal, self.scaled)
 
     @property
     def flops(self) -> int:
-        return 2 * self.n * self.m * self.d_k
+        """2·d_k per unmasked entry of S, for every batch element and query head: the
+        convention of FlashAttention's benchmarks (causal n = m counts about half)."""
+        return 2 * self.batch * self.heads * self.d_k * self.problem().unmasked_per_head()
+
+    @property
+    def q_elements(self) -> int:
+        return self.batch * self.heads * self.n * self.d_k
+
+    @property
+    def k_elements(self) -> int:
+        """K once per key head: grouped query heads share it."""
+        return self.batch * self.kv_heads * self.m * self.d_k
+
+    @property
+    def s_elements(self) -> int:
+        return self.batch * self.heads * self.n * self.m
+
+    def folder_name(self) -> str:
+        """A name for this shape's scratch folder, distinct for every distinct shape."""
+        name = f"{self.n}x{self.m}x{self.d_k}"
+        if not self.problem().plain:
+            name += f"-b{self.batch}h{self.heads}kv{self.kv_heads}"
+            name += "-causal" if self.causal else ""
+            name += "-scaled" if self.scaled else ""
+        return name
 
 
 @dataclass(frozen=True)
@@ -47,19 +87,37 @@ class Cell:
 
     def key(self) -> dict[str, object]:
         """The columns that identify this cell in every table (see results.CELL_KEY)."""
-        return {"backend": self.backend, "dtype": self.variant.dtype, "n": self.shape.n,
-                "m": self.shape.m, "d_k": self.shape.d_k, "phase": self.variant.phase,
-                "cache": self.variant.cache, "threads_requested": self.variant.threads}
+        shape = self.shape
+        return {"backend": self.backend, "dtype": self.variant.dtype, "n": shape.n,
+                "m": shape.m, "d_k": shape.d_k, "phase": self.variant.phase,
+                "cache": self.variant.cache, "threads_requested": self.variant.threads,
+                "batch": shape.batch, "heads": shape.heads, "kv_heads": shape.kv_heads,
+                "causal": shape.causal, "scaled": shape.scaled, "preset": shape.preset or None}
+
+
+def _head_configs(config: Config) -> list[tuple[str, int, int, int]]:
+    """(preset, heads, kv_heads, d_k) of every cell: the presets' or the axes' product."""
+    sweep = config.sweep
+    if sweep.preset is not None:
+        return [(name, p.heads, p.kv_heads, p.d_k)
+                for name, p in ((name, presets.lookup(name)) for name in sweep.preset)]
+    return [("", heads, kv_heads, d_k)
+            for heads, kv_heads in sweep.head_pairs() for d_k in sweep.sizes("d_k")]
 
 
 def shapes(config: Config) -> list[Shape]:
     sweep = config.sweep
-    ns, d_ks = sweep.sizes("n"), sweep.sizes("d_k")
+    ns = sweep.sizes("n")
     if sweep.m is None:
         pairs = [(n, n) for n in ns]
     else:
         pairs = list(product(ns, sweep.sizes("m")))
-    return [Shape(n, m, d_k) for (n, m), d_k in product(pairs, d_ks)]
+    def batches(n: int) -> list[int]:
+        return [max(1, sweep.tokens // n)] if sweep.tokens is not None else sweep.sizes("batch")
+
+    return [Shape(n, m, d_k, batch, heads, kv_heads, causal, scaled, preset)
+            for (n, m), (preset, heads, kv_heads, d_k) in product(pairs, _head_configs(config))
+            for batch, causal, scaled in product(batches(n), sweep.causal, sweep.scaled)]
 
 
 def variants(config: Config) -> list[Variant]:

@@ -9,10 +9,12 @@ import sys
 from typing import Any
 
 import pandas as pd
+from tqdm import tqdm
+
+from qkbench.analysis.crossover import attention_words
 from qkbench.machine.contention import BUSY_CORES
 from qkbench.measure.timing import MIN_FIT_SAMPLES
 from qkbench.units import format_seconds
-from tqdm import tqdm
 
 
 class Progress:
@@ -24,7 +26,8 @@ class Progress:
 
     def cell_done(self, row: dict[str, Any]) -> None:
         self._bar.set_postfix_str(f"{row['backend']} {row['dtype']} n={row['n']} m={row['m']} "
-                                  f"d_k={row['d_k']}: {row['status']}", refresh=False)
+                                  f"d_k={row['d_k']}{attention_words(row)}: {row['status']}",
+                                  refresh=False)
         self._bar.update(1)
 
     def close(self) -> None:
@@ -93,7 +96,9 @@ def summary_table(summary: pd.DataFrame) -> str:
     if summary.empty:
         return "(no cells)"
     # Axes a sweep did not vary (phase, cache, threads) would only repeat one value per row.
-    axes = {c: summary[c] for c in _varying(summary, ["phase", "cache", "threads_requested"])}
+    axes = {c: summary[c] for c in _varying(summary, ["phase", "cache", "threads_requested",
+                                                      "preset", "batch", "heads", "kv_heads",
+                                                      "causal", "scaled"])}
     view = pd.DataFrame({
         "backend": summary["backend"], "dtype": summary["dtype"],
         "n": summary["n"], "m": summary["m"], "d_k": summary["d_k"], **axes,
@@ -120,5 +125,6 @@ def summary_table(summary: pd.DataFrame) -> str:
         lines.append("\nCells not timed:")
         for _, row in problems.iterrows():
             lines.append(f"  {row['backend']} {row['dtype']} n={row['n']} m={row['m']} "
-                         f"d_k={row['d_k']}: {row['status']} — {row['reason']}")
+                         f"d_k={row['d_k']}{attention_words(row)}: {row['status']} — "
+                         f"{row['reason']}")
     return "\n".join(lines)

@@ -19,7 +19,9 @@ from typing import Any
 
 from matplotlib import rc_context
 from matplotlib.figure import Figure
+
 from qkbench.errors import UsageError
+from qkbench.present.figures import attention as attention_plots
 from qkbench.present.figures.noise import cell_samples, noisiest, noisiest_cells
 from qkbench.present.figures.roofline import bandwidths, roofline
 from qkbench.present.figures.speedup import (
@@ -68,7 +70,8 @@ class Figures:
     baseline: str
 
     def caption(self, name: str) -> str:
-        return CAPTIONS.get(name, "").replace("{baseline}", self.baseline)
+        text = CAPTIONS.get(name) or attention_plots.CAPTIONS.get(name, "")
+        return text.replace("{baseline}", self.baseline)
 
     def stem(self, name: str) -> str:
         """The file name (without suffix) a figure is saved under."""
@@ -89,6 +92,7 @@ def make_figures(runs: RunSet, baseline_backend: str | None = None) -> Figures:
     builders = {"time_vs_size": time_vs_size, "throughput": throughput, "roofline": roofline,
                 "speedup": lambda r: speedup(r, baseline), "gpu_over_cpu": gpu_over_cpu,
                 "noisiest_cells": noisiest_cells}
+    builders.update(attention_plots.builders(runs))  # only for runs with attention cells
     figures, skipped = {}, {}
     for name, build in builders.items():
         try:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from qkbench.analysis.crossover import ATTENTION_COLUMNS, attention_words
 from qkbench.errors import UsageError
 from qkbench.present.figures.style import _MARKERS, _PALETTE
 from qkbench.records.run import load_run
@@ -104,8 +106,8 @@ def load_runs(folders: list[Path | str]) -> RunSet:
         runs.append(RunInfo(folder, meta, host, hardware))
     summaries, samples = [], []
     for run, (folder, summary, sample, _) in zip(runs, loaded):
-        summaries.append(summary.assign(machine=run.host, run=folder.name))
-        samples.append(sample.assign(machine=run.host, run=folder.name))
+        summaries.append(with_attention_key(summary).assign(machine=run.host, run=folder.name))
+        samples.append(with_attention_key(sample).assign(machine=run.host, run=folder.name))
     summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
     sample = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
     backends = sorted(summary["backend"].unique(),
@@ -118,3 +120,13 @@ def load_runs(folders: list[Path | str]) -> RunSet:
 def _device_of(summary: pd.DataFrame, backend: str) -> str:
     devices = summary.loc[summary["backend"] == backend, "device"].dropna().astype(str)
     return devices.iloc[0] if len(devices) else "cpu"
+
+
+def with_attention_key(frame: pd.DataFrame) -> pd.DataFrame:
+    """`attention_key`: a row's attention axes as one text variant ("llama-3-8b causal"; ""
+    for the 2-D product), so that one model's or one mask's cells never join another's line."""
+    columns = [c for c in ATTENTION_COLUMNS if c in frame]
+    words: dict[tuple[Any, ...], str] = {}
+    keys = frame[columns].astype(object).itertuples(index=False, name=None)
+    return frame.assign(attention_key=[
+        words.setdefault(key, attention_words(dict(zip(columns, key))).strip()) for key in keys])

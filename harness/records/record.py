@@ -63,6 +63,14 @@ class CellKey:
                          "level cache)", "warm")
     threads_requested: int | None = _column("threads", "threads asked for; empty for the "
                                             "library's default", None)
+    # The attention axes (docs/attention.md): their defaults are the plain 2-D product.
+    batch: int = _column("", "B, batch elements", 1)
+    heads: int = _column("", "H, query heads", 1)
+    kv_heads: int = _column("", "H_kv, key heads (divides heads; query head h reads key head "
+                            "h // (H / H_kv))", 1)
+    causal: bool = _column("", "key j masked (−inf) for query i when j > i + (m − n)", False)
+    scaled: bool = _column("", "S divided by √d_k", False)
+    preset: str | None = _column("", "the model preset that set heads, kv_heads and d_k", None)
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> CellKey:
@@ -172,6 +180,14 @@ class SummaryRecord:
     cache: str = _column("", "`warm` or `cold` (cell key)", "warm")
     threads_requested: int | None = _column("threads", "threads asked for; empty = library "
                                             "default (cell key)")
+    batch: int = _column("", "B (cell key)", 1)
+    heads: int = _column("", "H, query heads (cell key)", 1)
+    kv_heads: int = _column("", "H_kv, key heads (cell key)", 1)
+    causal: bool = _column("", "causal mask (cell key)", False)
+    scaled: bool = _column("", "S scaled by 1/√d_k (cell key)", False)
+    preset: str | None = _column("", "model preset (cell key)")
+    kv_materialised: bool | None = _column("", "the backend repeated K H/H_kv times to compute "
+                                           "grouped heads; empty when heads are not grouped")
     status: str = _column("", "one of STATUSES: ok, mismatch, tampered, unsynced, "
                           "implausible, skipped, error, crashed, timeout, oom", "ok")
     reason: str = _column("", "why a cell is not ok (the exception, the signal, the bound it "
@@ -190,9 +206,10 @@ class SummaryRecord:
                                          "compilation and lazy initialisation land here)")
     cache_copies: int | None = _column("", "input copies a cold-cache cell rotates through "
                                        "(1 when warm)")
-    flops: int | None = _column("flop", "2·n·m·d_k")
-    bytes: int | None = _column("B", "fewest bytes the kernel must move: (n·d_k + m·d_k + n·m) "
-                                "· itemsize")
+    flops: int | None = _column("flop", "2·B·H·d_k·(unmasked entries of S per head); "
+                                "2·n·m·d_k for the 2-D product")
+    bytes: int | None = _column("B", "fewest bytes the kernel must move: (B·H·n·d_k + "
+                                "B·H_kv·m·d_k + B·H·n·m) · itemsize (K once per key head)")
     intensity: float | None = _column("flop/B", "flops / bytes")
     gflops: float | None = _column("GFLOP/s", "flops / median_s / 10⁹")
     gbps: float | None = _column("GB/s", "bytes / median_s / 10⁹")
@@ -295,6 +312,8 @@ INTEGER_COLUMNS: list[str] = [c.name for c in COLUMNS if c.kind == "int"]
 FLOAT_COLUMNS: list[str] = [c.name for c in COLUMNS if c.kind == "float"]
 STRING_COLUMNS: list[str] = [c.name for c in COLUMNS if c.kind == "str"]
 BOOL_COLUMNS: list[str] = [c.name for c in COLUMNS if c.kind == "bool"]
+#: Flags of the cell key: never missing (an older run's rows get KEY_DEFAULTS).
+KEY_FLAG_COLUMNS: list[str] = [c for c in BOOL_COLUMNS if c in CELL_KEY]
 
 assert set(CELL_KEY) <= set(SUMMARY_COLUMNS), "every key axis is a summary column"
 

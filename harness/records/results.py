@@ -33,6 +33,7 @@ from qkbench.records.record import (
     FAILED_STATUSES,  # noqa: F401  (re-exported)
     FLOAT_COLUMNS,
     INTEGER_COLUMNS,
+    KEY_FLAG_COLUMNS,
     KEY_DEFAULTS,
     STATUSES,
     STRING_COLUMNS,
@@ -49,9 +50,10 @@ ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
 def min_bytes(cell: Cell) -> int:
-    """Fewest bytes the kernel must move: each input read once, the output written once."""
+    """Fewest bytes the kernel must move: each input read once (K once per key head, however
+    many query heads share it), the output written once (masked entries too: S holds −inf)."""
     shape = cell.shape
-    return (shape.n * shape.d_k + shape.m * shape.d_k + shape.n * shape.m) * ITEMSIZE[cell.dtype]
+    return (shape.q_elements + shape.k_elements + shape.s_elements) * ITEMSIZE[cell.dtype]
 
 
 def summary_row(cell: Cell, device: str, status: str, reason: str = "",
@@ -206,6 +208,7 @@ def typed_summary(frame: pd.DataFrame) -> pd.DataFrame:
     frame["reason"] = frame["reason"].fillna("")
     frame["info"] = pd.array([info_text(v) for v in frame["info"]], dtype="string")
     frame["above_peak"] = frame["above_peak"].astype("boolean")  # empty: no peak known
+    frame["kv_materialised"] = frame["kv_materialised"].astype("boolean")  # empty: not grouped
     return frame
 
 
@@ -233,6 +236,8 @@ def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
             frame[column] = pd.array(pd.to_numeric(frame[column], errors="coerce"), dtype="Int64")
         elif column in STRING_COLUMNS:
             frame[column] = frame[column].astype("string")
+        elif column in KEY_FLAG_COLUMNS:
+            frame[column] = frame[column].astype("boolean").fillna(False).astype(bool)
     return frame[columns]
 
 

@@ -33,7 +33,8 @@ def speedups(runs: RunSet, baseline: str = DEFAULT_BASELINE_BACKEND) -> pd.DataF
     """Per ok cell of every other backend: baseline median / its median, on the same machine,
     shape, dtype and variant (> 1: faster than the baseline)."""
     ok = runs.ok
-    keys = ["machine", "dtype", "n", "m", "d_k", "phase", "cache", "threads_key"]
+    keys = ["machine", "dtype", "n", "m", "d_k", "phase", "cache", "threads_key",
+            "attention_key"]
     base = ok[ok["backend"] == baseline][keys + ["median_s"]].rename(
         columns={"median_s": "baseline_s"})
     merged = ok[ok["backend"] != baseline].merge(base, on=keys, how="inner")

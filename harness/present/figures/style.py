@@ -46,12 +46,13 @@ _PHASE_WORDS = {"kernel": "kernel", "end_to_end": "end-to-end"}
 class _Variants:
     """Which variant columns differ within a data set: only those earn a word in a label."""
 
-    columns: tuple[str, ...]  # among phase, cache, threads_key, precision
+    columns: tuple[str, ...]  # among phase, cache, threads_key, attention_key, precision
     m_differs: bool  # some cell has m ≠ n: the x axis is n, and m goes into the label
 
     @classmethod
     def of(cls, frame: pd.DataFrame) -> _Variants:
-        columns = [c for c in ("phase", "cache", "threads_key") if frame[c].nunique() > 1]
+        columns = [c for c in ("phase", "cache", "threads_key", "attention_key")
+                   if c in frame and frame[c].nunique() > 1]
         if (frame["precision"] != frame["dtype"]).any():
             columns.append("precision")
         return cls(tuple(columns), bool((frame["m"] != frame["n"]).any()))
@@ -79,6 +80,8 @@ def _variant_words(row: Any, columns: tuple[str, ...] | list[str], all_words: bo
         threads = row["threads_key"]
         words.append("default threads" if threads == "" else
                      f"{threads} thread{'' if threads == '1' else 's'}")
+    if "attention_key" in columns and (all_words or row["attention_key"] != ""):
+        words.append(row["attention_key"] or "2-D")
     if "precision" in columns and row["precision"] != row["dtype"]:
         words.append(f"computes in {row['precision']}")
     return words
