@@ -256,7 +256,8 @@ class Runner:
         timing, variant = self.config.timing, cell.variant
         return CellPlan(dtype=variant.dtype, min_sample_s=timing.min_sample_s,
                         warmup_s=timing.warmup_s, phase=variant.phase, cache=variant.cache,
-                        threads=variant.threads, host_cache_bytes=self.host_cache_bytes)
+                        threads=variant.threads, host_cache_bytes=self.host_cache_bytes,
+                        cuda_graphs=timing.cuda_graphs)
 
     def _run_group(self, cells: list[Cell], folder: Path) -> None:
         """Set up each cell of one group; sample the ones that agree, interleaved."""

@@ -48,6 +48,7 @@ class CellPlan:
     cache: str = "warm"
     threads: int | None = None
     host_cache_bytes: int = 32 << 20  # the host CPU's last-level cache
+    cuda_graphs: bool = False  # capture each block as a CUDA graph (backends with a clock)
 
 
 # A cold-cache cell rotates through copies of its inputs that together exceed twice the cache;
@@ -119,19 +120,28 @@ class _Session:
         shape = inputs.load(Path(shape_folder))
         q, k = inputs.cast(shape.q, plan.dtype), inputs.cast(shape.k, plan.dtype)
         precision = _precision(backend, plan.dtype)
+        # Device events time the kernel phase only: end to end, host work is part of the time.
+        device_clock = _device_clock(backend) if plan.phase == "kernel" else None
+        # A cold cache on a device with its own clock: one input set and an L2 flush before
+        # each call, outside the events. Elsewhere: a rotation through input copies.
+        flush = plan.cache == "cold" and device_clock is not None
         copies = 1
-        if plan.cache == "cold":
+        if plan.cache == "cold" and not flush:
             copies = cold_copies(q.nbytes + k.nbytes, backend.cache_bytes() or plan.host_cache_bytes)
         self._check_device_memory(q, k, copies, plan)
         backend.reset_peak_memory()
         host_sets = [(q, k)] + [(q.copy(), k.copy()) for _ in range(copies - 1)]
         fn, arg_sets, to_host = _timed_call(backend, plan.phase, host_sets)
-        self.timer = KernelTimer(fn, arg_sets, backend.sync)
+        self.timer = KernelTimer(fn, arg_sets, backend.sync, device_clock=device_clock,
+                                 flush_between_calls=flush,
+                                 graphs=plan.cuda_graphs and device_clock is not None)
         prepared = clock()
         result, first_call_s = self.timer.first_call()
         figures: dict[str, Any] = {"first_call_s": first_call_s, "precision": precision,
                                    "cache_copies": copies, "setup_s": prepared - started,
-                                   **_safe_info(backend)}
+                                   "clock": getattr(device_clock, "name", "cuda-events")
+                                   if device_clock is not None else "host",
+                                   "l2_flush": flush, **_safe_info(backend)}
         checked = clock()
         _check_agreement(to_host(result), shape.reference, (q.shape[0], k.shape[0]), plan.dtype,
                          precision, figures)
@@ -140,7 +150,11 @@ class _Session:
         warm_start = clock()
         self.calls, block_s = self.timer.calibrate(plan.min_sample_s, plan.warmup_s)
         figures.update(calls_per_sample=self.calls, block_s=block_s,
-                       warmup_s=clock() - warm_start)
+                       warmup_s=clock() - warm_start,
+                       # False when asked but the library could not capture: rows say so.
+                       cuda_graph=self.timer.uses_graphs)
+        if device_clock is not None:
+            figures["launch_overhead_s"] = self.timer.launch_overhead()
         # Read after warm-up, when the clocks have risen to what sampling will see.
         figures.update(_telemetry(backend, "start"))
         return figures
@@ -217,6 +231,12 @@ def _check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, i
                    checked_rows=verdict.checked_rows)
     if not verdict.passed:
         raise CellFailure("mismatch", verdict.reason or "", figures)
+
+
+def _device_clock(backend: Any) -> Any:
+    """The backend's device clock, or None (also for plugins written before the hook)."""
+    hook = getattr(backend, "device_clock", None)
+    return hook() if callable(hook) else None
 
 
 def _precision(backend: Any, dtype: str) -> str:

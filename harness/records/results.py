@@ -45,9 +45,14 @@ SUMMARY_COLUMNS = [
     "library_version", "device_name", "peak_device_bytes", "sm_clock_start_mhz",
     "sm_clock_end_mhz", "temperature_start_c", "temperature_end_c", "power_start_w",
     "power_end_w", "throttled", "processes", "foreign_load", "unfit_share",
+    # GPU timing: which clock median_s comes from ("cuda-events" or "host"), the host clock's
+    # median beside it, the host time of one launch, an L2 flush before each call (cold cache
+    # without copies), and whether each block was a replayed CUDA graph.
+    "clock", "host_median_s", "launch_overhead_s", "l2_flush", "cuda_graph",
 ]
 SAMPLE_COLUMNS = ["backend", "device", "dtype", "precision", "n", "m", "d_k", "phase", "cache",
-                  "threads_requested", "round", "t_start", "seconds", "calls", "machine_fit"]
+                  "threads_requested", "round", "t_start", "seconds", "calls", "machine_fit",
+                  "host_seconds"]
 _INTEGER_COLUMNS = ["n", "m", "d_k", "threads_requested", "samples", "calls_per_sample",
                     "cache_copies", "flops", "bytes", "checked_rows", "threads",
                     "peak_device_bytes", "processes"]
@@ -55,9 +60,9 @@ _FLOAT_COLUMNS = ["median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s",
                   "gflops", "gbps", "peak_gflops", "pct_peak", "max_err", "mean_err",
                   "err_bound", "sm_clock_start_mhz", "sm_clock_end_mhz", "temperature_start_c",
                   "temperature_end_c", "power_start_w", "power_end_w", "foreign_load",
-                  "unfit_share"]
+                  "unfit_share", "host_median_s", "launch_overhead_s"]
 _STRING_COLUMNS = ["backend", "device", "dtype", "precision", "phase", "cache", "status",
-                   "reason", "stopped_by", "library_version", "device_name"]
+                   "reason", "stopped_by", "library_version", "device_name", "clock"]
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
@@ -97,6 +102,11 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
             row["pct_peak"] = 100.0 * row["gflops"] / peak_gflops
         if ci is not None:
             row.update(ci_low_s=ci.low, ci_high_s=ci.high, rel_ci=ci.rel_halfwidth)
+        host = sorted(s.host_seconds for s in measured if s.host_seconds is not None)
+        if host:
+            row["host_median_s"] = host[len(host) // 2]
+        elif row["clock"] in (None, "host"):
+            row["host_median_s"] = median  # the primary clock is the host's
     return row
 
 
@@ -201,6 +211,8 @@ def typed_summary(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame["converged"] = frame["converged"].fillna(False).astype(bool)
     frame["throttled"] = frame["throttled"].astype("boolean")  # empty: no clock was read
+    for column in ("l2_flush", "cuda_graph"):  # empty: a run from before GPU timing
+        frame[column] = frame[column].astype("boolean")
     return frame
 
 
@@ -208,7 +220,7 @@ def typed_samples(frame: pd.DataFrame) -> pd.DataFrame:
     frame = _with_columns(frame, SAMPLE_COLUMNS)
     if frame["precision"].isna().any():
         frame["precision"] = frame["precision"].fillna(frame["dtype"])
-    for column in ("t_start", "seconds"):
+    for column in ("t_start", "seconds", "host_seconds"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("round", "calls"):
         frame[column] = pd.array(frame[column], dtype="Int64")
