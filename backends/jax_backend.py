@@ -14,6 +14,7 @@ from the host clock around `block_until_ready`, and its rows say `clock: host`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,16 @@ def _product(q: Any, k: Any, causal: bool, scale: float) -> Any:
     return s
 
 
+def _jax() -> Any:
+    """Import JAX for this worker process. By default its GPU client takes 75% of the device's
+    memory at start, which would leave the other backends' workers (processes of their own
+    on the same GPU) too little: it allocates as it goes instead, unless the user said."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import jax
+
+    return jax
+
+
 class _JaxBackend(Backend):
     dtypes = ("float16", "bfloat16", "float32", "float64")
     attention = ALL_ATTENTION
@@ -58,8 +69,7 @@ class _JaxBackend(Backend):
         missing = missing_package_reason("jax", "jax")
         if missing:
             return missing
-        import jax
-
+        jax = _jax()
         try:
             jax.devices(self.platform)
         except RuntimeError:  # "Unknown backend: 'gpu' requested, but no platforms ..."
@@ -75,8 +85,7 @@ class _JaxBackend(Backend):
         return jax.devices(self.platform)[0]
 
     def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
-        import jax
-
+        jax = _jax()
         if q.dtype == np.float64:
             # Without x64 mode JAX silently turns float64 into float32.
             jax.config.update("jax_enable_x64", True)

@@ -135,7 +135,11 @@ class TritonBackend(TorchCudaBackend):
 
     def unavailable(self) -> str | None:
         missing = missing_package_reason("triton", "triton")
-        return missing or super().unavailable()
+        if missing:
+            return missing
+        no_gpu = super().unavailable()
+        # Triton compiles for the GPU only (TRITON_INTERPRET=1 is for tests, not timing).
+        return f"triton needs a CUDA GPU through a CUDA build of torch: {no_gpu}" if no_gpu else None
 
     def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
         check_heads(q.shape, k.shape)

@@ -269,3 +269,44 @@ def _gpu_here():
     from tests.conftest import _cuda_gpu_present
 
     return _cuda_gpu_present()
+
+
+# ------------------------------------------------------------------ TF32 behind a float32 label
+
+
+def test_tf32_behind_a_float32_label_is_caught(tmp_path):
+    """The trap the device check sets on a GPU, emulated here: inputs rounded to TF32."""
+    import qkbench
+
+    config = {"name": "trap", "sweep": {"n": [64], "d_k": [64], "dtype": ["float32"]},
+              "backends": ["tests.plugins.silent_tf32:SilentTf32Cpu", "numpy"],
+              "timing": {**FAST_TIMING, "processes": 1}}
+    rows = qkbench.run(config, out=tmp_path / "run").summary.set_index("backend")
+    assert rows.loc["silent-tf32-cpu", "status"] == "mismatch"
+    assert rows.loc["numpy", "status"] == "ok"
+
+
+# ------------------------------------------------------------------ on a real GPU
+
+
+@pytest.mark.gpu
+def test_every_gpu_backend_runs_with_events_flush_and_graphs(tmp_path):
+    import qkbench
+
+    names = ["torch-cuda", "cupy", "triton", "numba-cuda", "jax-cuda", "torch-compile-cuda",
+             "tests.plugins.silent_tf32:SilentTf32TorchCuda"]
+    config = {"name": "gpu-new", "sweep": {"n": [100, 1000], "d_k": [40],
+                                           "dtype": ["float32", "float16"],
+                                           "cache": ["warm", "cold"]},
+              "backends": names, "timing": {**FAST_TIMING, "processes": 1, "cuda_graphs": True}}
+    rows = qkbench.run(config, out=tmp_path / "run").summary
+    trap = rows[rows["backend"] == "silent-tf32-torch-cuda"]
+    assert (trap.loc[trap["dtype"] == "float32", "status"] == "mismatch").all()
+    rows = rows[rows["backend"] != "silent-tf32-torch-cuda"]
+    ran = rows[rows["status"] != "skipped"]
+    assert (ran["status"] == "ok").all(), ran[["backend", "dtype", "status", "reason"]]
+    torch_rows = ran[ran["backend"] == "torch-cuda"].set_index(["n", "dtype", "cache"])
+    assert (torch_rows["clock"] == "cuda-events").all()
+    assert torch_rows.xs("cold", level="cache")["l2_flush"].all()
+    assert torch_rows.xs("warm", level="cache")["cuda_graph"].all()
+    assert (ran.loc[ran["backend"] == "jax-cuda", "clock"] == "host").all()
