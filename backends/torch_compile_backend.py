@@ -2,8 +2,8 @@
 (TorchDynamo capture, Inductor code generation).
 
 Compilation happens at the first call of each cell, so it lands in `first_call_s`; each cell
-starts from an empty compile cache (reset in `cleanup`), so that figure means the same in every
-row. The compiled function is captured whole (`fullgraph=True`) for a static shape
+starts from an empty compile cache (Dynamo is reset before it compiles), so that figure means
+the same in every row. The compiled function is captured whole (`fullgraph=True`) for a static shape
 (`dynamic=False`), and hitting Dynamo's recompile limit is an error rather than a silent fall
 back to eager PyTorch: a row labelled torch-compile always timed compiled code.
 
@@ -61,6 +61,10 @@ class _Compiled:
         import torch._dynamo.config as dynamo
 
         check_heads(tuple(q.shape), tuple(k.shape))
+        # Dynamo caches per code object, and every instance compiles the same `product`: an
+        # empty cache makes this a compilation of its own (first_call_s holds all of it),
+        # and a process that compiles many shapes never reaches the recompile limit.
+        torch._dynamo.reset()
         dynamo.fail_on_recompile_limit_hit = True
         wanted = semantics(self)
 
@@ -74,11 +78,7 @@ class _Compiled:
         return (self._compiled or self._compile(q, k))(q, k)
 
     def _reset_compile(self) -> None:
-        if self._compiled is not None:
-            import torch
-
-            torch._dynamo.reset()  # the next cell compiles afresh: first_call_s holds it
-            self._compiled = None
+        self._compiled = None  # the next cell compiles afresh: first_call_s holds it
 
     def _compile_info(self) -> dict[str, Any]:
         return {"compile_mode": self.mode}
