@@ -102,7 +102,8 @@ class KernelTimer:
             raise ValueError("flushing and graphs need a device clock")
         self._fn, self._sets, self._sync, self._clock = fn, arg_sets, sync, clock
         self._device, self._flush = device_clock, flush_between_calls
-        self._graphs = graphs
+        # A flushed cell times each call alone, between flushes: there is no block to capture.
+        self._graphs = graphs and not flush_between_calls
         self._graph: tuple[int, Callable[[], None]] | None = None  # (calls, replay)
 
     def first_call(self) -> tuple[Any, float]:
