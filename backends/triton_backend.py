@@ -142,9 +142,11 @@ class TritonBackend(TorchCudaBackend):
         return f"triton needs a CUDA GPU through a CUDA build of torch: {no_gpu}" if no_gpu else None
 
     def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
+        from qkbench.backends.torch_compile_backend import cuda_tensors
+
         check_heads(q.shape, k.shape)
         self._wanted = semantics(self)
-        return super().prepare(q, k)
+        return cuda_tensors(self, q, k)  # 4-D as given: the kernel reads grouped heads itself
 
     def scores(self, q: Any, k: Any) -> Any:
         wanted = self._wanted
