@@ -246,6 +246,12 @@ class Backend:
     def cleanup(self) -> None:
         """Undo per-cell global settings (TF32 mode, ...) after a cell."""
 
+    def device_clock(self) -> Any:
+        """A `qkbench.measure.timing.DeviceClock` (CUDA events on the stream `scores` runs
+        on, an L2 flush, graph capture) for timing on the device, or None: the host clock
+        around `sync()` times the block. Called in the worker after `prepare`."""
+        return None
+
 
 def missing_package_reason(module: str, extra: str) -> str | None:
     """The 'why not' for a backend whose library is not importable, or None if it is."""

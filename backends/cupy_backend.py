@@ -114,6 +114,11 @@ class CupyBackend(Backend):
         size = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id).get("l2CacheSize")
         return int(size) if size else None
 
+    def device_clock(self) -> Any:
+        from qkbench.backends.gpu_support import CupyClock
+
+        return CupyClock(self.cache_bytes())
+
     def device_memory(self) -> tuple[int, int] | None:
         import cupy
 

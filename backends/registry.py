@@ -33,6 +33,12 @@ BUILTINS: dict[str, str] = {
     "torch-mps": "qkbench.backends.torch_backend:TorchMpsBackend",
     "cupy": "qkbench.backends.cupy_backend:CupyBackend",
     "cupy-tf32": "qkbench.backends.cupy_backend:CupyTf32Backend",
+    "jax-cpu": "qkbench.backends.jax_backend:JaxCpuBackend",
+    "jax-cuda": "qkbench.backends.jax_backend:JaxCudaBackend",
+    "torch-compile-cpu": "qkbench.backends.torch_compile_backend:TorchCompileCpuBackend",
+    "torch-compile-cuda": "qkbench.backends.torch_compile_backend:TorchCompileCudaBackend",
+    "triton": "qkbench.backends.triton_backend:TritonBackend",
+    "numba-cuda": "qkbench.backends.numba_cuda_backend:NumbaCudaBackend",
 }
 
 

@@ -179,6 +179,11 @@ class TorchCudaBackend(_TorchBackend):
 
         return int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 0)) or None
 
+    def device_clock(self) -> Any:
+        from qkbench.backends.gpu_support import TorchCudaClock
+
+        return TorchCudaClock(self.cache_bytes())
+
     def device_memory(self) -> tuple[int, int] | None:
         import torch
 

@@ -317,7 +317,8 @@ class Runner:
         return CellPlan(dtype=variant.dtype, min_sample_s=timing.min_sample_s,
                         warmup_s=timing.warmup_s, phase=variant.phase, cache=variant.cache,
                         threads=variant.threads, host_cache_bytes=self.host_cache_bytes,
-                        check_margin=timing.target_rel_ci)
+                        check_margin=timing.target_rel_ci,
+                        cuda_graphs=timing.cuda_graphs)
 
     def _run_group(self, cells: list[Cell], folder: Path) -> None:
         """Set up each cell of one group; sample the ones that agree, interleaved."""

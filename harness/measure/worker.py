@@ -55,6 +55,7 @@ class CellPlan:
     threads: int | None = None
     host_cache_bytes: int = 32 << 20  # the host CPU's last-level cache
     check_margin: float = 0.0  # the machine check's least margin (see machine.canary.fence)
+    cuda_graphs: bool = False  # capture each block as a CUDA graph (backends with a clock)
 
 
 # A cold-cache cell rotates through copies of its inputs that together exceed twice the cache;
@@ -153,14 +154,21 @@ class _Session:
             set_problem(problem)
         q, k = inputs.cast(shape.q, plan.dtype), inputs.cast(shape.k, plan.dtype)
         precision = _precision(backend, plan.dtype)
+        # Device events time the kernel phase only: end to end, host work is part of the time.
+        device_clock = _device_clock(backend) if plan.phase == "kernel" else None
+        # A cold cache on a device with its own clock: one input set and an L2 flush before
+        # each call, outside the events. Elsewhere: a rotation through input copies.
+        flush = plan.cache == "cold" and device_clock is not None
         copies = 1
-        if plan.cache == "cold":
+        if plan.cache == "cold" and not flush:
             copies = cold_copies(q.nbytes + k.nbytes, backend.cache_bytes() or plan.host_cache_bytes)
         self._check_device_memory(q, k, copies, plan)
         backend.reset_peak_memory()
         host_sets = [(q, k)] + [(q.copy(), k.copy()) for _ in range(copies - 1)]
         fn, arg_sets, to_host = _timed_call(backend, plan.phase, host_sets)
-        self.timer = KernelTimer(fn, arg_sets, backend.sync)
+        self.timer = KernelTimer(fn, arg_sets, backend.sync, device_clock=device_clock,
+                                 flush_between_calls=flush,
+                                 graphs=plan.cuda_graphs and device_clock is not None)
         # Pristine bits of what the backend is given, before it has run once.
         guard = checks.InputGuard.take(backend, (inputs.cast(shape.q, plan.dtype),
                                                  inputs.cast(shape.k, plan.dtype)),
@@ -172,7 +180,9 @@ class _Session:
         figures: dict[str, Any] = {"first_call_s": first_call_s, "precision": precision,
                                    "cache_copies": copies, "setup_s": prepared - started,
                                    "cache_bytes": backend.cache_bytes() or plan.host_cache_bytes,
-                                   "info": _safe_info(backend)}
+                                   "clock": getattr(device_clock, "name", "cuda-events")
+                                   if device_clock is not None else "host",
+                                   "l2_flush": flush, "info": _safe_info(backend)}
         checked = clock()
         host = self._to_host(to_host, result)
         _check_agreement(host, shape.reference, problem.s_shape(), plan.dtype,
@@ -184,7 +194,11 @@ class _Session:
         self.block_s = block_s
         self.fastest_call_s = block_s / self.calls
         figures.update(calls_per_sample=self.calls, block_s=block_s,
-                       warmup_s=clock() - warm_start)
+                       warmup_s=clock() - warm_start,
+                       # False when asked but the library could not capture: rows say so.
+                       cuda_graph=self.timer.uses_graphs)
+        if device_clock is not None:
+            figures["launch_overhead_s"] = self.timer.launch_overhead()
         # Read after warm-up, when the clocks have risen to what sampling will see.
         figures.update(_telemetry(backend, "start"))
         return figures
@@ -429,6 +443,12 @@ def _check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, .
         # The failing answer's figures replace the first call's: the row shows what gave it away.
         raise _failed(check, verdict.reason or "", {**figures, **errors})
     figures.update(errors)
+
+
+def _device_clock(backend: Any) -> Any:
+    """The backend's device clock, or None (also for plugins written before the hook)."""
+    hook = getattr(backend, "device_clock", None)
+    return hook() if callable(hook) else None
 
 
 def _precision(backend: Any, dtype: str) -> str:

@@ -298,6 +298,9 @@ class Timing(_Strict):
     # the rounds sampled while the machine had lost part of its parallel capacity (see
     # qkbench.machine.canary). Off: every round counts.
     machine_check: bool = True
+    # GPU backends with a device clock capture each block of calls once as a CUDA graph and
+    # replay it per sample, so a launch-bound cell measures the kernel, not the launch queue.
+    cuda_graphs: bool = False
 
     @model_validator(mode="after")
     def _ordered(self) -> Timing:

@@ -252,6 +252,16 @@ class SummaryRecord:
                                              "after a block's sync() (work left running)")
     device_after_sync_s: float | None = _column("s", "device work still queued after a block's "
                                                 "sync(), for GPU backends")
+    clock: str | None = _column("", "which clock median_s comes from: `cuda-events` (device "
+                                "time of each block) or `host`")
+    host_median_s: float | None = _column("s", "the host clock's median beside a device "
+                                          "clock's (launch and sync overhead included)")
+    launch_overhead_s: float | None = _column("s", "host time to launch one call on an idle "
+                                              "device (GPU backends)")
+    l2_flush: bool | None = _column("", "the device cache was flushed before every call (a "
+                                    "cold GPU cell), outside the timed events")
+    cuda_graph: bool | None = _column("", "each block was captured once as a CUDA graph and "
+                                      "replayed (`timing.cuda_graphs`)")
     set_aside_causes: str | None = _column("", "what the OS reported for the rounds set aside "
                                            "(cgroup throttling, hypervisor steal, …, with "
                                            "amounts); `unknown (…)` where it cannot tell")

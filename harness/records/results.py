@@ -45,7 +45,8 @@ from qkbench.records.record import (
 # A sample carries its cell's key (and the device and precision it ran with), in the summary's
 # column order, then what is its own.
 SAMPLE_COLUMNS = [*(c for c in SUMMARY_COLUMNS if c in CELL_KEY or c in ("device", "precision")),
-                  "round", "t_start", "seconds", "calls", "machine_fit", "set_aside_cause"]
+                  "round", "t_start", "seconds", "calls", "machine_fit", "set_aside_cause",
+                  "host_seconds"]
 ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 
 
@@ -99,6 +100,11 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
             row["reason"] = sampling.unconverged_reason()
         if ci is not None:
             row.update(ci_low_s=ci.low, ci_high_s=ci.high, rel_ci=ci.rel_halfwidth)
+        host = sorted(s.host_seconds for s in measured if s.host_seconds is not None)
+        if host:
+            row["host_median_s"] = host[len(host) // 2]
+        elif row["clock"] in (None, "host"):
+            row["host_median_s"] = median  # the primary clock is the host's
     return row
 
 
@@ -209,6 +215,8 @@ def typed_summary(frame: pd.DataFrame) -> pd.DataFrame:
     frame["info"] = pd.array([info_text(v) for v in frame["info"]], dtype="string")
     frame["above_peak"] = frame["above_peak"].astype("boolean")  # empty: no peak known
     frame["kv_materialised"] = frame["kv_materialised"].astype("boolean")  # empty: not grouped
+    for column in ("l2_flush", "cuda_graph"):  # empty: a run from before GPU timing
+        frame[column] = frame[column].astype("boolean")
     return frame
 
 
@@ -216,7 +224,7 @@ def typed_samples(frame: pd.DataFrame) -> pd.DataFrame:
     frame = _with_columns(frame, SAMPLE_COLUMNS)
     if frame["precision"].isna().any():
         frame["precision"] = frame["precision"].fillna(frame["dtype"])
-    for column in ("t_start", "seconds"):
+    for column in ("t_start", "seconds", "host_seconds"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in ("round", "calls"):
         frame[column] = pd.array(frame[column], dtype="Int64")

@@ -88,3 +88,62 @@ class PendingFakeGpu(SteadyFakeGpu):
 
     def pending(self):
         return True
+
+
+class FakeEvents:
+    """A device clock as a GPU backend's `device_clock()` gives one, over the host clock.
+
+    The "device" counts half of the host time between start and stop, so a test can tell
+    which clock a figure came from. `flush` takes `flush_s` of host time and counts itself:
+    when it is outside the events, none of that time reaches the samples."""
+
+    name = "cuda-events"
+    device_share = 0.5
+    flush_s = 0.002
+
+    def __init__(self, captures: bool = True) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._begin = self._end = 0.0
+        self.flushes = 0
+        self._captures = captures
+
+    def start(self):
+        self._begin = self._now()
+
+    def stop(self):
+        self._end = self._now()
+
+    def elapsed_s(self):
+        return self.device_share * (self._end - self._begin)
+
+    def flush(self):
+        import time
+
+        self.flushes += 1
+        time.sleep(self.flush_s)
+
+    def capture(self, block):
+        if not self._captures:
+            return None
+        block()  # a real capture records the launches; here a replay simply runs them again
+        return block
+
+
+class EventFakeGpu(SteadyFakeGpu):
+    """A fake GPU with CUDA-event timing, an L2 flush and graph capture."""
+
+    name = "event-fake-gpu"
+    free_bytes = 1 << 30
+    captures = True
+
+    def device_clock(self):
+        return FakeEvents(self.captures)
+
+
+class NoGraphFakeGpu(EventFakeGpu):
+    """Events but no graph capture (as numba-cuda): asked for graphs, rows say it had none."""
+
+    name = "no-graph-fake-gpu"
+    captures = False
