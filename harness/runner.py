@@ -206,12 +206,14 @@ class Runner:
                  on_cell_done: CellDone = lambda row: None, peaks: Peaks | None = None,
                  host_cache_bytes: int = 32 << 20, shard: Shard = WHOLE_SWEEP,
                  done: set[tuple[Any, ...]] | None = None,
-                 bandwidths: Bandwidths | None = None) -> None:
+                 bandwidths: Bandwidths | None = None,
+                 physical_peaks: set[tuple[str, str]] | None = None) -> None:
         """`shard` picks the part of the sweep to run; cells whose keys are in `done` (from an
         interrupted run being resumed) are neither run nor recorded again."""
         self.config, self.writer, self.on_cell_done = config, writer, on_cell_done
         self.peaks, self.host_cache_bytes = peaks or {}, host_cache_bytes
         self.bandwidths = bandwidths or {}
+        self.physical_peaks = physical_peaks or set()  # (device, precision) with a true ceiling
         self.shard, self.done = shard, done or set()
         self.backends: dict[str, _Backend] = {}
         for spec in specs:
@@ -388,9 +390,12 @@ class Runner:
         precision = figures.get("precision", cell.dtype)
         memory = plausible.memory_bytes(min_bytes(cell),
                                         figures.get("cache_bytes") or self.host_cache_bytes)
-        limit = plausible.speed_limit(cell.shape.flops, memory, self.peaks.get((device, precision)),
-                                      self.bandwidths.get(device),
-                                      plausible.margin(device, checks.usable_cores()))
+        cores = checks.usable_cores()
+        limit = plausible.speed_limit(
+            cell.shape.flops, memory, self.peaks.get((device, precision)),
+            self.bandwidths.get(device),
+            plausible.margin(device, cores, (device, precision) in self.physical_peaks),
+            memory_factor=plausible.margin(device, cores))
         figures["speed_limit_s"] = limit.fastest_s
         median = result.median()
         why = None if median is None else plausible.implausible(

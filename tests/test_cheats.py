@@ -130,20 +130,22 @@ def test_the_console_names_each_cheat(cheats_run):
             assert f"{name} float32 n=256 m=256 d_k=64: {status} — {opening}" in result.stdout
 
 
-def test_a_median_faster_than_the_stored_peak_is_implausible_and_not_shown(tmp_path):
-    """The speed check is the backstop for cheats the others miss; here an honest plugin meets
-    a stored peak far below what it does (as a peak measured on other hardware would be)."""
+def test_a_low_measured_peak_does_not_make_an_honest_plugin_implausible(tmp_path):
+    """A stored peak measured far below what a kernel does (on a busy machine, or on other
+    hardware) is not the limit where the CPU's physical ceiling is known: the speed check is
+    against the ceiling, so an honest plugin stays ok, below 100% of it."""
+    from qkbench.machine import cpu_peak
+
+    if cpu_peak.physical_peak("float32") is None:
+        pytest.skip("this CPU's clock cannot be read: no physical ceiling here")
     site = tmp_path / "site"
     install_plugin_package(site, CHEATS / "honest.py", "honest", "Honest")
-    peaks_file = _peaks_file(tmp_path, {"float32": 1e-3, "bandwidth_gbs": 10.0})
+    peaks_file = _peaks_file(tmp_path, {"float32": 1e-3, "bandwidth_gbs": 1e3})
     config = write_config(tmp_path, ["honest"], n=[64], d_k=[16], timing={"processes": 1})
     out = tmp_path / "run"
     result = run_cli("run", str(config), "--out", str(out), "--no-progress", extra_path=site,
                      env={"QKBENCH_PEAKS": str(peaks_file)})
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 0, result.stderr
     row = read_summary(out).iloc[0]
-    assert (row["status"], row["failed_check"]) == ("implausible", "speed")
-    assert row["reason"].startswith("implausible speed: the median ")
-    assert "the cpu float32 peak of 0.001 GFLOP/s" in row["reason"]
-    assert np.isnan(row["median_s"]) and row["samples"] == 0
-    assert row["speed_limit_s"] > 0
+    assert row["status"] == "ok", row["reason"]
+    assert row["speed_limit_s"] > 0 and 0 < row["pct_peak"] <= 100

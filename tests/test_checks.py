@@ -157,6 +157,8 @@ def test_bytes_a_cache_can_hold_set_no_bandwidth_limit():
 def test_gpu_margins_are_tighter_than_a_shared_cpus():
     assert plausible.margin("gpu", 64) == plausible.DEVICE_MARGIN
     assert plausible.margin("cpu", 8) == 8 * plausible.DEVICE_MARGIN
+    # A physical ceiling (the ISA's, a datasheet's) is a limit as it stands.
+    assert plausible.margin("cpu", 8, physical=True) == plausible.margin("gpu", 1, True) == 1.0
 
 
 # ---------------------------------------------------------------- the timed call's answer
