@@ -1,4 +1,4 @@
-"""Is the `numba` backend as fast as BLAS, on every path? Measured side by side, in one interleaved run.
+"""Is the `numba` backend as fast as BLAS on every path? Measured side by side, interleaved.
 
 Runs configs/numba-vs-blas.yaml with `qkbench run` (every backend of a cell sampled in turns,
 so the machine's drift falls on all of them alike) and prints, per cell, each backend's

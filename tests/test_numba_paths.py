@@ -98,8 +98,8 @@ s = NumbaBackend().scores(q, k)
 seconds = time.perf_counter() - start
 assert (s == 5).all()
 stats = numba_kernels.blocked.stats
-print(json.dumps({"hits": sum(stats.cache_hits.values()), "misses": sum(stats.cache_misses.values()),
-                  "seconds": seconds}))
+hits, misses = sum(stats.cache_hits.values()), sum(stats.cache_misses.values())
+print(json.dumps({"hits": hits, "misses": misses, "seconds": seconds}))
 """
 
 
