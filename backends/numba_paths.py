@@ -1,4 +1,4 @@
-"""The `numba` kernel's paths: the tile geometry for each vector width, and which one this CPU gets.
+"""The `numba` kernel's paths: a tile geometry per vector width, and which one this CPU gets.
 
 A path is a register-tile geometry — R rows × a tile width in bytes, the block of S one
 thread takes — not a different instruction set. Every geometry compiles and runs on any CPU
@@ -17,23 +17,25 @@ vector FMAs. Two rules size it:
   step must need fewer loads than FMAs, or the loads, not the FMAs, set the pace.
 
 - `avx512` (32 registers of 64 bytes): 8 rows × 128 bytes = 16 zmm accumulators, 2 loads of
-  K and 8 broadcasts (folded into the FMAs as memory operands) per 16 FMAs, so it is FMA-
-  bound; 18 of the 32 registers are live. The older 8 × 64-byte tile needed 9 loads per
-  8 FMAs: load-bound, which is why it reached only ~0.76x of OpenBLAS on an Emerald Rapids
-  Xeon. LLVM prefers 256-bit vectors on Intel's AVX-512 cores (frequency licences on old
-  parts); this path asks for 512-bit ones (`vector_bits`), else the tile would be 32 ymm
-  accumulators and spill.
-- `avx2` (16 registers of 32 bytes): 6 rows × 64 bytes = 12 ymm accumulators, 2 loads and 6
-  broadcasts per 12 FMAs; with the 2 K vectors and a broadcast, 15 of 16 registers are live.
+  K and 8 broadcasts (a load each) per 16 FMAs, so it is FMA-bound; 26 of the 32
+  registers are live. LLVM prefers 256-bit vectors on Intel's AVX-512
+  cores (frequency licences on old parts), so this path asks for 512-bit ones
+  (`vector_bits`): without that the tile becomes 32 ymm accumulators and spills, and the
+  earlier 8 × 64-byte tile compiled to 256-bit FMAs only, half the machine's width — why it
+  reached ~0.76x of OpenBLAS on an Emerald Rapids Xeon.
+- `avx2` (16 registers of 32 bytes): 4 rows × 64 bytes = 8 ymm accumulators, 2 loads and 4
+  broadcasts per 8 FMAs, 11 of 16 registers live. Bigger tiles fit on paper (6 × 64 bytes:
+  12 accumulators, 15 registers) but LLVM hoists a step's broadcasts ahead of its FMAs and
+  then spills accumulators: 0.45-0.6x of this tile, measured on Zen 3 (docs/numba.md).
 - `portable` (anything else: SSE, Arm NEON and SVE through LLVM's fixed-width code, ...):
   sized for 128-bit vectors and only 16 registers, the smallest common case: 4 rows ×
   32 bytes = 8 accumulators, 2 loads and 4 broadcasts per 8 FMAs. With 32 registers (NEON)
   it leaves half of them idle, but it never spills anywhere.
 
-The block of S a thread takes is rows × 256 columns, a multiple of every tile width, with
-block rows a multiple of R: at n = m = 512 that gives 16 or more blocks, enough to keep two
-threads busy (and 8 threads with the 48-row blocks), while one K panel (tile width × d_k:
-16 KiB at d_k = 128 for 128-byte tiles) stays in L1 as the block's strips of Q pass it.
+The block of S a thread takes is 64 rows × 256 columns on every path, a multiple of every
+tile: at n = m = 512 that is 16 blocks, enough to keep several threads busy, while one K
+panel (tile width × d_k: 16 KiB at d_k = 128 for 128-byte tiles) stays in L1 as the block's
+strips of Q pass it.
 
 The measured figures behind these choices are in docs/numba.md.
 """
