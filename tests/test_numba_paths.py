@@ -115,8 +115,8 @@ def test_cache_is_keyed_by_path_and_isa(tmp_path: Path) -> None:
 
     assert call("avx2")["misses"] == 1
     warm = call("avx2")
-    assert (warm["hits"], warm["misses"]) == (1, 0)
-    assert warm["seconds"] < 2.0  # the target is 0.5 s; 2 s leaves room for a busy CI
+    assert (warm["hits"], warm["misses"]) == (1, 0)  # loaded, not compiled (time it in
+    # benchmarks/numba_vs_blas.py: a shared machine's load makes a bound here flaky)
     assert call("portable")["misses"] == 1  # same ISA, other geometry: not the avx2 entry
     # Same path, other ISA (AVX2 and FMA off): Numba's index key holds the CPU features.
     other_isa = get_host_cpu_features().replace("+avx2", "-avx2").replace("+fma", "-fma")
