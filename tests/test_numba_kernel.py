@@ -1,19 +1,15 @@
-"""Correctness of the `numba` backend's blocked kernel on shapes that do not fit its tiles.
+"""Correctness of the `numba` kernel, on every path, on shapes that do not fit its tiles.
 
-The kernel computes S in R × W register tiles (R = 8 rows with AVX-512, 4 with AVX2; W = 16
-float32 or 8 float64 columns) inside 64 × 256 blocks, so the shapes below straddle every one
-of those edges: single rows and columns, d_k = 1, sizes one past a tile or a block, and
-non-square inputs. On an AVX-512 machine the AVX2 tile is checked too, by rerunning these
-tests in a subprocess that compiles for the host minus AVX-512. The first run compiles the
-kernel (5-10 s per dtype and tile); later runs load it from Numba's cache.
+The kernel computes S in R × W register tiles (R = 4 or 8 rows, W = 8 to 32 columns, per
+path: qkbench.backends.numba_paths) inside 64 × 256 blocks, so the shapes below straddle every one of
+those edges: single rows and columns, d_k = 1, sizes one past a tile or a block, and
+non-square inputs. Every path is forced in turn, whatever this CPU would pick: a path is a
+geometry, and each geometry runs on any CPU (on one without AVX-512, LLVM lowers the avx512
+tile to narrower registers). The first run compiles the kernel (about 10 s per path and
+dtype); later runs load it from Numba's cache.
 """
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +17,9 @@ import pytest
 pytest.importorskip("numba")
 
 from qkbench.backends.numba_backend import NumbaBackend
+from qkbench.backends.numba_paths import PATHS
 
+PATH_NAMES = list(PATHS)
 DTYPES = ["float32", "float64"]
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
 
@@ -53,8 +51,8 @@ def _inputs(n: int, m: int, d_k: int, dtype: str, seed: int = 0) -> tuple[np.nda
     return q.astype(dtype), k.astype(dtype)
 
 
-def _scores(q: np.ndarray, k: np.ndarray) -> np.ndarray:
-    backend = NumbaBackend()
+def _scores(q: np.ndarray, k: np.ndarray, path: str | None = None) -> np.ndarray:
+    backend = NumbaBackend(path=path)
     return backend.to_numpy(backend.scores(*backend.prepare(q, k)))
 
 
@@ -71,17 +69,19 @@ def _assert_close(s: np.ndarray, q: np.ndarray, k: np.ndarray) -> None:
     assert err.max() <= bound, f"S{worst} off by {err.max() / bound:.2f}x the bound"
 
 
+@pytest.mark.parametrize("path", PATH_NAMES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
-def test_matches_float64_reference(shape: tuple[int, int, int], dtype: str) -> None:
+def test_matches_float64_reference(shape: tuple[int, int, int], dtype: str, path: str) -> None:
     q, k = _inputs(*shape, dtype)
-    _assert_close(_scores(q, k), q, k)
+    _assert_close(_scores(q, k, path), q, k)
 
 
+@pytest.mark.parametrize("path", PATH_NAMES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(131, 97, 16), (7, 300, 3), (13, 255, 9)], ids=_shape_id)
 def test_every_element_is_written_and_no_other(
-    shape: tuple[int, int, int], dtype: str, monkeypatch: pytest.MonkeyPatch
+    shape: tuple[int, int, int], dtype: str, path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The output and the packing buffers come from np.empty. Hand out NaN-filled views into
     # larger buffers instead: a missed store leaves a NaN in S, and a store past the end of
@@ -97,33 +97,36 @@ def test_every_element_is_written_and_no_other(
     q, k = _inputs(*shape, dtype, seed=1)
     with monkeypatch.context() as patch:
         patch.setattr(np, "empty", poisoned_empty)
-        s = _scores(q, k)
+        s = _scores(q, k, path)
     _assert_close(s, q, k)
     assert len(buffers) == 3  # S and the packed Q and K
     for buffer in buffers:
         assert np.isnan(buffer[:guard]).all() and np.isnan(buffer[-guard:]).all()
 
 
+@pytest.mark.parametrize("path", PATH_NAMES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_empty_inner_dimension_gives_zeros(dtype: str) -> None:
+def test_empty_inner_dimension_gives_zeros(dtype: str, path: str) -> None:
     q, k = _inputs(5, 7, 0, dtype)
-    np.testing.assert_array_equal(_scores(q, k), np.zeros((5, 7), dtype=dtype))
+    np.testing.assert_array_equal(_scores(q, k, path), np.zeros((5, 7), dtype=dtype))
 
 
+@pytest.mark.parametrize("path", PATH_NAMES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_empty_outputs(dtype: str) -> None:
-    assert _scores(*_inputs(0, 7, 4, dtype)).shape == (0, 7)
-    assert _scores(*_inputs(7, 0, 4, dtype)).shape == (7, 0)
+def test_empty_outputs(dtype: str, path: str) -> None:
+    assert _scores(*_inputs(0, 7, 4, dtype), path).shape == (0, 7)
+    assert _scores(*_inputs(7, 0, 4, dtype), path).shape == (7, 0)
 
 
+@pytest.mark.parametrize("path", PATH_NAMES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_nan_and_inf_propagate(dtype: str) -> None:
+def test_nan_and_inf_propagate(dtype: str, path: str) -> None:
     # The harness's agreement check must see a NaN, not a number the kernel cleaned up.
     q, k = _inputs(70, 90, 24, dtype, seed=2)
     q[5, 3] = np.nan  # row 5 of S
     q[66, 0] = np.inf  # row 66, in the last (partial) row tile
     k[40, 23] = np.nan  # column 40
-    s = _scores(q, k)
+    s = _scores(q, k, path)
     assert np.isnan(s[5]).all()
     assert np.isnan(s[:, 40]).all()
     others = [j for j in range(90) if j != 40]
@@ -172,39 +175,3 @@ def test_info_reports_threads() -> None:
     info = NumbaBackend().info()
     assert info["threads"] == numba.get_num_threads()
     assert info["library_version"] == numba.__version__
-
-
-def _host_features_without_avx512() -> str | None:
-    """NUMBA_CPU_FEATURES for this host with every AVX-512 feature off; None without AVX-512."""
-    import llvmlite.binding as llvm
-
-    features = llvm.get_host_cpu_features()
-    if not (features.get("avx512f") and features.get("avx2") and features.get("fma")):
-        return None
-    return ",".join(
-        ("+" if on and not name.startswith("avx512") else "-") + name
-        for name, on in features.items()
-    )
-
-
-def test_avx2_tile_in_subprocess() -> None:
-    if "NUMBA_CPU_FEATURES" in os.environ:
-        pytest.skip("this run already compiles for chosen CPU features")
-    features = _host_features_without_avx512()
-    if features is None:
-        pytest.skip("no AVX-512 here: the tests above already ran the AVX2 tile")
-    repo = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "NUMBA_CPU_FEATURES": features}
-    env["PYTHONPATH"] = os.pathsep.join([str(repo), env.get("PYTHONPATH", "")])
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, *args]
-        options = {"cwd": repo, "env": env, "capture_output": True, "text": True, "timeout": 240}
-        return subprocess.run(command, check=False, **options)
-
-    rows = run("-c", "from qkbench.backends.numba_backend import _tile_rows; print(_tile_rows())")
-    assert rows.returncode == 0, rows.stderr
-    assert rows.stdout.strip() == "4"
-    selected = "reference or written or nan or non_contiguous or empty"
-    inner = run("-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", selected)
-    assert inner.returncode == 0, inner.stdout[-3000:] + inner.stderr[-3000:]
