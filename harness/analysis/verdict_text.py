@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qkbench.records.record import CELL_KEY, KEY_DEFAULTS
-from qkbench.units import format_seconds
+from qkbench.units import value_text
 
 if TYPE_CHECKING:
     from qkbench.analysis.compare import CellResult, Comparison
@@ -27,12 +27,6 @@ def _shown_key_columns(cells: Sequence[CellResult]) -> list[str]:
     return shown
 
 
-def _value_text(value: float, normalised: bool) -> str:
-    if math.isnan(value):
-        return "-"
-    return f"{value:.3f}" if normalised else format_seconds(value)
-
-
 def _rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     cells = comparison.ordered()
     columns = _shown_key_columns(cells)
@@ -48,8 +42,8 @@ def _rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
         if cell.verdict in ("slower", "faster"):
             change = f"{100 * (cell.ratio - 1):+.1f}% (threshold {100 * cell.threshold:g}%)"
             note = f"{change}; {note}" if note else change
-        rows.append(keys + [_value_text(cell.baseline, comparison.normalize_by is not None),
-                            _value_text(cell.candidate, comparison.normalize_by is not None),
+        rows.append(keys + [value_text(cell.baseline, comparison.normalize_by is not None),
+                            value_text(cell.candidate, comparison.normalize_by is not None),
                             "-" if math.isnan(cell.ratio) else f"{cell.ratio:.3f}", interval,
                             cell.verdict, note])
     return header, rows

@@ -45,7 +45,7 @@ from qkbench.records.record import (
 # column order, then what is its own.
 SAMPLE_COLUMNS = [*(c for c in SUMMARY_COLUMNS if c in CELL_KEY or c in ("device", "precision")),
                   "round", "t_start", "seconds", "calls", "machine_fit"]
-ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+from qkbench.plan.config import ITEMSIZE
 
 
 def min_bytes(cell: Cell) -> int:
