@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from qkbench.cli import build_parser
 from qkbench.plan import config as config_module
 from qkbench.records.record import columns_markdown
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", REPO / "CHANGELOG.md", *sorted((REPO / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.M | re.S)
+FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 # The sections of a config whose keys are a model's fields (backends entries carry options).
 SECTIONS = {"sweep": config_module.Sweep, "timing": config_module.Timing,
             "agreement": config_module.AgreementSettings, "output": config_module.Output}
@@ -87,15 +86,12 @@ def test_every_config_key_the_docs_show_exists(doc, data):
     assert isinstance(data, dict), f"{doc.name}: a YAML snippet that is not a mapping"
     fields = config_module.Config.model_fields
     for key, value in data.items():
-        if key in SECTIONS:  # a snippet may show one section on its own
-            section, value = key, value
-        else:
-            assert key in fields, f"{doc.name}: no config key {key!r}"
+        assert key in fields, f"{doc.name}: no config key {key!r}"
+        if key not in SECTIONS:
             continue
-        assert isinstance(value, dict), f"{doc.name}: {section} is a mapping"
+        assert isinstance(value, dict), f"{doc.name}: {key} is a mapping"
         for inner in value:
-            assert inner in SECTIONS[section].model_fields, (
-                f"{doc.name}: no config key {section}.{inner}")
+            assert inner in SECTIONS[key].model_fields, f"{doc.name}: no config key {key}.{inner}"
 
 
 def test_full_config_snippets_are_valid_configs():
@@ -118,7 +114,7 @@ def test_the_column_table_is_the_typed_record():
 
 def test_the_layout_table_names_every_module():
     text = (REPO / "docs" / "layout.md").read_text("utf-8")
-    named = set(re.findall(r"^\| `([\w/]+\.py)` \|", text, re.M))
+    named = set(re.findall(r"^\| `([\w/]+\.py)` \|", text, re.MULTILINE))
     modules = {str(p.relative_to(REPO)) for folder in ("harness", "backends")
                for p in (REPO / folder).rglob("*.py") if p.name != "__init__.py"}
     assert modules == named, (f"missing: {sorted(modules - named)}; "

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
 # The repository's folders and the import names setuptools maps them to (pyproject package-dir).
@@ -99,6 +99,7 @@ def test_a_fresh_environment_runs_from_any_folder_with_a_plugin(wheel, tmp_path)
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(args, cwd=elsewhere, capture_output=True, text=True, timeout=300,
+                              check=False,
                               env={"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)})
 
     where = run(str(python), "-c", "import qkbench; print(qkbench.__file__)")

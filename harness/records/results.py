@@ -38,6 +38,7 @@ from qkbench.records.record import (
     STRING_COLUMNS,
     SUMMARY_COLUMNS,
     CellKey,
+    SummaryRecord,
     info_text,
 )
 
@@ -92,7 +93,7 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
             row["pct_peak"] = 100.0 * row["gflops"] / peak_gflops
         if ci is not None:
             row.update(ci_low_s=ci.low, ci_high_s=ci.high, rel_ci=ci.rel_halfwidth)
-    return row
+    return SummaryRecord(**row).as_row()  # a key that is not a declared column fails here
 
 
 def sample_rows(cell: Cell, device: str, precision: str,
