@@ -403,7 +403,7 @@ def test_run_draws_its_figures(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "run" / "figures" / "time_vs_size.png").is_file()
     assert f"figures: {tmp_path / 'run' / 'figures'}" in result.stdout
-    assert "warning" not in result.stderr
+    assert "figures not drawn" not in result.stderr  # (a contention warning is the machine's)
 
 
 def test_samples_set_aside_by_the_machine_check_are_shown_apart(tmp_path):
