@@ -233,7 +233,7 @@ class RunSession:
         finally:
             bar.close()
             finishing = time.monotonic()
-            summary, samples = writer.finish()
+            summary, _ = writer.finish()
             runner.counts.spend("writing", time.monotonic() - finishing)
             self.wall_s = time.monotonic() - started
             self.seconds = dict(runner.counts.seconds)

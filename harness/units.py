@@ -1,9 +1,22 @@
-"""Shared by every step that shows a figure: times are stored in seconds, always, and given a
-unit only when they are shown to a person."""
+"""Shared by every step, the conventions of a value: times are stored in seconds, always, and
+given a unit only when shown to a person; an absent value is None, NaN or pandas' NA, one rule
+(`missing`) for all three."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
+
+
+def missing(value: Any) -> bool:
+    """The one rule for an absent value: None, NaN and pandas' NA (a value read back from a
+    log, a CSV or a Parquet column of an older run) all mean "not recorded"."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # noqa: PLR0124  (NaN, NaT; pandas.NA raises TypeError)
+    except TypeError:
+        return True  # pandas.NA: "ambiguous truth value" is its way of being missing
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -14,3 +27,10 @@ def format_seconds(seconds: float | None) -> str:
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds / 1e-9:.3g} ns"
+
+
+def value_text(value: float | None, normalised: bool) -> str:
+    """A tracked value: seconds, or (normalised) a ratio to a reference backend's time."""
+    if missing(value):
+        return "-"
+    return f"{value:.3f}" if normalised else format_seconds(float(value))

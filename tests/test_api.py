@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 import qkbench
 from qkbench.records.meta import SCHEMA_VERSION
 from qkbench.records.record import FAILED_STATUSES, SUMMARY_COLUMNS, parse_info
 from qkbench.runner import SCRATCH_DIR
+
 from tests.conftest import FAST_TIMING
 
 PLUGINS = "tests.plugins.misbehaving"
@@ -50,6 +50,9 @@ def test_run_returns_the_run_directory_read_back(two_runs):
     # the shared inputs lived inside the run directory and are gone at the end
     assert not (run.path / SCRATCH_DIR).exists()
     assert qkbench.load_run(run.path).summary.equals(run.summary)
+    record = run.records()[0]  # the typed row: fields are the columns
+    assert record.status == "ok" and record.median_s > 0 and isinstance(record.info, dict)
+    assert record.key().backend == record.backend
 
 
 def test_a_backend_fact_without_a_column_is_kept_in_info(two_runs):
@@ -105,6 +108,7 @@ def test_load_run_reads_wave_1_run_directories(name):
 
 def test_a_plugin_extends_qkbench_backend():
     from qkbench.backends.base import Backend
+
     from tests.plugins.good_plugin import EinsumBackend
 
     assert qkbench.Backend is Backend and issubclass(EinsumBackend, qkbench.Backend)

@@ -75,7 +75,7 @@ def test_backends_command_lists_every_builtin_with_a_state():
 def test_readme_plugin_example_runs_as_written(tmp_path):
     """The README's plugin, extracted from the README itself, works as a real backend."""
     readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("### Writing a plugin"):]
+    section = readme[readme.index("## Writing a backend"):]
     code = section[section.index("```python") + len("```python"):]
     code = code[:code.index("```")]
     assert len(code.strip().splitlines()) <= 12

@@ -7,6 +7,7 @@ import sys
 import time
 
 from qkbench.runner import SCRATCH_DIR
+
 from tests.conftest import REPO, cli_env, run_cli, write_config
 
 

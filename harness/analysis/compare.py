@@ -33,25 +33,25 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from qkbench.machine import calibration
+
+# The statistics and the renderings live beside this module (re-exported for callers).
+from qkbench.analysis.bootstrap import CONFIDENCE, RESAMPLES, SEED, bootstrap_ratio
+from qkbench.analysis.verdict_text import to_json, to_markdown, to_text
 from qkbench.errors import UsageError
+from qkbench.machine import calibration
 from qkbench.machine.contention import BUSY_CORES
-from qkbench.records.record import CELL_KEY, KEY_DEFAULTS, CellKey, missing
+from qkbench.records.record import CellKey, missing
 from qkbench.records.results import kept_mask
 from qkbench.records.run import Run, load_run
-from qkbench.units import format_seconds
 
 DEFAULT_THRESHOLD = 0.10
-CONFIDENCE = 0.95
-RESAMPLES = 2000
-SEED = 0
 MIN_SAMPLES = 6  # the fewest with an order-statistic 95% interval of the median (qkbench.measure.stats)
 
 # What runs written before the fingerprint had a comparability_key are compared on.
@@ -156,6 +156,7 @@ class Comparison:
         return pd.DataFrame(rows)
 
     def to_markdown(self) -> str:
+        """The table a pull request comment shows (analysis/verdict_text.py)."""
         return to_markdown(self)
 
     def to_text(self) -> str:
@@ -171,66 +172,6 @@ class Comparison:
             if counts[verdict]:
                 text += f", {counts[verdict]} {verdict}"
         return text
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics
-
-
-def bootstrap_ratio(baseline: np.ndarray | Sequence[np.ndarray],
-                    candidate: np.ndarray | Sequence[np.ndarray], confidence: float = CONFIDENCE,
-                    resamples: int = RESAMPLES, rng: np.random.Generator | None = None
-                    ) -> tuple[float, float, float]:
-    """(ratio of medians candidate/baseline, interval low, interval high): percentile bootstrap,
-    each side resampled on its own.
-
-    A side is one array of samples, or a list of arrays, one per run. Several runs are
-    resampled in two stages — the runs with replacement, then each drawn run's samples — so
-    that how much whole runs differ from one another (which no single run can show) widens
-    the interval as it should."""
-    rng = rng if rng is not None else np.random.default_rng(SEED)
-    base_runs, cand_runs = _as_runs(baseline), _as_runs(candidate)
-    ratio = float(np.median(np.concatenate(cand_runs)) / np.median(np.concatenate(base_runs)))
-    ratios = (_bootstrap_medians(cand_runs, resamples, rng)
-              / _bootstrap_medians(base_runs, resamples, rng))
-    alpha = 1.0 - confidence
-    low, high = np.quantile(ratios, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return ratio, float(low), float(high)
-
-
-def _as_runs(values: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
-    if isinstance(values, np.ndarray) and values.ndim == 1:
-        return [values.astype(float)]
-    return [np.asarray(v, dtype=float) for v in values]
-
-
-def _bootstrap_medians(runs: list[np.ndarray], resamples: int, rng: np.random.Generator
-                       ) -> np.ndarray:
-    """Medians of `resamples` two-stage resamples, as weighted medians of the sorted samples:
-    a sample's weight is how often the resample drew it (so no resample is materialised)."""
-    values = np.concatenate(runs)
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    out = np.empty(resamples)
-    chunk = max(1, 2_000_000 // len(values))  # bounds memory: chunk × samples weights at once
-    for start in range(0, resamples, chunk):
-        count = min(resamples, start + chunk) - start
-        drawn = rng.multinomial(len(runs), np.full(len(runs), 1.0 / len(runs)), size=count)
-        parts = []
-        for i, run in enumerate(runs):
-            # A run drawn k times by a resample contributes k × len(run) draws of its samples.
-            size = len(run)
-            replicate = np.repeat(np.arange(count), drawn[:, i] * size)
-            picks = rng.integers(0, size, size=len(replicate))
-            parts.append(np.bincount(replicate * size + picks,
-                                     minlength=count * size).reshape(count, size))
-        weights = np.concatenate(parts, axis=1)[:, order]
-        cumulative = np.cumsum(weights, axis=1)
-        half = cumulative[:, -1:] / 2.0
-        low = np.argmax(cumulative >= half, axis=1)  # the middle one, or the lower of two
-        high = np.argmax(cumulative > half, axis=1)  # the upper of two (same when odd)
-        out[start:start + count] = 0.5 * (ordered[low] + ordered[high])
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,157 +399,3 @@ def _compare_cell(key: dict[str, Any], cell: CellKey, base: _Side, cand: _Side,
 
 def _text(value: Any) -> str:
     return "" if missing(value) else str(value)
-
-
-# ---------------------------------------------------------------------------------------------
-# Output
-
-
-def _shown_key_columns(cells: Sequence[CellResult]) -> list[str]:
-    """Key columns worth a table column: the shape always, the rest only when they vary or
-    differ from their defaults."""
-    shown = []
-    for column in CELL_KEY:
-        values = {c.key[column] for c in cells}
-        default = KEY_DEFAULTS.get(column, object())
-        if column in ("backend", "dtype", "n", "m", "d_k") or values - {default}:
-            shown.append(column)
-    return shown
-
-
-def _value_text(value: float, normalised: bool) -> str:
-    if math.isnan(value):
-        return "-"
-    return f"{value:.3f}" if normalised else format_seconds(value)
-
-
-def _rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
-    cells = comparison.ordered()
-    columns = _shown_key_columns(cells)
-    unit = f" (÷ {comparison.normalize_by})" if comparison.normalize_by else ""
-    header = columns + [f"baseline{unit}", f"candidate{unit}", "ratio", "95% interval",
-                        "verdict", "note"]
-    rows = []
-    for cell in cells:
-        keys = ["" if cell.key[c] is None else str(cell.key[c]) for c in columns]
-        interval = ("-" if math.isnan(cell.ci_low)
-                    else f"[{cell.ci_low:.3f}, {cell.ci_high:.3f}]")
-        note = cell.note
-        if cell.verdict in ("slower", "faster"):
-            change = f"{100 * (cell.ratio - 1):+.1f}% (threshold {100 * cell.threshold:g}%)"
-            note = f"{change}; {note}" if note else change
-        rows.append(keys + [_value_text(cell.baseline, comparison.normalize_by is not None),
-                            _value_text(cell.candidate, comparison.normalize_by is not None),
-                            "-" if math.isnan(cell.ratio) else f"{cell.ratio:.3f}", interval,
-                            cell.verdict, note])
-    return header, rows
-
-
-def _context_lines(comparison: Comparison) -> list[str]:
-    lines = [f"baseline:  {comparison.baseline}"
-             + _commit(comparison.commits[0], comparison.runs[0]),
-             f"candidate: {comparison.candidate}"
-             + _commit(comparison.commits[1], comparison.runs[1])]
-    how = comparison.rule.describe()
-    if comparison.rule.per_backend:
-        how += " (" + ", ".join(f"{b}: {100 * t:g}%"
-                                for b, t in sorted(comparison.rule.per_backend.items())) + ")"
-    lines.append(f"rule: {how}")
-    if comparison.normalize_by:
-        lines.append(f"normalised: each sample ÷ {comparison.normalize_by}'s median in the same "
-                     "run, group and interleaving round")
-    if comparison.environment_differences:
-        lines.append("note: the runs' environments differ (allowed): "
-                     + "; ".join(comparison.environment_differences))
-    if comparison.machine_shift:
-        lines.append("machine: the candidate's own speed was "
-                     + ", ".join(f"{ratio:.2f}x ({kind.replace('_', ' ')})" for kind, ratio in
-                                 comparison.machine_shift.items())
-                     + " the baseline's (calibration readings in meta.json)")
-        if comparison.machine_shift_exceeds_threshold and min(comparison.runs) == 1:
-            lines.append(f"note: the machine itself shifted by more than the threshold "
-                         f"(±{100 * comparison.rule.threshold:g}%) between the runs: one run a "
-                         "side cannot support a verdict; pool three runs a side (a folder of "
-                         "runs each)")
-    if min(comparison.runs) == 1 and comparison.counts()["slower"]:
-        # Measured with benchmarks/aa_false_alarms.py on a 2-core VM: unchanged code raised an
-        # alarm in 1 of 110 single-run pairs (raw), none of 60 with three runs a side; a whole
-        # run can shift, and one run cannot show it.
-        lines.append("note: one run on a side — on a shared machine whole runs shift by 10-20% "
-                     "between them; confirm with three runs a side (a folder of runs)")
-    return lines
-
-
-def _commit(commit: str | None, runs: int) -> str:
-    facts = [f"{runs} runs pooled"] if runs > 1 else []
-    if commit:
-        facts.append(f"commit {commit[:10]}")
-    return f" ({', '.join(facts)})" if facts else ""
-
-
-def to_text(comparison: Comparison) -> str:
-    """The terminal table."""
-    header, rows = _rows(comparison)
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    lines = _context_lines(comparison) + [""]
-    lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip())
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    lines += ["", comparison.headline()]
-    return "\n".join(lines)
-
-
-def to_markdown(comparison: Comparison) -> str:
-    """A GitHub job summary or PR comment: the headline, then the table, regressions first."""
-    counts = comparison.counts()
-    mark = "🔴" if counts["slower"] else "🟢"
-    header, rows = _rows(comparison)
-    lines = [f"### {mark} qkbench compare: {comparison.headline()}", ""]
-    lines += [f"- {_md_escape(line)}" for line in _context_lines(comparison)]
-    lines += ["", "| " + " | ".join(header) + " |",
-              "|" + "|".join(" --- " for _ in header) + "|"]
-    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def to_json(comparison: Comparison) -> dict[str, Any]:
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, np.generic):
-            return clean(value.item())
-        return value
-
-    return {
-        "baseline": str(comparison.baseline), "candidate": str(comparison.candidate),
-        "baseline_commit": comparison.commits[0], "candidate_commit": comparison.commits[1],
-        "baseline_runs": comparison.runs[0], "candidate_runs": comparison.runs[1],
-        "normalize_by": comparison.normalize_by,
-        "machine_shift": {kind: round(ratio, 4) for kind, ratio in
-                          comparison.machine_shift.items()},
-        "machine_shift_exceeds_threshold": comparison.machine_shift_exceeds_threshold,
-        "rule": {"threshold": comparison.rule.threshold,
-                 "threshold_for": dict(comparison.rule.per_backend),
-                 "confidence": comparison.rule.confidence,
-                 "resamples": comparison.rule.resamples, "seed": comparison.rule.seed,
-                 "min_samples": comparison.rule.min_samples,
-                 "description": comparison.rule.describe()},
-        "environment_differences": comparison.environment_differences,
-        "counts": comparison.counts(), "headline": comparison.headline(),
-        "cells": [{**{k: clean(v) for k, v in cell.key.items()}, "verdict": cell.verdict,
-                   "baseline": clean(cell.baseline), "candidate": clean(cell.candidate),
-                   "ratio": clean(cell.ratio), "ci_low": clean(cell.ci_low),
-                   "ci_high": clean(cell.ci_high), "threshold": clean(cell.threshold),
-                   "baseline_samples": cell.baseline_samples,
-                   "candidate_samples": cell.candidate_samples,
-                   "baseline_status": cell.baseline_status,
-                   "candidate_status": cell.candidate_status, "note": cell.note}
-                  for cell in comparison.ordered()],
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line

@@ -29,7 +29,7 @@ import pandas as pd
 from qkbench.analysis.compare import DEFAULT_THRESHOLD, environment_differences, read_run
 from qkbench.errors import UsageError
 from qkbench.records.record import CELL_KEY, CellKey
-from qkbench.units import format_seconds
+from qkbench.units import value_text
 
 MIN_RUNS = 3
 # Scale factor that turns a median absolute deviation into a standard deviation (normal data).
@@ -222,12 +222,6 @@ def cell_label(cell: CellKey) -> str:
     return cell.label()
 
 
-def _value_text(value: float, normalised: bool) -> str:
-    if pd.isna(value):
-        return "-"
-    return f"{value:.3f}" if normalised else format_seconds(float(value))
-
-
 def to_text(table: pd.DataFrame, steps: Sequence[FoundStep], normalize_by: str | None,
             last: int = 10) -> str:
     """Per config: the runs, then one line per cell with its value in each (the last `last`
@@ -255,7 +249,7 @@ def to_text(table: pd.DataFrame, steps: Sequence[FoundStep], normalize_by: str |
                     row.append("")
                     continue
                 value, status, path = by_run[i]
-                text = _value_text(value, normalize_by is not None) if status == "ok" else status
+                text = value_text(value, normalize_by is not None) if status == "ok" else status
                 step = marked.get((config, cell, path))
                 if step is not None:
                     text = ("▲ " if step.change > 0 else "▼ ") + text
@@ -278,8 +272,8 @@ def steps_text(steps: Sequence[FoundStep], normalize_by: str | None) -> str:
         return "no lasting change found"
     lines = [f"{len(steps)} lasting change(s):"]
     for step in steps:
-        before = _value_text(step.before, normalize_by is not None)
-        after = _value_text(step.after, normalize_by is not None)
+        before = value_text(step.before, normalize_by is not None)
+        after = value_text(step.after, normalize_by is not None)
         word = "slower" if step.change > 0 else "faster"
         text = (f"  {step.config}: {cell_label(step.cell)}: {100 * step.change:+.1f}% ({word}) "
                 f"from run {step.run}" + (f" (commit {step.commit})" if step.commit else "")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from qkbench.plan.config import ITEMSIZE
 from qkbench.plan.sweep import Shape
-from qkbench.records.results import ITEMSIZE
 
 # Leave this share of the available memory to everything else (page cache, other processes).
 SAFETY = 0.8

@@ -29,6 +29,8 @@ from qkbench.errors import UsageError
 from qkbench.plan import presets
 
 DType = Literal["float16", "bfloat16", "float32", "float64"]
+# Bytes per element of each dtype: what memory estimates and the roofline's bytes count.
+ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 Phase = Literal["kernel", "end_to_end"]
 CacheState = Literal["warm", "cold"]
 # Sizes past this are a typo, not a benchmark (2^24 rows of Q alone would be gigabytes).

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from qkbench.errors import UsageError
-from qkbench.records.results import CELL_KEY, RunWriter, key_of, read_jsonl
+from qkbench.records.meta import SCHEMA_VERSION
+from qkbench.records.record import CellKey
+from qkbench.records.results import RunWriter, key_of, read_jsonl
 
 
 def _meta(folder: Path) -> dict[str, Any]:
@@ -26,7 +28,7 @@ def _meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def expected_keys(meta: dict[str, Any]) -> set[tuple[Any, ...]]:
+def expected_keys(meta: dict[str, Any]) -> set[CellKey]:
     """Every cell key of the whole (unsharded) sweep a run's meta.json describes."""
     from qkbench.plan import config as config_module
     from qkbench.plan.sweep import expand
@@ -56,7 +58,7 @@ def merge(folders: list[Path], out: Path) -> tuple[dict[str, Any], int, list[str
             key = key_of(row)
             if key in owner:
                 raise UsageError(f"{folder} and {owner[key]} both hold the cell "
-                                 f"{_describe(row)}; shards must not overlap")
+                                 f"{key.label()}; shards must not overlap")
             owner[key] = folder
             rows.append(row)
         samples.extend(s for s in read_jsonl(folder / "samples.jsonl") if key_of(s) in owner)
@@ -69,18 +71,14 @@ def merge(folders: list[Path], out: Path) -> tuple[dict[str, Any], int, list[str
     merged = {**{k: v for k, v in first.items() if k not in ("shard", "wall_s", "time_split_s",
                                                             "cells_by_status")},
               "state": "finished" if states == {"finished"} else "incomplete",
+              # the tables were just written in the current layout, whatever the shards had
+              "schema_version": SCHEMA_VERSION,
               "merged_from": [{"folder": str(folder), "shard": meta.get("shard"),
                                "state": meta.get("state"),
                                "hardware_key": meta.get("environment", {}).get("hardware_key"),
                                "environment": meta.get("environment")}
                               for folder, meta in zip(folders, metas)]}
-    missing = sorted(expected_keys(first) - set(owner), key=str)
+    missing = sorted(expected_keys(first) - set(owner))
     merged["missing_cells"] = len(missing)
     writer.write_meta(merged)
-    described = [_describe(dict(zip(CELL_KEY, key))) for key in missing]
-    return merged, len(rows), described
-
-
-def _describe(row: dict[str, Any]) -> str:
-    return (f"{row.get('backend')} {row.get('dtype')} n={row.get('n')} m={row.get('m')} "
-            f"d_k={row.get('d_k')}")
+    return merged, len(rows), [key.label() for key in missing]

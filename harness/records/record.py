@@ -18,23 +18,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, get_type_hints
 
+from qkbench.units import missing  # the one rule for an absent value (re-exported)
+
 # tampered, unsynced and implausible: a check after timing found that the timed work was not
 # real (docs/correctness.md); like mismatch, they are never confused with error or crashed.
 STATUSES = ("ok", "mismatch", "tampered", "unsynced", "implausible", "skipped", "error",
             "crashed", "timeout", "oom")
 FAILED_STATUSES = ("mismatch", "tampered", "unsynced", "implausible", "error", "crashed",
                    "timeout", "oom")
-
-
-def missing(value: Any) -> bool:
-    """The one rule for an absent value: None, NaN and pandas' NA (a value read back from a
-    log, a CSV or a Parquet column of an older run) all mean "not recorded"."""
-    if value is None:
-        return True
-    try:
-        return bool(value != value)  # noqa: PLR0124  (NaN, NaT; pandas.NA raises TypeError)
-    except TypeError:
-        return True  # pandas.NA: "ambiguous truth value" is its way of being missing
 
 
 def _column(unit: str, meaning: str, default: Any = None) -> Any:

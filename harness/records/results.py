@@ -39,6 +39,7 @@ from qkbench.records.record import (
     STRING_COLUMNS,
     SUMMARY_COLUMNS,
     CellKey,
+    SummaryRecord,
     info_text,
 )
 
@@ -47,7 +48,7 @@ from qkbench.records.record import (
 SAMPLE_COLUMNS = [*(c for c in SUMMARY_COLUMNS if c in CELL_KEY or c in ("device", "precision")),
                   "round", "t_start", "seconds", "calls", "machine_fit", "set_aside_cause",
                   "host_seconds"]
-ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
+from qkbench.plan.config import ITEMSIZE
 
 
 def min_bytes(cell: Cell) -> int:
@@ -105,7 +106,7 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
             row["host_median_s"] = host[len(host) // 2]
         elif row["clock"] in (None, "host"):
             row["host_median_s"] = median  # the primary clock is the host's
-    return row
+    return SummaryRecord(**row).as_row()  # a key that is not a declared column fails here
 
 
 def sample_rows(cell: Cell, device: str, precision: str,

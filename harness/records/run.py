@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qkbench.records.record import FAILED_STATUSES, with_cell_keys
+from qkbench.records.record import FAILED_STATUSES, SummaryRecord, with_cell_keys
 
 if TYPE_CHECKING:  # pandas loads only when a run is read: `import qkbench` stays cheap
     import pandas as pd
@@ -47,6 +47,10 @@ class Run:
     @property
     def config_name(self) -> str:
         return str((self.meta.get("config") or {}).get("name") or self.path.name)
+
+    def records(self) -> list[SummaryRecord]:
+        """The summary as typed records, one per cell (fields: docs/run-directory.md)."""
+        return [SummaryRecord.from_row(row) for row in self.summary.to_dict("records")]
 
     def keyed(self) -> Run:
         """The same run with `_cell`, `_group` and `threads_key` columns on both tables (see

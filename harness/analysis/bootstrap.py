@@ -1,0 +1,69 @@
+"""Step 7, the statistics of a verdict: a seeded percentile bootstrap of the ratio of two
+medians, resampling runs (or worker processes) first, then samples (see analysis/compare.py
+for why)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+SEED = 0
+
+
+def bootstrap_ratio(baseline: np.ndarray | Sequence[np.ndarray],
+                    candidate: np.ndarray | Sequence[np.ndarray], confidence: float = CONFIDENCE,
+                    resamples: int = RESAMPLES, rng: np.random.Generator | None = None
+                    ) -> tuple[float, float, float]:
+    """(ratio of medians candidate/baseline, interval low, interval high): percentile bootstrap,
+    each side resampled on its own.
+
+    A side is one array of samples, or a list of arrays, one per run. Several runs are
+    resampled in two stages — the runs with replacement, then each drawn run's samples — so
+    that how much whole runs differ from one another (which no single run can show) widens
+    the interval as it should."""
+    rng = rng if rng is not None else np.random.default_rng(SEED)
+    base_runs, cand_runs = _as_runs(baseline), _as_runs(candidate)
+    ratio = float(np.median(np.concatenate(cand_runs)) / np.median(np.concatenate(base_runs)))
+    ratios = (_bootstrap_medians(cand_runs, resamples, rng)
+              / _bootstrap_medians(base_runs, resamples, rng))
+    alpha = 1.0 - confidence
+    low, high = np.quantile(ratios, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return ratio, float(low), float(high)
+
+
+def _as_runs(values: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    if isinstance(values, np.ndarray) and values.ndim == 1:
+        return [values.astype(float)]
+    return [np.asarray(v, dtype=float) for v in values]
+
+
+def _bootstrap_medians(runs: list[np.ndarray], resamples: int, rng: np.random.Generator
+                       ) -> np.ndarray:
+    """Medians of `resamples` two-stage resamples, as weighted medians of the sorted samples:
+    a sample's weight is how often the resample drew it (so no resample is materialised)."""
+    values = np.concatenate(runs)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    out = np.empty(resamples)
+    chunk = max(1, 2_000_000 // len(values))  # bounds memory: chunk × samples weights at once
+    for start in range(0, resamples, chunk):
+        count = min(resamples, start + chunk) - start
+        drawn = rng.multinomial(len(runs), np.full(len(runs), 1.0 / len(runs)), size=count)
+        parts = []
+        for i, run in enumerate(runs):
+            # A run drawn k times by a resample contributes k × len(run) draws of its samples.
+            size = len(run)
+            replicate = np.repeat(np.arange(count), drawn[:, i] * size)
+            picks = rng.integers(0, size, size=len(replicate))
+            parts.append(np.bincount(replicate * size + picks,
+                                     minlength=count * size).reshape(count, size))
+        weights = np.concatenate(parts, axis=1)[:, order]
+        cumulative = np.cumsum(weights, axis=1)
+        half = cumulative[:, -1:] / 2.0
+        low = np.argmax(cumulative >= half, axis=1)  # the middle one, or the lower of two
+        high = np.argmax(cumulative > half, axis=1)  # the upper of two (same when odd)
+        out[start:start + count] = 0.5 * (ordered[low] + ordered[high])
+    return out
