@@ -164,5 +164,22 @@ def test_run_notes_rounds_set_aside_and_cells_that_kept_too_few():
     hit = pd.DataFrame({"status": ["ok", "ok", "ok"], "samples": [20, 10, 30],
                         "unfit_share": [0.2, 1.0, 0.0]})
     note = machine_check_note(hit)
-    assert "2 of 3 ok cell(s)" in note and "a median 60%" in note
+    assert "set aside in 2 of 3 ok cell(s)" in note and "a median 60%" in note
     assert "1 cell(s) kept fewer than 3 samples" in note
+
+
+def test_run_notes_os_causes_a_check_that_gave_up_and_short_cells():
+    import pandas as pd
+
+    from qkbench.present.console import machine_check_note
+
+    rows = pd.DataFrame({"status": ["ok", "ok", "ok"], "samples": [20, 12, 4],
+                         "unfit_share": [0.3, 0.0, 0.0],
+                         "set_aside_causes": ["throttled 0.120 s in 4 rounds", "", ""],
+                         "machine_check": ["on", "cannot judge this machine: ...", "on"],
+                         "reason": ["", "", "unconverged: 4 kept sample(s), fewer than "
+                                    "min_samples 10; stopped by budget"]})
+    note = machine_check_note(rows)
+    assert "causes the OS reported: throttled in 1" in note
+    assert "could not judge this machine in 1 ok cell(s)" in note
+    assert "1 ok cell(s) have fewer kept samples than min_samples" in note
