@@ -143,6 +143,9 @@ class _CellTimeout:
         self.longest_s = 0.0  # the longest request that answered
 
     def request(self, worker: WorkerHandle, message: tuple[Any, ...]) -> Any:
+        # A process's start (spawn, imports: seconds on a loaded machine) is the harness's
+        # cost, not the cell's: charged to it, a tight timeout_s ran out before any sample.
+        worker.ensure_started()
         started = time.monotonic()
         try:
             answer = worker.request(message, self.left_s)
@@ -178,6 +181,8 @@ def machine_check(canary: ParallelCanary, checked: list[_Prepared],
         if round_number is not None:
             for prepared in checked:
                 worker = prepared.workers[round_number % len(prepared.workers)]
+                if not worker.alive or prepared.limit.left_s <= 0:
+                    continue  # a failed cell's worker is not restarted for a check
                 try:
                     # Bounded by the cell's time left but not charged to it: the check is the
                     # harness's own work (its first reading in a process also calibrates),

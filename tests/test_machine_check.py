@@ -99,6 +99,8 @@ def test_one_threaded_groups_are_not_checked(tmp_path, monkeypatch):
 class AnsweringWorker:
     """Stands in for a worker process: answers the check request, or fails it."""
 
+    alive = True
+
     def __init__(self, answer):
         self.answer, self.asked = answer, 0
 
