@@ -31,6 +31,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,8 @@ def quiet_figures(run: Path) -> dict[str, object]:
                 "unconverged").sum()),
             "cannot_judge_cells": int(ok["machine_check"].fillna("").str.startswith(
                 "cannot judge").sum()),
+            "check_stopped_for_cost_cells": int(ok["machine_check"].fillna("").str.startswith(
+                "stopped after").sum()),
             "max_pct_peak": (None if ok["pct_peak"].isna().all()
                              else round(float(ok["pct_peak"].max()), 1)),
             "above_peak_rows": int(ok["above_peak"].fillna(False).astype(bool).sum()),
@@ -163,7 +166,12 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=10, help="one-run-a-side pairs to compare")
     parser.add_argument("--skip-cgroup", action="store_true", help="no CPU-quota sweep")
     parser.add_argument("--keep", type=Path, help="keep the run directories here")
+    parser.add_argument("--runs-from", type=Path,
+                        help="analyse the run directories kept in this folder (run0, run1, "
+                        "...) instead of running the config again")
     args = parser.parse_args()
+    # A timeout's SIGTERM must still run the `finally` that removes the quota cgroup.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.runs < 2:
         parser.error("--runs must be at least 2")
     folder = args.keep or Path(tempfile.mkdtemp(prefix="qkbench-harness-check-"))
@@ -172,7 +180,11 @@ def main() -> int:
                                  "config": args.config, "runs": args.runs}
     try:
         runs = []
-        for index in range(args.runs):
+        if args.runs_from is not None:
+            runs = sorted(p for p in args.runs_from.glob("run*")
+                          if (p / "summary.parquet").is_file())[:args.runs]
+            report["runs"] = len(runs)
+        for index in range(len(runs), args.runs if args.runs_from is None else len(runs)):
             run, seconds = run_once(args.config, folder / f"run{index}")
             runs.append(run)
             print(f"run {index + 1}/{args.runs}: {seconds:.0f} s", file=sys.stderr)

@@ -320,7 +320,7 @@ class Runner:
                              self.rule, min_rounds=max(len(p.workers) for p in ready.values()),
                              machine_fit=self._machine_fit(checked) if checked else None,
                              unfit_budget_factor=self._unfit_budget_factor(),
-                             round_watch=watch)
+                             round_watch=watch, cost_clock=time.monotonic)
         foreign_load = load.stop()
         guarded = {id(p) for p in checked}
         for label, result in results.items():

@@ -100,6 +100,11 @@ def machine_check_note(summary: pd.DataFrame) -> str:
                          f"{int(gave_up.sum())} ok cell(s): it would have set aside most of "
                          "their rounds with no cause the OS reports, so every round was kept "
                          "(column machine_check).")
+        stopped = ok["machine_check"].fillna("").astype(str).str.startswith("stopped after")
+        if stopped.any():
+            notes.append(f"note: the machine check stopped early in {int(stopped.sum())} ok "
+                         "cell(s): it cost more than half the time of the rounds it guarded, "
+                         "so their later rounds were all kept (column machine_check).")
     reasons = ok["reason"] if "reason" in ok else pd.Series([""] * len(ok), index=ok.index)
     short = reasons.fillna("").astype(str).str.startswith("unconverged")
     if short.any():
