@@ -79,13 +79,23 @@ class _Prepared:
     figures: dict[str, Any]  # from the first worker's setup (first call, agreement, ...)
     limit: _CellTimeout
     workers: list[WorkerHandle]
+    starts: list[int] = field(default_factory=list)  # each worker's start count at setup
+
+    def __post_init__(self) -> None:
+        self.starts = self.starts or [getattr(w, "starts", 0) for w in self.workers]
 
     def sampler(self) -> Callable[[int, int], list[Sample]]:
         """Round r is sampled in worker r mod len(workers): every process gets turns."""
         def take(count: int, round_number: int) -> list[Sample]:
-            worker = self.workers[round_number % len(self.workers)]
+            index = round_number % len(self.workers)
+            worker = self.workers[index]
             if self.limit.nearly_out():
                 raise SamplingOver("time_limit")
+            if worker.starts != self.starts[index]:
+                # Restarted since its setup (it died between requests): it no longer has the
+                # cell, and a sample request would only say "sample before setup".
+                raise SamplerFailed("crashed", "the worker process died between requests "
+                                    "and lost its cell")
             try:
                 return self.limit.request(worker, ("sample", count, round_number))
             except CellFailure as failure:
@@ -184,10 +194,12 @@ def machine_check(canary: ParallelCanary, checked: list[_Prepared],
                 if not worker.alive or prepared.limit.left_s <= 0:
                     continue  # a failed cell's worker is not restarted for a check
                 try:
-                    # Bounded by the cell's time left but not charged to it: the check is the
-                    # harness's own work (its first reading in a process also calibrates),
-                    # and a loaded machine stretching it must not turn a cell into a timeout.
-                    verdicts.append(bool(worker.request(("check",), prepared.limit.left_s)))
+                    # Not charged to the cell: the check is the harness's own work (its first
+                    # reading in a process also calibrates), and a loaded machine stretching
+                    # it must not turn a cell into a timeout, nor a tight limit kill a worker
+                    # that holds the cell.
+                    verdicts.append(bool(worker.request(("check",), max(
+                        prepared.limit.left_s, RELEASE_TIMEOUT_S))))
                 except CellFailure:
                     pass  # the worker's next sample request meets the failure and records it
         # The main process's reading comes last: its pause lets every process's BLAS threads
