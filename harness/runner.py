@@ -87,13 +87,23 @@ class _Prepared:
     figures: dict[str, Any]  # from the first worker's setup (first call, agreement, ...)
     limit: _CellTimeout
     workers: list[WorkerHandle]
+    starts: list[int] = field(default_factory=list)  # each worker's start count at setup
+
+    def __post_init__(self) -> None:
+        self.starts = self.starts or [getattr(w, "starts", 0) for w in self.workers]
 
     def sampler(self) -> Callable[[int, int], list[Sample]]:
         """Round r is sampled in worker r mod len(workers): every process gets turns."""
         def take(count: int, round_number: int) -> list[Sample]:
-            worker = self.workers[round_number % len(self.workers)]
+            index = round_number % len(self.workers)
+            worker = self.workers[index]
             if self.limit.nearly_out():
                 raise SamplingOver("time_limit")
+            if worker.starts != self.starts[index]:
+                # Restarted since its setup (it died between requests): it no longer has the
+                # cell, and a sample request would only say "sample before setup".
+                raise SamplerFailed("crashed", "the worker process died between requests "
+                                    "and lost its cell")
             try:
                 return self.limit.request(worker, ("sample", count, round_number))
             except CellFailure as failure:
@@ -151,6 +161,9 @@ class _CellTimeout:
         self.longest_s = 0.0  # the longest request that answered
 
     def request(self, worker: WorkerHandle, message: tuple[Any, ...]) -> Any:
+        # A process's start (spawn, imports: seconds on a loaded machine) is the harness's
+        # cost, not the cell's: charged to it, a tight timeout_s ran out before any sample.
+        worker.ensure_started()
         started = time.monotonic()
         try:
             answer = worker.request(message, self.left_s)
@@ -186,11 +199,15 @@ def machine_check(canary: ParallelCanary, checked: list[_Prepared],
         if round_number is not None:
             for prepared in checked:
                 worker = prepared.workers[round_number % len(prepared.workers)]
+                if not worker.alive or prepared.limit.left_s <= 0:
+                    continue  # a failed cell's worker is not restarted for a check
                 try:
-                    # Bounded by the cell's time left but not charged to it: the check is the
-                    # harness's own work (its first reading in a process also calibrates),
-                    # and a loaded machine stretching it must not turn a cell into a timeout.
-                    verdicts.append(bool(worker.request(("check",), prepared.limit.left_s)))
+                    # Not charged to the cell: the check is the harness's own work (its first
+                    # reading in a process also calibrates), and a loaded machine stretching
+                    # it must not turn a cell into a timeout, nor a tight limit kill a worker
+                    # that holds the cell.
+                    verdicts.append(bool(worker.request(("check",), max(
+                        prepared.limit.left_s, RELEASE_TIMEOUT_S))))
                 except CellFailure:
                     pass  # the worker's next sample request meets the failure and records it
         # The main process's reading comes last: its pause lets every process's BLAS threads
@@ -346,7 +363,7 @@ class Runner:
                              self.rule, min_rounds=max(len(p.workers) for p in ready.values()),
                              machine_fit=self._machine_fit(checked) if checked else None,
                              unfit_budget_factor=self._unfit_budget_factor(),
-                             round_watch=watch)
+                             round_watch=watch, cost_clock=time.monotonic)
         foreign_load = load.stop()
         guarded = {id(p) for p in checked}
         for label, result in results.items():

@@ -61,7 +61,7 @@ def test_the_fence_comes_from_the_machine_s_own_spread_not_its_best_reading():
     # "1.4x the best" most readings would be unfit; against its own quartiles none are.
     spread = [131e-6, 180e-6, 183e-6, 185e-6, 186e-6, 188e-6, 190e-6, 184e-6]
     canary, probe = _calibrated(spread)
-    canary.warm_up(readings=32)
+    canary.warm_up(readings=32, max_s=float("inf"))
     time_fence, _ = canary.limits()
     assert time_fence > 190e-6
     unfit = sum(not canary.fit() for _ in range(100))
@@ -73,7 +73,7 @@ def test_the_fence_comes_from_the_machine_s_own_spread_not_its_best_reading():
 def test_a_reading_far_beyond_the_machine_s_spread_is_unfit():
     spread = [1.0, 1.02, 0.99, 1.01, 1.0, 0.98]
     canary, probe = _calibrated(spread)
-    canary.warm_up(readings=24)
+    canary.warm_up(readings=24, max_s=float("inf"))
     probe.durations = [2.0] * 3 + [1.0] * 3
     probe.calls = 0
     assert not canary.fit()  # 2x the usual: far out
@@ -83,7 +83,7 @@ def test_a_reading_far_beyond_the_machine_s_spread_is_unfit():
 
 def test_a_tight_machine_s_fence_is_never_closer_than_the_margin():
     canary, probe = _calibrated([1.0], min_margin=0.05)
-    canary.warm_up(readings=20)
+    canary.warm_up(readings=20, max_s=float("inf"))
     assert canary.limits()[0] == pytest.approx(1.05)  # IQR 0: the margin decides
     probe.durations = [1.04] * 3 + [1.06] * 3
     probe.calls = 0
@@ -93,7 +93,7 @@ def test_a_tight_machine_s_fence_is_never_closer_than_the_margin():
 
 def test_warm_up_takes_readings_like_the_run_s_and_drops_the_first():
     canary, probe, pauses = _canary([0.05] * 3 + [0.001] * 300, settle_s=0.002)
-    canary.warm_up(readings=20)
+    canary.warm_up(readings=20, max_s=float("inf"))
     assert len(canary.times) == 20 and max(canary.times) == pytest.approx(0.001)
     assert len(pauses) == 21  # a pause after every reading, the dropped one too
     assert canary.readings == 0
@@ -164,5 +164,32 @@ def test_run_notes_rounds_set_aside_and_cells_that_kept_too_few():
     hit = pd.DataFrame({"status": ["ok", "ok", "ok"], "samples": [20, 10, 30],
                         "unfit_share": [0.2, 1.0, 0.0]})
     note = machine_check_note(hit)
-    assert "2 of 3 ok cell(s)" in note and "a median 60%" in note
+    assert "set aside in 2 of 3 ok cell(s)" in note and "a median 60%" in note
     assert "1 cell(s) kept fewer than 3 samples" in note
+
+
+def test_run_notes_os_causes_a_check_that_gave_up_and_short_cells():
+    import pandas as pd
+
+    from qkbench.present.console import machine_check_note
+
+    rows = pd.DataFrame({"status": ["ok", "ok", "ok"], "samples": [20, 12, 4],
+                         "unfit_share": [0.3, 0.0, 0.0],
+                         "set_aside_causes": ["throttled 0.120 s in 4 rounds", "", ""],
+                         "machine_check": ["on", "cannot judge this machine: ...", "on"],
+                         "reason": ["", "", "unconverged: 4 kept sample(s), fewer than "
+                                    "min_samples 10; stopped by budget"]})
+    note = machine_check_note(rows)
+    assert "causes the OS reported: throttled in 1" in note
+    assert "could not judge this machine in 1 ok cell(s)" in note
+    assert "1 ok cell(s) have fewer kept samples than min_samples" in note
+
+
+def test_a_slow_machine_s_warm_up_is_cut_short_and_the_run_s_readings_calibrate():
+    canary, probe, _ = _canary([0.01] * 1000)  # 50 ms a reading: 5 readings fill 0.25 s
+    canary.warm_up(readings=24, max_s=0.25)
+    assert len(canary.times) < 24
+    assert canary.limits() == (None, None)  # not calibrated yet: every reading is fit
+    while len(canary.times) < 16:
+        assert canary.fit()
+    assert canary.limits()[0] is not None

@@ -82,3 +82,16 @@ def test_a_row_faster_than_the_physical_peak_is_flagged_not_shown():
     assert row["above_peak"] is True and row["pct_peak"] is None
     row = summary_row(cell, "cpu", "ok", sampling=sampling, peak_gflops=1000.0)
     assert row["above_peak"] is False and row["pct_peak"] == pytest.approx(52.4288)
+
+
+def test_a_vm_s_nominal_clock_gets_the_boost_allowance():
+    from qkbench.machine.cpu_peak import VM_BOOST_ALLOWANCE
+
+    vm = CpuFacts(vendor="AuthenticAMD", family=0x19, model=0x1, model_name="AMD EPYC",
+                  flags=frozenset({"avx2", "fma", "hypervisor"}), cpu_mhz=2445.0, cores=2,
+                  machine="x86_64")
+    peak = physical_peak("float32", vm)
+    assert peak.factors["clock_ghz"][0] == pytest.approx(2.445 * VM_BOOST_ALLOWANCE, abs=1e-3)
+    assert "boost" in peak.factors["clock_ghz"][1]
+    bare = CpuFacts(**{**vm.__dict__, "flags": frozenset({"avx2", "fma"})})
+    assert physical_peak("float32", bare).factors["clock_ghz"][0] == pytest.approx(2.445)

@@ -64,7 +64,8 @@ def test_rounds_set_aside_are_kept_flagged_and_left_out_of_the_figures(tmp_path,
             assert len(fit) == len(mine) and row.unfit_share == 0.0
             unfit_rounds[row.backend], sampled_rounds[row.backend] = set(), set(mine["round"])
             continue
-        assert row.machine_check == "on"
+        # A check that cost more than half the sampling stops being asked (a loaded machine).
+        assert row.machine_check == "on" or row.machine_check.startswith("stopped after")
         assert len(fit) < len(mine)  # some rounds were set aside, and they were kept
         used = fit if len(fit) >= MIN_FIT_SAMPLES else mine
         assert row.samples == len(used)
@@ -99,11 +100,13 @@ def test_one_threaded_groups_are_not_checked(tmp_path, monkeypatch):
 class AnsweringWorker:
     """Stands in for a worker process: answers the check request, or fails it."""
 
+    alive = True
+
     def __init__(self, answer):
         self.answer, self.asked = answer, 0
 
     def request(self, message, timeout_s):
-        assert message == ("check",) and timeout_s == RequestsTo.left_s
+        assert message == ("check",) and timeout_s >= RequestsTo.left_s
         self.asked += 1
         if isinstance(self.answer, Exception):
             raise self.answer

@@ -411,3 +411,22 @@ def test_the_budget_counts_kept_rounds_once_the_machine_recovers():
     kept = sum(s.seconds for s in result.fit_samples())
     assert 1.0 <= kept < 1.0 + 0.3
     assert result.stopped_by == "budget"
+
+
+def test_a_check_costlier_than_half_the_sampling_stops_being_asked():
+    clock, log = FakeClock(), []
+    samplers = {"A": ScriptedSampler("A", log, clock, [0.01])}
+    answers = iter([True] * 1000)
+
+    def slow_check(round_number):
+        clock.now += 0.02  # twice the round it guards
+        return next(answers)
+
+    rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=0.5)
+    asked = []
+    result = interleave(samplers, {"A": 0.01}, rule, round_s=0.0,
+                        machine_fit=lambda r: asked.append(r) or slow_check(r),
+                        cost_clock=clock)["A"]
+    assert result.check_gave_up.startswith("stopped after round 5")
+    assert len(asked) == JUDGE_AFTER_ROUNDS + 1  # before round 0, then after rounds 0-5
+    assert result.converged and result.unfit_share == 0.0

@@ -65,6 +65,10 @@ SETTLE_S = 0.001
 PROBES_PER_READING = 3
 ONE_THREAD_PROBES = 2  # one thread wakes nothing; two guard against an interrupt
 WARM_UP_READINGS = 24  # taken like the run's readings, so the two share one distribution
+# ... but for no longer than this: 24 readings take about 40 ms on a quiet 2-core machine; at
+# load 9 on the 2-vCPU VM a threaded probe took 21 ms instead of 0.2, and ten warm-ups (main
+# process and workers) cost 17 s. Cut short, the fence is built from the run's own readings.
+WARM_UP_MAX_S = 0.25
 
 
 def fence(values: list[float], min_margin: float = 0.0) -> float | None:
@@ -140,14 +144,17 @@ class ParallelCanary:
         self._pause(self._settle_s)
         return elapsed, ratio
 
-    def warm_up(self, readings: int = WARM_UP_READINGS) -> None:
-        """Take `readings` readings so the fences stand before the first round (the first
-        call also pays for the BLAS threads' start, so one more is taken and dropped)."""
+    def warm_up(self, readings: int = WARM_UP_READINGS, max_s: float = WARM_UP_MAX_S) -> None:
+        """Take `readings` readings (at most `max_s` of them) so the fences stand before the
+        first round (the first call also pays for the BLAS threads' start, so one more is
+        taken and dropped)."""
         started = self._clock()
         self._reading()
         for _ in range(readings):
             elapsed, ratio = self._reading()
             self._remember(elapsed, ratio)
+            if self._clock() - started > max_s:
+                break
         self.spent_s += self._clock() - started
 
     def _remember(self, elapsed: float, ratio: float | None) -> None:

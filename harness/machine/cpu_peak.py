@@ -13,9 +13,10 @@
   AVX-512 on 256-bit units). Half precisions count 16-bit lanes only where the ISA computes in
   them (avx512_bf16, avx512_fp16, AMX); otherwise the library widens them to float32.
 * **clock** — the highest of cpufreq's `cpuinfo_max_freq`, the model string's "@ x.xxGHz"
-  and `cpu MHz`. A VM often reports only its nominal clock while the host boosts above it, so
-  a measured product that implies a faster clock (`with_measured`) raises the clock factor
-  to what it implies, and says so: the ceiling stays a ceiling.
+  and `cpu MHz`. A VM often reports only its nominal clock while the host boosts above it: with
+  only that to go on (and the hypervisor flag), the clock gets `VM_BOOST_ALLOWANCE`; and a
+  measured product that implies a faster clock (`with_measured`) raises the clock factor to
+  what it implies, and says so: the ceiling stays a ceiling.
 
 `physical_peak(dtype)` is the one entry point (the runner's percent-of-peak, issue-15's
 implausible-speed check and benchmarks use it). Linux reads /proc and /sys; elsewhere the
@@ -47,6 +48,9 @@ DEFAULT_UNITS = 2  # x86: no core issues more than two FMAs of its widest vector
 DEFAULT_ARM_UNITS = 4  # Neoverse V1/V2, Apple M-series: four 128-bit pipes
 # AMX's tile unit: 1024 bf16/fp16 multiply-adds per cycle per core (Intel's AMX guide).
 AMX_FMA_PER_CYCLE = 1024
+
+# How far a host may boost above the nominal clock a VM reports (see _clock_mhz).
+VM_BOOST_ALLOWANCE = 1.5
 
 DTYPE_BITS = {"float64": 64, "float32": 32, "tf32": 32, "bfloat16": 16, "float16": 16}
 
@@ -156,7 +160,16 @@ def _clock_mhz(facts: CpuFacts) -> tuple[float | None, str]:
                                           "nominal clock; boost can be higher)"))
     if not candidates:
         return None, "unknown"
-    return max(candidates)
+    clock, how = max(candidates)
+    if how.startswith("cpu MHz") and "hypervisor" in facts.flags:
+        # A VM that exposes neither cpufreq nor a clock in its model string reports its
+        # nominal clock, and the host boosts above it: this VM (EPYC Milan) reports 2445 MHz
+        # on parts that boost to 3.5 GHz (1.43x). Without the allowance the "physical" peak
+        # could be beaten by a backend on a quiet host.
+        return clock * VM_BOOST_ALLOWANCE, (f"cpu MHz in /proc/cpuinfo ({clock:.0f}, a VM's "
+                                            f"nominal clock) x {VM_BOOST_ALLOWANCE} for the "
+                                            "host's boost, which a VM does not report")
+    return clock, how
 
 
 def physical_peak(dtype: str = "float32", facts: CpuFacts | None = None) -> Ceiling | None:

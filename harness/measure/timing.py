@@ -319,6 +319,11 @@ UNFIT_BUDGET_FACTOR = 3.0
 JUDGE_SHARE = 0.5
 # ... once the group has had this many rounds (a share of two rounds says nothing).
 JUDGE_AFTER_ROUNDS = 6
+# The check stops being asked in a group once it has taken more than this share of the time
+# the rounds it guards took: on a loaded machine its threaded probe slows far more than the
+# samples do (measured on the 2-vCPU VM at load 9: the check took 30-90 s of a 120-200 s quick
+# run), and a guard that doubles a run costs more than the rounds it could set aside.
+CHECK_COST_SHARE = 0.5
 
 
 class RoundWatch(Protocol):
@@ -416,7 +421,8 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
                rule: StopRule, round_s: float = 0.02, min_rounds: int = 1,
                machine_fit: Callable[[int | None], bool] | None = None,
                unfit_budget_factor: float = UNFIT_BUDGET_FACTOR,
-               round_watch: RoundWatch | None = None) -> dict[str, SamplingResult]:
+               round_watch: RoundWatch | None = None,
+               cost_clock: Callable[[], float] | None = None) -> dict[str, SamplingResult]:
     """Sample every backend of a group in rounds, in lockstep, until all of them may stop.
 
     In each round every backend still sampling takes enough samples to fill about `round_s`
@@ -444,7 +450,9 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     with an unfit answer on either side is set aside for every backend of the group alike (its
     samples are kept, flagged, and left out of the stopping rule and the figures). When the
     check would set aside more than `JUDGE_SHARE` of the rounds with no OS cause, it gives up
-    on the group: its rounds are kept and `check_gave_up` says so.
+    on the group: its rounds are kept and `check_gave_up` says so. With `cost_clock`, the
+    check also stops being asked once it has cost more than `CHECK_COST_SHARE` of the rounds'
+    time (the rounds it set aside until then stay aside; `check_gave_up` says so).
 
     The budget counts only the rounds kept; while rounds are set aside, or a backend has fewer
     kept samples than `min_samples`, it samples on up to `unfit_budget_factor` times the budget
@@ -457,9 +465,11 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     fit_before = machine_fit(None) if machine_fit else True
     check_rounds: set[int] = set()  # set aside by the check alone
     judging = machine_fit is not None
+    check_s = rounds_s = 0.0  # what the check cost, beside the rounds it guards
     while active and (round_number < min_rounds
                       or any(not results[name].stopped_by for name in active)):
         sampled = []
+        round_began = cost_clock() if cost_clock else 0.0
         if round_watch is not None:
             round_watch.start()
         for name in list(active):
@@ -479,7 +489,17 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
                 continue
             sampled.append(name)
         causes = round_watch.stop() if round_watch is not None else {}
+        checked_at = cost_clock() if cost_clock else 0.0
         fit_after = machine_fit(round_number) if judging and machine_fit else True
+        if cost_clock and judging:
+            check_s += cost_clock() - checked_at
+            rounds_s += checked_at - round_began
+            if (round_number + 1 >= JUDGE_AFTER_ROUNDS and check_s > CHECK_COST_SHARE * rounds_s):
+                judging = False
+                why = (f"stopped after round {round_number}: the check took {check_s:.2f} s "
+                       f"beside {rounds_s:.2f} s of sampling; later rounds all kept")
+                for result in results.values():
+                    result.check_gave_up = why
         if not causes and not (fit_before and fit_after):
             check_rounds.add(round_number)
         if judging and len(check_rounds) > JUDGE_SHARE * max(round_number + 1,

@@ -587,6 +587,12 @@ class WorkerHandle:
     def alive(self) -> bool:
         return self._process is not None and self._process.is_alive()
 
+    def ensure_started(self) -> None:
+        """Start the process now if it is not running (its start-up is `startup_s`, which a
+        cell's time limit must not be charged with)."""
+        if self._process is None or not self._process.is_alive():
+            self._start()
+
     def request(self, message: tuple[Any, ...], timeout_s: float) -> Any:
         """Send one request; return the payload or raise CellFailure."""
         if self._process is None or not self._process.is_alive():

@@ -59,26 +59,51 @@ def contention_note(summary: pd.DataFrame) -> str:
 
 
 def machine_check_note(summary: pd.DataFrame) -> str:
-    """A line on the rounds the machine check set aside (see qkbench.machine.canary), or ''."""
+    """A line on the rounds set aside — for causes the OS reported (qkbench.machine.os_causes)
+    or by the machine check (qkbench.machine.canary) — on groups the check could not judge,
+    and on cells left short of samples; or ''."""
     if "unfit_share" not in summary:
         return ""
     ok = summary[summary["status"] == "ok"]
     share = pd.to_numeric(ok["unfit_share"], errors="coerce").fillna(0.0)
     hit = share[share > 0]
-    if hit.empty:
-        return ""
-    # A cell with too few kept samples reports all of them (SamplingResult.measured), so its
-    # `samples` is then the total, and the kept ones are that share of it.
-    kept = pd.to_numeric(ok["samples"], errors="coerce") * (1.0 - share)
-    unkept = int(((share > 0) & (kept < MIN_FIT_SAMPLES - 1e-9)).sum())
-    note = (f"note: the machine check set rounds aside in {len(hit)} of {len(ok)} ok cell(s) "
-            f"(a median {hit.median():.0%} of their samples; column unfit_share): the machine "
-            "had lost part of its parallel capacity then, and those samples are not in the "
-            "figures.")
-    if unkept:
-        note += (f" {unkept} cell(s) kept fewer than {MIN_FIT_SAMPLES} samples and report all "
-                 "of theirs: rerun them on a quieter machine to trust them.")
-    return note
+    notes = []
+    if not hit.empty:
+        # A cell with too few kept samples reports all of them (SamplingResult.measured), so
+        # its `samples` is then the total, and the kept ones are that share of it.
+        kept = pd.to_numeric(ok["samples"], errors="coerce") * (1.0 - share)
+        unkept = int(((share > 0) & (kept < MIN_FIT_SAMPLES - 1e-9)).sum())
+        causes = ok.get("set_aside_causes", pd.Series([""] * len(ok), index=ok.index))
+        named = causes.fillna("").astype(str)
+        by_cause = {name: int(named.str.contains(name).sum()) for name in ("throttled", "steal")}
+        why = ", ".join(f"{name} in {count}" for name, count in by_cause.items() if count)
+        note = (f"note: rounds were set aside in {len(hit)} of {len(ok)} ok cell(s) "
+                f"(a median {hit.median():.0%} of their samples; column unfit_share)"
+                + (f"; causes the OS reported: {why} (column set_aside_causes)" if why else "")
+                + "; the rest by the machine check, which saw the machine lose part of its "
+                "parallel capacity. Those samples are not in the figures.")
+        if unkept:
+            note += (f" {unkept} cell(s) kept fewer than {MIN_FIT_SAMPLES} samples and report "
+                     "all of theirs: rerun them on a quieter machine to trust them.")
+        notes.append(note)
+    if "machine_check" in ok:
+        gave_up = ok["machine_check"].fillna("").astype(str).str.startswith("cannot judge")
+        if gave_up.any():
+            notes.append(f"note: the machine check could not judge this machine in "
+                         f"{int(gave_up.sum())} ok cell(s): it would have set aside most of "
+                         "their rounds with no cause the OS reports, so every round was kept "
+                         "(column machine_check).")
+        stopped = ok["machine_check"].fillna("").astype(str).str.startswith("stopped after")
+        if stopped.any():
+            notes.append(f"note: the machine check stopped early in {int(stopped.sum())} ok "
+                         "cell(s): it cost more than half the time of the rounds it guarded, "
+                         "so their later rounds were all kept (column machine_check).")
+    reasons = ok["reason"] if "reason" in ok else pd.Series([""] * len(ok), index=ok.index)
+    short = reasons.fillna("").astype(str).str.startswith("unconverged")
+    if short.any():
+        notes.append(f"note: {int(short.sum())} ok cell(s) have fewer kept samples than "
+                     "min_samples after sampling up to their cap; their reason says why.")
+    return "\n".join(notes)
 
 
 def _varying(summary: pd.DataFrame, columns: list[str]) -> list[str]:
