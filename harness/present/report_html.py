@@ -131,8 +131,7 @@ def _glance_html(report: Report) -> str:
             f"{_e(' · ' + words if words else '')}{_e(where)}</b>"
             f"<span>{_e(row['backend'])}: {_e(format_seconds(row['median_s']))}</span> "
             f"({_e(format_number(row['gflops']))} GFLOP/s"
-            + (f", {_e(format_number(100 * row['gflops'] / row['peak_gflops'], 2))}% of peak"
-               if row["peak_gflops"] > 0 else "") + ")</div>")
+            + _peak_words(row) + ")</div>")
     if cards:
         out.append('<div class="cards">' + "".join(cards[:12]) + "</div>")
     crossing = plots.crossovers(plots.gpu_cpu_speedup(runs))
@@ -215,8 +214,7 @@ def _summary_html(runs: plots.RunSet) -> str:
                       (_e(format_ci(row)), "num"), (_e(format_rel(row["rel_ci"])), "num"),
                       (_e(format_number(row["gflops"])) if ok else "-", "num")]
             if peak:
-                cells.append((_e(format_number(100 * row["gflops"] / row["peak_gflops"], 2))
-                              if ok and row["peak_gflops"] > 0 else "-", "num"))
+                cells.append((_e(_pct_peak(row)) if ok else "-", "num"))
             samples = (f"{int(row['samples'])} × {int(row['calls_per_sample'])}"
                        if ok and pd.notna(row["samples"]) and pd.notna(row["calls_per_sample"])
                        else "-")
@@ -313,3 +311,17 @@ def _comparison_html(report: Report) -> str:
     out.append(_table(headers, rows))
     out.append("</section>")
     return "\n".join(out)
+
+
+def _pct_peak(row: Any) -> str:
+    """The row's pct_peak, never recomputed: a row above the physical peak is a measuring
+    fault (records leave its pct_peak empty and set above_peak), shown as such."""
+    above = row.get("above_peak")
+    if above is not None and not pd.isna(above) and bool(above):
+        return "above peak"
+    return "-" if pd.isna(row.get("pct_peak")) else format_number(row["pct_peak"], 2)
+
+
+def _peak_words(row: Any) -> str:
+    text = _pct_peak(row)
+    return "" if text == "-" else (f", {text}" if text == "above peak" else f", {text}% of peak")
