@@ -51,7 +51,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 class TorchCudaClock:
     """CUDA events, the L2 flush and graph capture through PyTorch, on its current stream.
 
-    A `qkbench.measure.timing.DeviceClock` (duck-typed: the backends do not import the
+    A `qkbench.measure.kernel_timer.DeviceClock` (duck-typed: the backends do not import the
     harness). Also serves every backend whose kernels run on PyTorch's stream (Triton,
     torch.compile)."""
 

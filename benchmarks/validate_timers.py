@@ -1,6 +1,6 @@
 """Does qkbench time what the reference timers time? A side-by-side check of the timing core.
 
-For each operation, rounds alternate between qkbench's timer (qkbench.measure.timing.KernelTimer, the
+For each operation, rounds alternate between qkbench's timer (qkbench.measure.kernel_timer.KernelTimer, the
 code that runs inside every worker), `timeit` and `torch.utils.benchmark` (when torch is
 installed), so machine drift falls on all three alike. Each timer reports a median time per call
 per round; the script prints the median over rounds of each timer's time and of the ratio
@@ -33,7 +33,7 @@ import numpy as np
 from qkbench.backends.numpy_backend import NumpyBackend
 from qkbench.measure import inputs
 from qkbench.measure.stats import median
-from qkbench.measure.timing import KernelTimer
+from qkbench.measure.kernel_timer import KernelTimer
 
 
 def qkbench_median(fn, q, k, samples: int = 30) -> float:

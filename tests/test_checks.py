@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from qkbench.measure import agreement, checks, inputs, plausible
-from qkbench.measure.timing import KernelTimer
+from qkbench.measure.kernel_timer import KernelTimer
 from qkbench.measure.worker import CellFailure, CellPlan, _Session
 
 QUIET = {"OPENBLAS_THREAD_TIMEOUT": "20", "GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}

@@ -7,7 +7,7 @@ worker-to-row path runs a real sweep of a fake GPU plugin whose arithmetic is Nu
 
 import pytest
 
-from qkbench.measure.timing import KernelTimer
+from qkbench.measure.kernel_timer import KernelTimer
 from tests.conftest import read_summary, run_cli, write_config
 from tests.test_timing import FakeClock, FakeKernel
 

@@ -2,9 +2,9 @@
 
 import pytest
 
+from qkbench.measure.kernel_timer import KernelTimer
 from qkbench.measure.timing import (
     JUDGE_AFTER_ROUNDS,
-    KernelTimer,
     Sample,
     SamplerFailed,
     StopRule,

@@ -40,7 +40,7 @@ from qkbench.backends.base import Problem
 from qkbench.backends.gpu_support import is_out_of_memory
 from qkbench.measure import agreement, checks, inputs
 from qkbench.machine.idle_threads import quiet_idle_threads
-from qkbench.measure.timing import KernelTimer
+from qkbench.measure.kernel_timer import KernelTimer
 
 
 @dataclass(frozen=True)
