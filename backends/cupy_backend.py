@@ -66,6 +66,8 @@ class CupyBackend(Backend):
             q = q.reshape(batch, k.shape[1], heads // k.shape[1] * n, d_k)
         if problem is not None and problem.causal:
             self._mask = cupy.asarray(problem.masked())
+            # A 0-d device array, not a Python float: copyto's `where` form wants an array.
+            self._minus_inf = cupy.full((), -np.inf, dtype=q.dtype)
         return q, k
 
     def scores(self, q: Any, k: Any) -> Any:
@@ -78,7 +80,7 @@ class CupyBackend(Backend):
         if problem.scaled:
             s *= s.dtype.type(problem.scale)
         if self._mask is not None:
-            cupy.copyto(s, s.dtype.type(-np.inf), where=self._mask)
+            cupy.copyto(s, self._minus_inf, where=self._mask)  # (n, m) mask, broadcast
         return s
 
     def sync(self) -> None:

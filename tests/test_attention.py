@@ -268,3 +268,13 @@ def test_presets_run_and_the_figures_are_drawn(tmp_path):
     assert {"attention_throughput", "decode_bandwidth"} <= set(drawn.figures)
     assert "CPU and a GPU" in drawn.skipped["attention_crossover"]
     assert "unmasked entry" in drawn.caption("attention_throughput")
+
+
+def test_device_memory_counts_every_head_on_a_gpu_shaped_backend(tmp_path):
+    sweep = {"n": [16], "d_k": [4], "heads": [4], "kv_heads": [2], "batch": [1, 256],
+             "causal": [True], "dtype": ["float32"]}
+    summary = run(tmp_path, sweep, [f"{PLUGINS}:FakeGpuAttention"]).set_index("batch")
+    assert summary.loc[1, "status"] == "ok" and summary.loc[1, "device"] == "gpu"
+    # B·H·n·m = 262144 float32 entries, twice: 2 MiB against the fake's 1 MiB free.
+    assert summary.loc[256, "status"] == "skipped"
+    assert "of device memory" in summary.loc[256, "reason"]

@@ -60,3 +60,14 @@ class ScaleLeftOut(RepeatedKv):
         s = q @ np.take(k, [p.key_head(h) for h in range(p.heads)], axis=1).swapaxes(-1, -2)
         np.copyto(s, -np.inf, where=p.masked())
         return s
+
+
+from tests.plugins.fake_gpu import FakeGpu  # noqa: E402 (after the CPU plugins it reuses)
+
+
+class FakeGpuAttention(RepeatedKv, FakeGpu):
+    """A GPU-shaped backend (device hooks, 1 MiB of "free" memory) that takes attention cells."""
+
+    name = "fake-gpu-attention"
+    device = "gpu"
+    dtypes = ("float32",)

@@ -159,9 +159,9 @@ def gpu_over_cpu(runs: RunSet) -> Figure:
             groups.index(item[0][0]), phases.index(item[0][2]), caches.index(item[0][3]),
             item[0][4], str(item[0][5])))
         for key, line in lines:
-            group_name, _, phase, cache, d_k, m_rule = key
+            group_name, _, phase, cache, d_k, m_rule = key[:6]  # then the attention axes
             line = line.sort_values("n")
-            words = [f"d_k={d_k}"]
+            words = [f"d_k={d_k}" + crossover.attention_words(dict(zip(_FAMILY, key)))]
             words += [m_rule] if varies["m_rule"] else []
             words += [_PHASE_WORDS.get(phase, phase)] if varies["phase"] else []
             words += [f"{cache} cache"] if varies["cache"] else []
