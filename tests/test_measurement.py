@@ -64,7 +64,7 @@ def test_thread_limit_is_in_force_during_the_cell_and_restored_after(shape_folde
     session = _Session("qkbench.backends.numpy_backend:NumpyBackend", {})
     plan = CellPlan(dtype="float32", min_sample_s=1e-4, warmup_s=0.0, threads=1)
     figures = session.setup(shape_folder, plan)
-    assert figures["threads"] == 1 and set(blas_threads()) == {1}
+    assert figures["info"]["threads"] == 1 and set(blas_threads()) == {1}
     session.release()
     assert blas_threads() == before
 
@@ -79,7 +79,7 @@ def test_library_thread_pools_are_limited_and_restored(shape_folder, path, modul
     default = session.backend.info()["threads"]
     figures = session.setup(shape_folder, CellPlan(dtype="float32", min_sample_s=1e-4,
                                                     warmup_s=0.0, threads=1))
-    assert figures["threads"] == 1
+    assert figures["info"]["threads"] == 1
     session.release()
     assert session.backend.info()["threads"] == default
 
