@@ -259,3 +259,11 @@ def call_with_slp(kernel: Any, *args: Any) -> None:
         kernel(*args)
     finally:
         config.SLP_VECTORIZE = saved
+
+
+def ready_target() -> None:
+    """Numba's one-time set-up of its CPU target in this process (its registries of typed
+    functions), which the first dispatch of any jitted function would otherwise do."""
+    from numba.core.registry import cpu_target
+
+    cpu_target.target_context.refresh()
