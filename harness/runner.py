@@ -314,12 +314,16 @@ class Runner:
         """The checks after timing (see qkbench.measure.checks): in every worker that sampled
         the cell, its inputs and a timed call's answer; in the first, idle after sync() and the
         fresh input set; then whether the median is physically possible. The failure of the
-        first check that fails, or None."""
+        first check that fails, or None.
+
+        The checks have a time limit of their own (the cell's `timeout_s` again): a cell whose
+        setup and sampling used up most of its limit on a busy machine is still checked rather
+        than recorded as a timeout, and a backend that hangs in a check still ends as one."""
         started = time.monotonic()
+        limit = _CellTimeout(self.config.timing.timeout_s)
         try:
             for index, worker in enumerate(prepared.workers):
-                prepared.figures.update(
-                    prepared.limit.request(worker, ("verify", index == 0)))
+                prepared.figures.update(limit.request(worker, ("verify", index == 0)))
         except CellFailure as failure:
             return failure
         finally:
