@@ -397,10 +397,11 @@ def _check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, i
     if bad_output:
         raise _failed(check, bad_output, figures)
     verdict = agreement.compare(host, reference, precision)
-    errors = dict(max_err=verdict.max_err, mean_err=verdict.mean_err, err_bound=verdict.bound,
-                  checked_rows=verdict.checked_rows, outside_share=verdict.outside_share,
-                  worst_i=verdict.worst[0] if verdict.worst else None,
-                  worst_j=verdict.worst[1] if verdict.worst else None)
+    errors = {"max_err": verdict.max_err, "mean_err": verdict.mean_err,
+              "err_bound": verdict.bound, "checked_rows": verdict.checked_rows,
+              "outside_share": verdict.outside_share,
+              "worst_i": verdict.worst[0] if verdict.worst else None,
+              "worst_j": verdict.worst[1] if verdict.worst else None}
     if not verdict.passed:
         # The failing answer's figures replace the first call's: the row shows what gave it away.
         raise _failed(check, verdict.reason or "", {**figures, **errors})
