@@ -64,10 +64,11 @@ MAX_COLD_COPIES = 1 << 14
 TO_NUMPY_CALLS = 4
 TO_NUMPY_COPIES = 4
 TO_NUMPY_FLOOR_S = 10e-6
-# A call on inputs no cached answer fits may take this many timed calls (plus the floor: a
-# Python call, a sync and an allocation) before the timed ones count as replayed: an honest
-# call whose inputs come from memory rather than cache is a few times slower at worst (a
-# memory-bound product at DRAM versus last-level-cache bandwidth, on the VM about 10x apart).
+# A call on inputs no cached answer fits may take this many of the timed calls just before it
+# (plus the floor: a Python call, a sync and an allocation) before the timed ones count as
+# replayed: an honest call whose inputs come from memory rather than cache is a few times
+# slower at worst (a memory-bound product at DRAM versus last-level-cache bandwidth, on the
+# VM about 10x apart).
 REPLAY_FACTOR = 20.0
 REPLAY_FLOOR_S = 100e-6
 # A worker's own machine check learns its best time over this long, the first time it is asked.
@@ -232,11 +233,11 @@ class _Session:
                              cell.plan.dtype, cell.precision, {}, "timed_call")
             del kept
         if once:
-            host, fresh_s = self._check_fresh(cell)
+            host = self._check_fresh(cell)
             deferred = self._deferred_work(host)
             if deferred:
                 raise _failed("to_numpy", deferred, figures)
-            replayed = self._replayed(fresh_s, figures)
+            replayed = self._replayed(figures)
             if replayed:
                 raise _failed("replay", replayed, figures)
         figures["verify_s"] = time.perf_counter() - started
@@ -276,54 +277,61 @@ class _Session:
                 f"answers, where a timed call takes {per_call:.3g} s and a copy of S "
                 f"{min(copies):.3g} s: the work is done outside the timed call")
 
-    def _replayed(self, fresh_s: float, figures: dict[str, Any]) -> str | None:
+    def _replayed(self, figures: dict[str, Any]) -> str | None:
         """Why the timed calls seem to replay answers rather than compute them: a call on new
-        inputs (which no remembered answer fits) takes many times what a timed call took.
+        inputs (which no remembered answer fits) takes many times what the timed calls just
+        before it took.
+
+        Side by side: each new-input call follows a block of timed calls at once, so both
+        meet the same machine, with the thread pool awake (on a busy machine, waking sleeping
+        pool threads alone can cost tens of milliseconds). The fastest ratio of three sets is
+        compared, so one preempted call is not mistaken for a replay. The new inputs are the
+        fresh set negated, with its rows rotated, and with both: values no fingerprint of the
+        timed inputs matches, at the cost of copies instead of new random numbers.
 
         CPU backends only: a GPU backend may legitimately pay for new inputs (a CUDA graph
         captured for the timed buffers is captured again), and a GPU's datasheet peak is
-        always at hand for the speed check. The new inputs are the fresh set and two sets
-        derived from it (negated, rows rotated): values no fingerprint of the timed inputs
-        matches, at the cost of two copies instead of new random numbers. The fastest of the
-        three is compared, so one preempted call on a busy machine is not mistaken for a
-        replay; the factor covers an honest call whose inputs come from memory where the
-        timed ones came from cache."""
-        cell = self.cell
-        if cell is None or self.backend.device != "cpu":
+        always at hand for the speed check."""
+        cell, timer = self.cell, self.timer
+        if cell is None or timer is None or self.backend.device != "cpu":
             return None
         shape = inputs.load(inputs.fresh_folder(cell.folder))
         q, k = inputs.cast(shape.q, cell.plan.dtype), inputs.cast(shape.k, cell.plan.dtype)
-        times = [fresh_s]
-        for derived in ((-q, k), (np.roll(q, 1, axis=0), np.roll(k, 1, axis=0))):
-            fn, arg_sets, _ = _timed_call(self.backend, cell.plan.phase, [derived])
-            self.backend.sync()
+        rolled = (np.roll(q, 1, axis=0), np.roll(k, 1, axis=0))
+        new_sets = [(-q, k), rolled, (-rolled[0], rolled[1])]
+        # Prepared before any timing: nothing but the call itself sits between block and call.
+        prepared = [_timed_call(self.backend, cell.plan.phase, [new]) for new in new_sets]
+        ratios = []
+        for fn, arg_sets, _ in prepared:
+            _, block_s = timer.time_block(self.calls)
             start = time.perf_counter()
             fn(*arg_sets[0])
             self.backend.sync()
-            times.append(time.perf_counter() - start)
-        per_call = self.fastest_call_s
-        figures["new_inputs_call_s"] = min(times)
-        if min(times) <= REPLAY_FACTOR * per_call + REPLAY_FLOOR_S:
+            new_s = time.perf_counter() - start
+            timed_s = block_s / self.calls
+            ratios.append((new_s / max(timed_s, 1e-12), new_s, timed_s))
+        timer.kept = None
+        ratio, new_s, timed_s = min(ratios)
+        figures["new_inputs_ratio"] = ratio
+        if new_s <= REPLAY_FACTOR * timed_s + REPLAY_FLOOR_S:
             return None
-        return (f"a call on new inputs took at least {min(times):.3g} s ({len(times)} sets), "
-                f"{min(times) / max(per_call, 1e-12):,.0f}× a timed call's {per_call:.3g} s: "
-                "the timed calls did not compute their answers")
+        return (f"a call on new inputs took {new_s:.3g} s, {ratio:,.0f}× the {timed_s:.3g} s of "
+                f"the timed calls just before it (the closest of {len(ratios)} sets): the timed "
+                "calls did not compute their answers")
 
-    def _check_fresh(self, cell: _CellState) -> tuple[Any, float]:
+    def _check_fresh(self, cell: _CellState) -> Any:
         """S of a second, independently seeded input set: an answer remembered from the timed
         inputs (or computed once and replayed) cannot agree with its reference."""
         shape = inputs.load(inputs.fresh_folder(cell.folder))
         host = [(inputs.cast(shape.q, cell.plan.dtype), inputs.cast(shape.k, cell.plan.dtype))]
         fn, arg_sets, to_host = _timed_call(self.backend, cell.plan.phase, host)
         self.backend.sync()
-        start = time.perf_counter()
         result = fn(*arg_sets[0])
         self.backend.sync()
-        seconds = time.perf_counter() - start
         host = self._to_host(to_host, result)
         _check_agreement(host, shape.reference, cell.shape, cell.plan.dtype,
                          cell.precision, {}, "fresh_inputs")
-        return host, seconds
+        return host
 
     def check(self) -> bool:
         """The machine check, in this process: a worker's threads can lose their speed-up
