@@ -216,6 +216,7 @@ class RunSession:
         """Measure every cell, write the run directory, and return it read back."""
         from qkbench.machine import peaks
         from qkbench.machine.environment import last_level_cache_bytes
+        from qkbench.measure.plausible import ceilings
         from qkbench.present.console import Progress
         from qkbench.records.results import RunWriter
         from qkbench.runner import Runner
@@ -228,13 +229,10 @@ class RunSession:
         peaks_by_device, self.meta["environment"]["peaks"] = peaks.for_run(
             self.meta["environment"])
         writer.write_meta(self.meta)
-        record = self.meta["environment"]["peaks"]
-        bandwidths = {device: float(record[device]["bandwidth_gbs"]) for device in ("cpu", "gpu")
-                      if isinstance(record.get(device), dict)
-                      and isinstance(record[device].get("bandwidth_gbs"), (int, float))}
         runner = Runner(self.config, self.specs, writer, peaks=peaks_by_device,
                         host_cache_bytes=last_level_cache_bytes(), shard=self.shard,
-                        done=self.done, bandwidths=bandwidths)
+                        done=self.done,
+                        ceilings=ceilings(self.meta["environment"]["peaks"] or {}))
         label = (self.config.name if self.shard.count == 1
                  else f"{self.config.name} {self.shard.index}/{self.shard.count}")
         bar = Progress(len(runner.cells()), label, enabled=progress)

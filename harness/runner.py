@@ -52,8 +52,9 @@ RELEASE_TIMEOUT_S = 30.0
 CellDone = Callable[[dict[str, Any]], None]
 # (device, precision) → the machine's measured peak GFLOP/s, for percent-of-peak.
 Peaks = dict[tuple[str, str], float]
-# device → memory bandwidth in GB/s, for the fewest seconds a cell's bytes need.
-Bandwidths = dict[str, float]
+# device → {precision: GFLOP/s, "bandwidth_gbs": GB/s}: the ceilings no real median passes
+# (see qkbench.measure.plausible.ceilings).
+Ceilings = dict[str, dict[str, float]]
 
 
 @dataclass
@@ -171,12 +172,12 @@ class Runner:
                  on_cell_done: CellDone = lambda row: None, peaks: Peaks | None = None,
                  host_cache_bytes: int = 32 << 20, shard: Shard = WHOLE_SWEEP,
                  done: set[tuple[Any, ...]] | None = None,
-                 bandwidths: Bandwidths | None = None) -> None:
+                 ceilings: Ceilings | None = None) -> None:
         """`shard` picks the part of the sweep to run; cells whose keys are in `done` (from an
         interrupted run being resumed) are neither run nor recorded again."""
         self.config, self.writer, self.on_cell_done = config, writer, on_cell_done
         self.peaks, self.host_cache_bytes = peaks or {}, host_cache_bytes
-        self.bandwidths = bandwidths or {}
+        self.ceilings = ceilings or {}
         self.shard, self.done = shard, done or set()
         self.backends: dict[str, _Backend] = {}
         for spec in specs:
@@ -336,9 +337,9 @@ class Runner:
         precision = figures.get("precision", cell.dtype)
         memory = plausible.memory_bytes(min_bytes(cell),
                                         figures.get("cache_bytes") or self.host_cache_bytes)
-        limit = plausible.speed_limit(cell.shape.flops, memory, self.peaks.get((device, precision)),
-                                      self.bandwidths.get(device),
-                                      plausible.margin(device, checks.usable_cores()))
+        ceiling = self.ceilings.get(device, {})
+        limit = plausible.speed_limit(cell.shape.flops, memory, ceiling.get(precision),
+                                      ceiling.get("bandwidth_gbs"))
         figures["speed_limit_s"] = limit.fastest_s
         median = result.median()
         why = None if median is None else plausible.implausible(

@@ -59,10 +59,11 @@ def _physical_cpu_peaks() -> dict[str, float]:
         best = min(best, time.perf_counter() - start)
     bandwidth = 2 * src.nbytes / best / 1e9
     peak32 = cores * mhz * 1e-3 * per_cycle32
-    return {"float32": peak32, "float64": peak32 / 2, "bandwidth_gbs": bandwidth}
+    return {"float32": peak32, "float64": peak32 / 2, "bandwidth_gbs": bandwidth,
+            "source": f"physical (ISA): {cores} cores × {mhz:.0f} MHz × {per_cycle32} FLOP/cycle"}
 
 
-def _peaks_file(folder: Path, cpu: dict[str, float]) -> Path:
+def _peaks_file(folder: Path, cpu: dict[str, float | str]) -> Path:
     path = folder / "peaks.json"
     path.write_text(json.dumps({fingerprint()["hardware_key"]: {
         "measured_utc": "now", "cpu": cpu, "gpu": None}}))
@@ -130,7 +131,8 @@ def test_a_median_faster_than_the_stored_peak_is_implausible_and_not_shown(tmp_p
     a stored peak far below what it does (as a peak measured on other hardware would be)."""
     site = tmp_path / "site"
     install_plugin_package(site, CHEATS / "honest.py", "honest", "Honest")
-    peaks_file = _peaks_file(tmp_path, {"float32": 1e-3, "bandwidth_gbs": 10.0})
+    peaks_file = _peaks_file(tmp_path, {"float32": 1e-3, "bandwidth_gbs": 10.0,
+                                        "source": "physical (a slower machine's)"})
     config = write_config(tmp_path, ["honest"], n=[64], d_k=[16], timing={"processes": 1})
     out = tmp_path / "run"
     result = run_cli("run", str(config), "--out", str(out), "--no-progress", extra_path=site,
@@ -139,6 +141,6 @@ def test_a_median_faster_than_the_stored_peak_is_implausible_and_not_shown(tmp_p
     row = read_summary(out).iloc[0]
     assert (row["status"], row["failed_check"]) == ("implausible", "speed")
     assert row["reason"].startswith("implausible speed: the median ")
-    assert "the cpu float32 peak of 0.001 GFLOP/s" in row["reason"]
+    assert "2× the cpu float32 peak of 0.001 GFLOP/s" in row["reason"]
     assert np.isnan(row["median_s"]) and row["samples"] == 0
     assert row["speed_limit_s"] > 0

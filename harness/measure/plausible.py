@@ -6,32 +6,47 @@ left running elsewhere. Such a cell is recorded as `implausible` with the figure
 away, and its time is not shown as a result.
 
 The limits come from the machine's peaks (`qkbench.machine.peaks`: per device and precision,
-GFLOP/s and bandwidth_gbs). Where no peak is known for a cell's device and precision, that
-limit is not checked, and `speed_limit_s` stays empty to say so.
+GFLOP/s and bandwidth_gbs), those of them that are ceilings (see `ceilings`). Where none is
+known for a cell's device and precision, that limit is not checked, and `speed_limit_s` stays
+empty to say so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-# How far above a peak a median may go before it is impossible rather than lucky. The cheats
-# this check is for (a remembered answer, a lazy result, work left running) are off by orders
-# of magnitude, so the margins are wide: an honest cell must never be flagged.
-# A GPU's peak is its datasheet's (a physical ceiling) or one measured on a device that is
-# rarely shared; twice it allows for a sibling model matched by name with higher clocks. The
-# copy that measures bandwidth counts bytes read plus written while its stores also read each
-# line first (write-allocate), so a kernel that mostly reads may move up to 1.5x its figure.
-DEVICE_MARGIN = 2.0
-# A CPU's stored peak is the best large matrix product timed when `qkbench peaks` ran: on a
-# shared machine it may have run while other processes held all cores but one (seen on the
-# 2-vCPU VM: 31 GFLOP/s float32 stored, where an idle core pair does about 150), and a later
-# honest kernel on an idle machine is then up to `cores` times faster. So the CPU margin is
-# the device margin times the cores this process may use.
+# How far above a ceiling a median may go before it is impossible rather than lucky: twice,
+# for a GPU matched by name to a sibling with higher clocks, a CPU whose boost clock was read
+# low, or a copy-measured bandwidth (its stores also read each line first, so a kernel that
+# mostly reads may move up to 1.5x its figure). The cheats this check is for are off by
+# orders of magnitude.
+MARGIN = 2.0
+# Which stored peaks are ceilings. A CPU peak measured on a shared machine can be a small
+# fraction of what the machine does: on the 2-vCPU VM a quick measurement during other work
+# stored 8.6 GFLOP/s float32, where an idle core pair does about 150, and honest NumPy then
+# ran at 15x it. No margin makes such a figure a limit, so a CPU peak counts only when its
+# record says it is physical (ISA × cores × clock) or from a datasheet. A GPU's measured peak
+# counts too: a GPU is not time-shared with other work the way a CPU's cores are.
+CEILING_SOURCES = ("physical", "isa", "datasheet")
 
 
-def margin(device: str, cores: int) -> float:
-    """How many times a device's stored peak (or bandwidth) a median may imply."""
-    return DEVICE_MARGIN if device == "gpu" else DEVICE_MARGIN * max(cores, 1)
+def ceilings(record: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """device → {precision: GFLOP/s, "bandwidth_gbs": GB/s} from a run's peaks record (as
+    `qkbench.machine.peaks.for_run` writes it to meta.json), for the devices whose figures
+    are ceilings (see CEILING_SOURCES); a device without is not checked."""
+    out: dict[str, dict[str, float]] = {}
+    for device in ("cpu", "gpu"):
+        entry = record.get(device)
+        if not isinstance(entry, Mapping):
+            continue
+        source = str(entry.get("source", "")).lower()
+        if device == "cpu" and not any(word in source for word in CEILING_SOURCES):
+            continue
+        out[device] = {key: float(value) for key, value in entry.items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return out
 
 
 @dataclass(frozen=True)
@@ -54,8 +69,8 @@ def memory_bytes(min_bytes: int, cache_bytes: int) -> int:
 
 
 def speed_limit(flops: int, memory: int, peak_gflops: float | None,
-                bandwidth_gbs: float | None, factor: float) -> SpeedLimit:
-    """The limits at `factor` times the peak and the bandwidth (see `margin`)."""
+                bandwidth_gbs: float | None, factor: float = MARGIN) -> SpeedLimit:
+    """The limits at `factor` times the peak and the bandwidth."""
     compute_s = flops / (factor * peak_gflops * 1e9) if peak_gflops else None
     memory_s = (memory / (factor * bandwidth_gbs * 1e9)
                 if bandwidth_gbs and memory > 0 else None)
