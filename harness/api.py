@@ -186,6 +186,7 @@ class RunSession:
         """Measure every cell, write the run directory, and return it read back."""
         from qkbench.machine import peaks
         from qkbench.machine.environment import last_level_cache_bytes
+        from qkbench.measure.plausible import ceilings
         from qkbench.present.console import Progress
         from qkbench.records.results import RunWriter
         from qkbench.runner import Runner
@@ -200,19 +201,10 @@ class RunSession:
         peaks_by_device, self.meta["environment"]["peaks"] = peaks.for_run(
             self.meta["environment"])
         writer.write_meta(self.meta)
-        record = self.meta["environment"]["peaks"]
-        bandwidths = {device: float(record[device]["bandwidth_gbs"]) for device in ("cpu", "gpu")
-                      if isinstance(record.get(device), dict)
-                      and isinstance(record[device].get("bandwidth_gbs"), (int, float))}
-        # Gpu datasheet figures and the CPU's ISA ceiling are physical limits; a measured
-        # peak is only what one product reached once (see qkbench.measure.plausible.margin).
-        physical = {("cpu", precision) for precision in record.get("cpu_physical") or {}}
-        if isinstance(record.get("gpu"), dict) and \
-                str(record["gpu"].get("source", "")).startswith("datasheet"):
-            physical |= {("gpu", p) for p in record["gpu"] if p not in ("bandwidth_gbs", "source")}
         runner = Runner(self.config, self.specs, writer, peaks=peaks_by_device,
                         host_cache_bytes=last_level_cache_bytes(), shard=self.shard,
-                        done=self.done, bandwidths=bandwidths, physical_peaks=physical)
+                        done=self.done,
+                        ceilings=ceilings(self.meta["environment"]["peaks"] or {}))
         label = (self.config.name if self.shard.count == 1
                  else f"{self.config.name} {self.shard.index}/{self.shard.count}")
         bar = Progress(len(runner.cells()), label, enabled=progress)

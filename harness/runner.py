@@ -53,8 +53,9 @@ RELEASE_TIMEOUT_S = 30.0
 CellDone = Callable[[dict[str, Any]], None]
 # (device, precision) → the machine's measured peak GFLOP/s, for percent-of-peak.
 Peaks = dict[tuple[str, str], float]
-# device → memory bandwidth in GB/s, for the fewest seconds a cell's bytes need.
-Bandwidths = dict[str, float]
+# device → {precision: GFLOP/s, "bandwidth_gbs": GB/s}: the ceilings no real median passes
+# (see qkbench.measure.plausible.ceilings).
+Ceilings = dict[str, dict[str, float]]
 
 # Where a run keeps the inputs its workers map, inside the run directory (removed at the end).
 SCRATCH_DIR = ".inputs"
@@ -223,14 +224,12 @@ class Runner:
                  on_cell_done: CellDone = lambda row: None, peaks: Peaks | None = None,
                  host_cache_bytes: int = 32 << 20, shard: Shard = WHOLE_SWEEP,
                  done: set[tuple[Any, ...]] | None = None,
-                 bandwidths: Bandwidths | None = None,
-                 physical_peaks: set[tuple[str, str]] | None = None) -> None:
+                 ceilings: Ceilings | None = None) -> None:
         """`shard` picks the part of the sweep to run; cells whose keys are in `done` (from an
         interrupted run being resumed) are neither run nor recorded again."""
         self.config, self.writer, self.on_cell_done = config, writer, on_cell_done
         self.peaks, self.host_cache_bytes = peaks or {}, host_cache_bytes
-        self.bandwidths = bandwidths or {}
-        self.physical_peaks = physical_peaks or set()  # (device, precision) with a true ceiling
+        self.ceilings = ceilings or {}
         self.shard, self.done = shard, done or set()
         self.backends: dict[str, _Backend] = {}
         for spec in specs:
@@ -389,12 +388,16 @@ class Runner:
         """The checks after timing (see qkbench.measure.checks): in every worker that sampled
         the cell, its inputs and a timed call's answer; in the first, idle after sync() and the
         fresh input set; then whether the median is physically possible. The failure of the
-        first check that fails, or None."""
+        first check that fails, or None.
+
+        The checks have a time limit of their own (the cell's `timeout_s` again): a cell whose
+        setup and sampling used up most of its limit on a busy machine is still checked rather
+        than recorded as a timeout, and a backend that hangs in a check still ends as one."""
         started = time.monotonic()
+        limit = _CellTimeout(self.config.timing.timeout_s)
         try:
             for index, worker in enumerate(prepared.workers):
-                prepared.figures.update(
-                    prepared.limit.request(worker, ("verify", index == 0)))
+                prepared.figures.update(limit.request(worker, ("verify", index == 0)))
         except CellFailure as failure:
             return failure
         finally:
@@ -407,12 +410,9 @@ class Runner:
         precision = figures.get("precision", cell.dtype)
         memory = plausible.memory_bytes(min_bytes(cell),
                                         figures.get("cache_bytes") or self.host_cache_bytes)
-        cores = checks.usable_cores()
-        limit = plausible.speed_limit(
-            cell.shape.flops, memory, self.peaks.get((device, precision)),
-            self.bandwidths.get(device),
-            plausible.margin(device, cores, (device, precision) in self.physical_peaks),
-            memory_factor=plausible.margin(device, cores))
+        ceiling = self.ceilings.get(device, {})
+        limit = plausible.speed_limit(cell.shape.flops, memory, ceiling.get(precision),
+                                      ceiling.get("bandwidth_gbs"))
         figures["speed_limit_s"] = limit.fastest_s
         median = result.median()
         why = None if median is None else plausible.implausible(

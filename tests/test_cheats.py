@@ -60,10 +60,11 @@ def _physical_cpu_peaks() -> dict[str, float]:
         best = min(best, time.perf_counter() - start)
     bandwidth = 2 * src.nbytes / best / 1e9
     peak32 = cores * mhz * 1e-3 * per_cycle32
-    return {"float32": peak32, "float64": peak32 / 2, "bandwidth_gbs": bandwidth}
+    return {"float32": peak32, "float64": peak32 / 2, "bandwidth_gbs": bandwidth,
+            "source": f"physical (ISA): {cores} cores × {mhz:.0f} MHz × {per_cycle32} FLOP/cycle"}
 
 
-def _peaks_file(folder: Path, cpu: dict[str, float]) -> Path:
+def _peaks_file(folder: Path, cpu: dict[str, float | str]) -> Path:
     path = folder / "peaks.json"
     path.write_text(json.dumps({fingerprint()["hardware_key"]: {
         "measured_utc": "now", "cpu": cpu, "gpu": None}}))
@@ -130,17 +131,36 @@ def test_the_console_names_each_cheat(cheats_run):
             assert f"{name} float32 n=256 m=256 d_k=64: {status} — {opening}" in result.stdout
 
 
+def test_a_median_faster_than_a_ceiling_is_implausible_and_not_shown(tmp_path):
+    """The speed check is the backstop for cheats the others miss; here an honest plugin meets
+    a stored ceiling far below what it does (as one from a slower machine would be)."""
+    site = tmp_path / "site"
+    install_plugin_package(site, CHEATS / "honest.py", "honest", "Honest")
+    peaks_file = _peaks_file(tmp_path, {"float32": 1e-3, "bandwidth_gbs": 10.0,
+                                        "source": "physical (a slower machine's)"})
+    config = write_config(tmp_path, ["honest"], n=[64], d_k=[16], timing={"processes": 1})
+    out = tmp_path / "run"
+    result = run_cli("run", str(config), "--out", str(out), "--no-progress", extra_path=site,
+                     env={"QKBENCH_PEAKS": str(peaks_file)})
+    assert result.returncode == 1, result.stderr
+    row = read_summary(out).iloc[0]
+    assert (row["status"], row["failed_check"]) == ("implausible", "speed")
+    assert row["reason"].startswith("implausible speed: the median ")
+    assert "2× the cpu float32 peak of 0.001 GFLOP/s" in row["reason"]
+    assert np.isnan(row["median_s"]) and row["samples"] == 0
+    assert row["speed_limit_s"] > 0
+
+
 def test_a_low_measured_peak_does_not_make_an_honest_plugin_implausible(tmp_path):
-    """A stored peak measured far below what a kernel does (on a busy machine, or on other
-    hardware) is not the limit where the CPU's physical ceiling is known: the speed check is
-    against the ceiling, so an honest plugin stays ok, below 100% of it."""
+    """A stored peak measured far below what a kernel does (on a busy machine) is no ceiling:
+    the check is against the CPU's physical peak, so an honest plugin stays ok, below it."""
     from qkbench.machine import cpu_peak
 
     if cpu_peak.physical_peak("float32") is None:
         pytest.skip("this CPU's clock cannot be read: no physical ceiling here")
     site = tmp_path / "site"
     install_plugin_package(site, CHEATS / "honest.py", "honest", "Honest")
-    peaks_file = _peaks_file(tmp_path, {"float32": 1e-3, "bandwidth_gbs": 1e3})
+    peaks_file = _peaks_file(tmp_path, {"float32": 1e-3, "bandwidth_gbs": 1e-3})
     config = write_config(tmp_path, ["honest"], n=[64], d_k=[16], timing={"processes": 1})
     out = tmp_path / "run"
     result = run_cli("run", str(config), "--out", str(out), "--no-progress", extra_path=site,

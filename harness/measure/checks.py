@@ -13,6 +13,7 @@ idleness after `sync()`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -294,19 +295,16 @@ def device_synchronize_s() -> tuple[float, float] | None:
     stream of its own, which its own `sync()` may skip, is waited for too."""
     syncs = []
     torch = sys.modules.get("torch")
+    # A library that cannot answer has no device work of this process to wait for.
     if torch is not None and getattr(torch, "cuda", None) is not None:
-        try:
+        with contextlib.suppress(Exception):
             if torch.cuda.is_initialized():
                 syncs.append(torch.cuda.synchronize)
-        except Exception:
-            pass
     cupy = sys.modules.get("cupy")
     if cupy is not None:
-        try:
-            cupy.cuda.runtime.getDevice()  # raises when CUDA was never set up here
+        with contextlib.suppress(Exception):
+            cupy.cuda.runtime.getDevice()  # raises where CUDA cannot be set up
             syncs.append(cupy.cuda.runtime.deviceSynchronize)
-        except Exception:
-            pass
     if not syncs:
         return None
     waits = []

@@ -91,16 +91,6 @@ class KernelTimer:
         self._sync()
         return result, self._clock() - start
 
-    def lone_call(self) -> float:
-        """One call on the first input set, synced before and after, timed alone: the control
-        a check compares a lone call on other inputs with."""
-        q, k = self._sets[0]
-        self._sync()
-        start = self._clock()
-        self._fn(q, k)
-        self._sync()
-        return self._clock() - start
-
     def time_block(self, calls: int) -> tuple[float, float]:
         """(start time, total seconds) of `calls` back-to-back calls, synced at the end; the
         seconds come from the device clock when there is one."""

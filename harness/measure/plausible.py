@@ -6,36 +6,59 @@ left running elsewhere. Such a cell is recorded as `implausible` with the figure
 away, and its time is not shown as a result.
 
 The limits come from the machine's peaks (`qkbench.machine.peaks`: per device and precision,
-GFLOP/s and bandwidth_gbs). Where no peak is known for a cell's device and precision, that
-limit is not checked, and `speed_limit_s` stays empty to say so.
+GFLOP/s and bandwidth_gbs), those of them that are ceilings (see `ceilings`). Where none is
+known for a cell's device and precision, that limit is not checked, and `speed_limit_s` stays
+empty to say so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-# How far above a peak a median may go before it is impossible rather than lucky. The cheats
-# this check is for (a remembered answer, a lazy result, work left running) are off by orders
-# of magnitude, so the margins are wide: an honest cell must never be flagged.
-# A GPU's peak is its datasheet's (a physical ceiling) or one measured on a device that is
-# rarely shared; twice it allows for a sibling model matched by name with higher clocks. The
-# copy that measures bandwidth counts bytes read plus written while its stores also read each
-# line first (write-allocate), so a kernel that mostly reads may move up to 1.5x its figure.
-DEVICE_MARGIN = 2.0
-# A CPU's measured peak is the best large matrix product timed once: on a shared machine it may
-# have run while other processes held all cores but one (seen on the 2-vCPU VM: 31 GFLOP/s
-# float32 stored, where an idle core pair does about 150), and a later honest kernel on an
-# idle machine is then up to `cores` times faster. So without a physical ceiling the CPU margin
-# is the device margin times the cores this process may use.
+# How far above a ceiling a median may go before it is impossible rather than lucky: twice,
+# for a GPU matched by name to a sibling with higher clocks, a CPU whose boost clock was read
+# low, or a copy-measured bandwidth (its stores also read each line first, so a kernel that
+# mostly reads may move up to 1.5x its figure). The cheats this check is for are off by
+# orders of magnitude.
+MARGIN = 2.0
+# Which stored peaks are ceilings. A CPU peak measured on a shared machine can be a small
+# fraction of what the machine does: on the 2-vCPU VM a quick measurement during other work
+# stored 8.6 GFLOP/s float32, where an idle core pair does about 150, and honest NumPy then
+# ran at 15x it. No margin makes such a figure a limit, so a CPU peak counts only when its
+# record says it is physical (ISA × cores × clock) or from a datasheet. A GPU's measured peak
+# counts too: a GPU is not time-shared with other work the way a CPU's cores are.
+CEILING_SOURCES = ("physical", "isa", "datasheet")
 
 
-def margin(device: str, cores: int, physical: bool = False) -> float:
-    """How many times a device's peak (or bandwidth) a median may imply. A physical peak (the
-    CPU's ISA ceiling, qkbench.machine.cpu_peak, at its highest clock; a GPU's datasheet) is
-    a limit no honest kernel passes: 1. A measured one needs the margins above."""
-    if physical:
-        return 1.0
-    return DEVICE_MARGIN if device == "gpu" else DEVICE_MARGIN * max(cores, 1)
+def ceilings(record: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """device → {precision: GFLOP/s, "bandwidth_gbs": GB/s} from a run's peaks record (as
+    `qkbench.machine.peaks.for_run` writes it to meta.json), for the devices whose figures
+    are ceilings (see CEILING_SOURCES); a device without is not checked.
+
+    The CPU's ceiling is a stored record that says it is one, else the physical peak worked
+    out from the ISA (`cpu_physical`, qkbench.machine.cpu_peak). A measured CPU bandwidth is
+    no ceiling (a copy timed on a busy machine can read a fraction of it), so the CPU's
+    memory limit is checked only where a ceiling record gives one."""
+    out: dict[str, dict[str, float]] = {}
+    for device in ("cpu", "gpu"):
+        entry = record.get(device)
+        if not isinstance(entry, Mapping):
+            entry = {}
+        source = str(entry.get("source", "")).lower()
+        figures = {key: float(value) for key, value in entry.items()
+                   if isinstance(value, (int, float)) and not isinstance(value, bool)}
+        if device == "gpu" or any(word in source for word in CEILING_SOURCES):
+            if figures:
+                out[device] = figures
+            continue
+        physical = record.get("cpu_physical")
+        if isinstance(physical, Mapping) and physical:
+            out[device] = {precision: float(ceiling["gflops"])
+                           for precision, ceiling in physical.items()
+                           if isinstance(ceiling, Mapping) and ceiling.get("gflops")}
+    return out
 
 
 @dataclass(frozen=True)
@@ -47,8 +70,7 @@ class SpeedLimit:
     memory_s: float | None  # bytes that cannot come from cache, at the bandwidth's margin
     peak_gflops: float | None
     bandwidth_gbs: float | None
-    factor: float  # on the peak
-    memory_factor: float  # on the bandwidth, always a measured figure
+    factor: float  # on the peak and on the bandwidth
 
 
 def memory_bytes(min_bytes: int, cache_bytes: int) -> int:
@@ -59,17 +81,14 @@ def memory_bytes(min_bytes: int, cache_bytes: int) -> int:
 
 
 def speed_limit(flops: int, memory: int, peak_gflops: float | None,
-                bandwidth_gbs: float | None, factor: float,
-                memory_factor: float | None = None) -> SpeedLimit:
-    """The limits at `factor` times the peak and `memory_factor` (default: `factor`) times the
-    bandwidth (see `margin`)."""
-    memory_factor = factor if memory_factor is None else memory_factor
+                bandwidth_gbs: float | None, factor: float = MARGIN) -> SpeedLimit:
+    """The limits at `factor` times the peak and the bandwidth."""
     compute_s = flops / (factor * peak_gflops * 1e9) if peak_gflops else None
-    memory_s = (memory / (memory_factor * bandwidth_gbs * 1e9)
+    memory_s = (memory / (factor * bandwidth_gbs * 1e9)
                 if bandwidth_gbs and memory > 0 else None)
     known = [s for s in (compute_s, memory_s) if s is not None]
     return SpeedLimit(max(known) if known else None, compute_s, memory_s, peak_gflops,
-                      bandwidth_gbs, factor, memory_factor)
+                      bandwidth_gbs, factor)
 
 
 def implausible(median_s: float, flops: int, memory: int, limit: SpeedLimit,
@@ -83,7 +102,7 @@ def implausible(median_s: float, flops: int, memory: int, limit: SpeedLimit,
     if limit.memory_s is not None and median_s < limit.memory_s:
         gbps = memory / median_s / 1e9 if median_s > 0 else float("inf")
         return (f"the median {median_s:.3g} s implies {_figure(gbps)} GB/s from memory "
-                f"({memory:,} bytes that no cache holds), more than {limit.memory_factor:g}× the "
+                f"({memory:,} bytes that no cache holds), more than {limit.factor:g}× the "
                 f"{device} bandwidth of {_figure(limit.bandwidth_gbs)} GB/s")
     return None
 
