@@ -29,6 +29,20 @@ PLUGINS = {
 FAILED_CHECK = {"memoising": "fresh_inputs", "in-place": "untouched_inputs",
                 "degrading": "timed_call", "unsynced": "idle_after_sync", "lazy": "to_numpy",
                 "too-fast": "replay"}
+# A cheat two checks catch may meet either first. A lazy backend's to_numpy does the product,
+# which at d_k = 64 costs about as much as the copies an honest to_numpy is allowed; where it
+# slips under them, its "timed call" (building a tuple) is faster than the CPU's physical peak.
+ALSO_CAUGHT_BY = {"lazy": ("implausible", "implausible speed:", "speed")}
+
+
+def _expected(name: str, row: pd.Series) -> tuple[str, str | None, str | None]:
+    """(status, reason opening, failed_check) the row must show: the first check's, or the
+    alternative one's when that is the check that caught it."""
+    _, _, status, opening = PLUGINS[name]
+    other = ALSO_CAUGHT_BY.get(name)
+    if other is not None and row["status"] == other[0]:
+        return other
+    return status, opening, FAILED_CHECK.get(name)
 
 
 def _physical_cpu_peaks() -> dict[str, float]:
@@ -98,8 +112,8 @@ def test_every_cheat_fails_and_the_run_exits_1(cheats_run):
 @pytest.mark.parametrize("name", list(PLUGINS))
 def test_each_plugin_ends_with_the_status_and_reason_of_its_cheat(cheats_run, name):
     _, summary = cheats_run
-    _, _, status, opening = PLUGINS[name]
     row = summary.loc[name]
+    status, opening, check = _expected(name, row)
     assert row["status"] == status, row["reason"]
     if opening is None:
         # An ok row's reason is empty, or says it rests on fewer samples than asked for (a
@@ -111,7 +125,7 @@ def test_each_plugin_ends_with_the_status_and_reason_of_its_cheat(cheats_run, na
         assert row["outside_share"] == 0
     else:
         assert row["reason"].startswith(opening), row["reason"]
-        assert row["failed_check"] == FAILED_CHECK[name]
+        assert row["failed_check"] == check
         # No time is shown as a result for a cell whose timed work was not real.
         assert np.isnan(row["median_s"]) and np.isnan(row["gflops"])
 
@@ -125,8 +139,9 @@ def test_a_wrong_timed_answer_reports_how_much_of_s_is_outside_the_bound(cheats_
 
 
 def test_the_console_names_each_cheat(cheats_run):
-    result, _ = cheats_run
-    for name, (_, _, status, opening) in PLUGINS.items():
+    result, summary = cheats_run
+    for name in PLUGINS:
+        status, opening, _ = _expected(name, summary.loc[name])
         if opening is not None:
             assert f"{name} float32 n=256 m=256 d_k=64: {status} — {opening}" in result.stdout
 
