@@ -20,21 +20,23 @@ from pathlib import Path
 from typing import Any
 
 from qkbench.backends.registry import BackendSpec, load_class
-from qkbench.measure import checks, inputs, plausible
 from qkbench.machine.canary import ParallelCanary
 from qkbench.machine.contention import LoadMeter
-from qkbench.machine.os_causes import RoundCauses, describe
-from qkbench.measure.resources import available_bytes, cell_bytes, shape_bytes, too_big
-from qkbench.measure.timing import (
-    UNFIT_BUDGET_FACTOR,
-    Sample,
-    SamplerFailed,
-    SamplingOver,
-    SamplingResult,
-    StopRule,
-    interleave,
+from qkbench.machine.os_causes import RoundCauses
+from qkbench.measure import checks, inputs, plausible
+from qkbench.measure.cell import CellFailure, CellPlan, cold_copies
+from qkbench.measure.handles import (  # noqa: F401  (throttled, machine_check: re-exported)
+    RELEASE_TIMEOUT_S,
+    BackendWorkers,
+    CellTimeout,
+    PreparedCell,
+    machine_check,
+    os_figures,
+    throttled,
 )
-from qkbench.measure.worker import CellFailure, CellPlan, WorkerHandle, cold_copies
+from qkbench.measure.resources import available_bytes, cell_bytes, shape_bytes, too_big
+from qkbench.measure.timing import UNFIT_BUDGET_FACTOR, SamplingResult, StopRule, interleave
+from qkbench.measure.worker import WorkerHandle
 from qkbench.plan.config import Config
 from qkbench.plan.sweep import Cell, Shape, Shard, expand, groups
 from qkbench.records.results import (
@@ -48,7 +50,6 @@ from qkbench.records.results import (
 
 # How long asking a worker whether its backend is available may take (it imports the library).
 OPEN_TIMEOUT_S = 120.0
-RELEASE_TIMEOUT_S = 30.0
 
 CellDone = Callable[[dict[str, Any]], None]
 # (device, precision) → the machine's measured peak GFLOP/s, for percent-of-peak.
@@ -59,57 +60,6 @@ Ceilings = dict[str, dict[str, float]]
 
 # Where a run keeps the inputs its workers map, inside the run directory (removed at the end).
 SCRATCH_DIR = ".inputs"
-
-
-@dataclass
-class _Backend:
-    """What the runner knows about one backend of the sweep."""
-
-    spec: BackendSpec
-    device: str
-    dtypes: tuple[str, ...]
-    attention: frozenset[str]  # the attention features it takes (backends.base)
-    workers: list[WorkerHandle]  # timing.processes of them; rounds take turns among them
-    unavailable: str | None = None  # why it cannot run here (set once, on first use)
-    opened: bool = False
-    open_failure: CellFailure | None = None
-
-    @property
-    def worker(self) -> WorkerHandle:
-        """The first worker: the one asked whether the backend is available here."""
-        return self.workers[0]
-
-
-@dataclass
-class _Prepared:
-    """A cell set up in one or more of its backend's workers, ready to be sampled."""
-
-    cell: Cell
-    figures: dict[str, Any]  # from the first worker's setup (first call, agreement, ...)
-    limit: _CellTimeout
-    workers: list[WorkerHandle]
-    starts: list[int] = field(default_factory=list)  # each worker's start count at setup
-
-    def __post_init__(self) -> None:
-        self.starts = self.starts or [getattr(w, "starts", 0) for w in self.workers]
-
-    def sampler(self) -> Callable[[int, int], list[Sample]]:
-        """Round r is sampled in worker r mod len(workers): every process gets turns."""
-        def take(count: int, round_number: int) -> list[Sample]:
-            index = round_number % len(self.workers)
-            worker = self.workers[index]
-            if self.limit.nearly_out():
-                raise SamplingOver("time_limit")
-            if worker.starts != self.starts[index]:
-                # Restarted since its setup (it died between requests): it no longer has the
-                # cell, and a sample request would only say "sample before setup".
-                raise SamplerFailed("crashed", "the worker process died between requests "
-                                    "and lost its cell")
-            try:
-                return self.limit.request(worker, ("sample", count, round_number))
-            except CellFailure as failure:
-                raise SamplerFailed(failure.status, failure.reason) from None
-        return take
 
 
 @dataclass
@@ -129,96 +79,6 @@ class RunCounts:
 
 WHOLE_SWEEP = Shard(1, 1)
 
-# A cell is flagged as throttled when the GPU's SM clock fell by more than this share between
-# the end of warm-up and the end of sampling: the hardware bent that number.
-THROTTLE_DROP = 0.05
-
-
-def throttled(figures: dict[str, Any]) -> bool | None:
-    start, end = figures.get("sm_clock_start_mhz"), figures.get("sm_clock_end_mhz")
-    if not start or end is None:
-        return None
-    return bool(end < (1.0 - THROTTLE_DROP) * start)
-
-
-def _os_figures(result: SamplingResult, watch: RoundCauses) -> dict[str, Any]:
-    """The row's OS columns: the causes of its set-aside rounds, and the clock where known."""
-    readable = watch.readable
-    causes = describe(result.caused_rounds)
-    unknown = [name for name in ("throttling", "steal") if not readable[name]]
-    if unknown and not causes:
-        causes = f"unknown ({', '.join(unknown)} not reported here)"
-    mhz = sorted(watch.mhz_readings)
-    return {"set_aside_causes": causes,
-            "cpu_mhz": mhz[len(mhz) // 2] if mhz else None}
-
-
-class _CellTimeout:
-    """A cell's hard time limit, counted only while its own workers work on it: with
-    interleaving, a cell also waits while the other backends of its group take their turns."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.left_s = timeout_s
-        self.longest_s = 0.0  # the longest request that answered
-
-    def request(self, worker: WorkerHandle, message: tuple[Any, ...]) -> Any:
-        # A process's start (spawn, imports: seconds on a loaded machine) is the harness's
-        # cost, not the cell's: charged to it, a tight timeout_s ran out before any sample.
-        worker.ensure_started()
-        started = time.monotonic()
-        try:
-            answer = worker.request(message, self.left_s)
-        finally:
-            took = time.monotonic() - started
-            self.left_s -= took
-        if message[0] != "setup":
-            self.longest_s = max(self.longest_s, took)
-        return answer
-
-    def nearly_out(self) -> bool:
-        """True when the next sample or check could run into the hard limit: less is left
-        than twice the longest request so far. Measured on the machine it runs on (a loaded
-        machine stretches every request), so a backend that works ends its sampling before
-        its timeout instead of being recorded as one; a backend that hangs still reaches it
-        within one request."""
-        return self.longest_s > 0 and self.left_s < 2.0 * self.longest_s
-
-
-def machine_check(canary: ParallelCanary, checked: list[_Prepared],
-                  spend: Callable[[float], None]) -> Callable[[int | None], bool]:
-    """The machine check `interleave` asks around each round: the main process's canary, and
-    after a round, the same check in each process that sampled it (`spend` gets the time).
-
-    Why both: measured on the 2-vCPU VM, there were whole runs in which every worker's
-    two-threaded NumPy ran 2x slower (numba 1.35x, torch-cpu 1.27x) while the main process's
-    canary kept its speed-up; and a fresh process whose own canary lost it (threaded / one
-    thread 1.04) lost it for its sgemm too (1.32)."""
-
-    def fit(round_number: int | None) -> bool:
-        started = time.monotonic()
-        verdicts = []
-        if round_number is not None:
-            for prepared in checked:
-                worker = prepared.workers[round_number % len(prepared.workers)]
-                if not worker.alive or prepared.limit.left_s <= 0:
-                    continue  # a failed cell's worker is not restarted for a check
-                try:
-                    # Not charged to the cell: the check is the harness's own work (its first
-                    # reading in a process also calibrates), and a loaded machine stretching
-                    # it must not turn a cell into a timeout, nor a tight limit kill a worker
-                    # that holds the cell.
-                    verdicts.append(bool(worker.request(("check",), max(
-                        prepared.limit.left_s, RELEASE_TIMEOUT_S))))
-                except CellFailure:
-                    pass  # the worker's next sample request meets the failure and records it
-        # The main process's reading comes last: its pause lets every process's BLAS threads
-        # go to sleep before the next round's first turn.
-        verdicts.append(canary.fit())
-        spend(time.monotonic() - started)
-        return all(verdicts)
-    return fit
-
-
 class Runner:
     def __init__(self, config: Config, specs: list[BackendSpec], writer: RunWriter,
                  on_cell_done: CellDone = lambda row: None, peaks: Peaks | None = None,
@@ -231,12 +91,12 @@ class Runner:
         self.peaks, self.host_cache_bytes = peaks or {}, host_cache_bytes
         self.ceilings = ceilings or {}
         self.shard, self.done = shard, done or set()
-        self.backends: dict[str, _Backend] = {}
+        self.backends: dict[str, BackendWorkers] = {}
         for spec in specs:
             cls = load_class(spec.path)
             workers = [WorkerHandle(spec.path, dict(spec.options))
                        for _ in range(config.timing.processes)]
-            self.backends[spec.label] = _Backend(spec, cls.device, tuple(cls.dtypes),
+            self.backends[spec.label] = BackendWorkers(spec, cls.device, tuple(cls.dtypes),
                                                  frozenset(getattr(cls, "attention", ())),
                                                  workers)
         timing = config.timing
@@ -315,7 +175,7 @@ class Runner:
                     f"(it takes: {takes})")
         return None
 
-    def _open(self, label: str) -> _Backend:
+    def _open(self, label: str) -> BackendWorkers:
         """Ask the backend's worker, once, whether the backend can run on this machine."""
         backend = self.backends[label]
         if not backend.opened:
@@ -340,7 +200,7 @@ class Runner:
 
     def _run_group(self, cells: list[Cell], folder: Path) -> None:
         """Set up each cell of one group; sample the ones that agree, interleaved."""
-        ready: dict[str, _Prepared] = {}
+        ready: dict[str, PreparedCell] = {}
         for cell in cells:
             backend = self.backends[cell.backend]
             if backend.open_failure is not None:
@@ -369,7 +229,7 @@ class Runner:
             prepared = ready[label]
             cell, figures = prepared.cell, prepared.figures
             figures["foreign_load"] = foreign_load
-            figures.update(_os_figures(result, watch))
+            figures.update(os_figures(result, watch))
             figures["machine_check"] = (result.check_gave_up or "on") if id(prepared) in guarded \
                 else "off"
             self.counts.spend("timed work", sum(s.seconds * s.calls for s in result.samples))
@@ -384,7 +244,7 @@ class Runner:
                 figures["throttled"] = throttled(figures)
                 self._record(cell, "ok", "", figures, result)
 
-    def _verify(self, prepared: _Prepared, result: SamplingResult) -> CellFailure | None:
+    def _verify(self, prepared: PreparedCell, result: SamplingResult) -> CellFailure | None:
         """The checks after timing (see qkbench.measure.checks): in every worker that sampled
         the cell, its inputs and a timed call's answer; in the first, idle after sync() and the
         fresh input set; then whether the median is physically possible. The failure of the
@@ -394,7 +254,7 @@ class Runner:
         setup and sampling used up most of its limit on a busy machine is still checked rather
         than recorded as a timeout, and a backend that hangs in a check still ends as one."""
         started = time.monotonic()
-        limit = _CellTimeout(self.config.timing.timeout_s)
+        limit = CellTimeout(self.config.timing.timeout_s)
         try:
             for index, worker in enumerate(prepared.workers):
                 prepared.figures.update(limit.request(worker, ("verify", index == 0)))
@@ -404,7 +264,7 @@ class Runner:
             self.counts.spend("correctness checks", time.monotonic() - started)
         return self._implausible(prepared, result)
 
-    def _implausible(self, prepared: _Prepared, result: SamplingResult) -> CellFailure | None:
+    def _implausible(self, prepared: PreparedCell, result: SamplingResult) -> CellFailure | None:
         cell, figures = prepared.cell, prepared.figures
         device = self.backends[cell.backend].device
         precision = figures.get("precision", cell.dtype)
@@ -422,7 +282,7 @@ class Runner:
         return CellFailure(checks.status("speed"), checks.reason("speed", why),
                            {"failed_check": "speed"})
 
-    def _multi_threaded_cpu(self, ready: dict[str, _Prepared]) -> list[_Prepared]:
+    def _multi_threaded_cpu(self, ready: dict[str, PreparedCell]) -> list[PreparedCell]:
         """The cells of a group the machine check guards: only multi-threaded CPU work lost
         speed when the machine lost parallel capacity (measured: the one-threaded numba-loops
         not at all), and a GPU backend's host side runs on one thread."""
@@ -436,7 +296,7 @@ class Runner:
         a loss below that cannot move a median by the interval the run aims for."""
         return RoundCauses(share=0.5 * self.config.timing.target_rel_ci)
 
-    def _machine_fit(self, checked: list[_Prepared]) -> Callable[[int | None], bool]:
+    def _machine_fit(self, checked: list[PreparedCell]) -> Callable[[int | None], bool]:
         return machine_check(self._canary(), checked,
                              lambda seconds: self.counts.spend("machine check", seconds))
 
@@ -453,11 +313,11 @@ class Runner:
         timing = self.config.timing
         return max(1.0, min(UNFIT_BUDGET_FACTOR, 0.5 * timing.timeout_s / timing.budget_s))
 
-    def _set_up(self, cell: Cell, backend: _Backend, folder: Path) -> _Prepared | None:
+    def _set_up(self, cell: Cell, backend: BackendWorkers, folder: Path) -> PreparedCell | None:
         """Set the cell up in each of the backend's workers; None (and the cell recorded as
         failed) when any of them fails. Each worker is a process of its own, so its buffers
         land at addresses of their own: see `Timing.processes`."""
-        limit, plan = _CellTimeout(self.config.timing.timeout_s), self._plan(cell)
+        limit, plan = CellTimeout(self.config.timing.timeout_s), self._plan(cell)
         first: dict[str, Any] | None = None
         workers: list[WorkerHandle] = []
         for worker in backend.workers:
@@ -476,7 +336,7 @@ class Runner:
             first = first or figures
         assert first is not None
         first["processes"] = len(workers)
-        return _Prepared(cell, first, limit, workers)
+        return PreparedCell(cell, first, limit, workers)
 
     def _release(self, workers: list[WorkerHandle]) -> dict[str, Any]:
         """Free the cell in its workers; their closing figures (telemetry, peak memory)."""

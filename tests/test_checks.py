@@ -8,7 +8,8 @@ import pytest
 
 from qkbench.measure import agreement, checks, inputs, plausible
 from qkbench.measure.kernel_timer import KernelTimer
-from qkbench.measure.worker import CellFailure, CellPlan, _Session
+from qkbench.measure.cell import CellFailure, CellPlan
+from qkbench.measure.session import _Session
 
 QUIET = {"OPENBLAS_THREAD_TIMEOUT": "20", "GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
 

@@ -123,13 +123,13 @@ class RequestsTo:
 
 
 def test_a_round_is_unfit_when_the_process_that_sampled_it_is():
-    from qkbench.runner import _Prepared, machine_check
-    from qkbench.measure.worker import CellFailure
+    from qkbench.runner import PreparedCell, machine_check
+    from qkbench.measure.cell import CellFailure
 
     main = EveryThirdCheckUnfit()  # fit, fit, unfit, ...
     fine, slow = AnsweringWorker(True), AnsweringWorker(False)
     dead = AnsweringWorker(CellFailure("crashed", "killed by SIGKILL"))
-    cell = _Prepared(cell=None, figures={}, limit=RequestsTo(), workers=[fine, slow, dead])
+    cell = PreparedCell(cell=None, figures={}, limit=RequestsTo(), workers=[fine, slow, dead])
     spent = []
     check = machine_check(main, [cell], spent.append)
     assert check(None)  # before the first round: the main process only
@@ -143,7 +143,7 @@ def test_a_round_is_unfit_when_the_process_that_sampled_it_is():
 
 
 def test_a_worker_runs_the_check_in_its_own_process():
-    from qkbench.measure.worker import _Session
+    from qkbench.measure.session import _Session
 
     session = _Session("qkbench.backends.numpy_backend:NumpyBackend", {})
     assert session.check() in (True, False)  # whether this machine is fit now is not ours

@@ -12,7 +12,8 @@ from threadpoolctl import threadpool_info
 from qkbench.machine import environment
 from qkbench.machine import peaks
 from qkbench.machine.environment import differences, digest, fingerprint
-from qkbench.measure.worker import CellPlan, _Session, cold_copies
+from qkbench.measure.cell import CellPlan, cold_copies
+from qkbench.measure.session import _Session
 from tests.conftest import REPO, read_summary, run_cli, write_config
 
 PLUGINS = "tests.plugins.misbehaving"

@@ -1,0 +1,163 @@
+"""Step 2, in a worker: what one cell is — its plan, how it fails, and the small pieces the
+worker's setup and the checks after timing share (the timed call, the agreement check, the
+backend's facts). Imported by `qkbench.measure.session` and `qkbench.measure.verify`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qkbench.backends.base import Problem
+from qkbench.measure import agreement, checks, inputs
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """What a worker needs to know to set up one cell."""
+
+    dtype: str
+    min_sample_s: float
+    warmup_s: float
+    phase: str = "kernel"
+    cache: str = "warm"
+    threads: int | None = None
+    host_cache_bytes: int = 32 << 20  # the host CPU's last-level cache
+    check_margin: float = 0.0  # the machine check's least margin (see machine.canary.fence)
+    cuda_graphs: bool = False  # capture each block as a CUDA graph (backends with a clock)
+
+
+# A cold-cache cell rotates through copies of its inputs that together exceed twice the cache;
+# tiny inputs would need absurdly many copies, so this caps it (and the row says how many).
+MAX_COLD_COPIES = 1 << 14
+
+
+def cold_copies(set_bytes: int, cache_bytes: int) -> int:
+    """How many input copies make a rotation that no cache level can hold."""
+    return int(min(MAX_COLD_COPIES, max(2, -(-2 * cache_bytes // max(set_bytes, 1)))))
+
+
+class CellFailure(Exception):
+    """A cell ended without timings: `status` is error, crashed, timeout, oom or mismatch."""
+
+    def __init__(self, status: str, reason: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.details = status, reason, details or {}
+
+
+
+
+def _problem(shape: inputs.ShapeInputs) -> Problem:
+    """What the cell computes: the saved attention problem, or the plain product of Q and K."""
+    if shape.reference.problem is not None:
+        return shape.reference.problem
+    return Problem(shape.q.shape[0], shape.k.shape[0], shape.q.shape[1])
+
+
+def _timed_call(backend: Any, phase: str, host_sets: list[tuple[Any, Any]]
+                ) -> tuple[Any, list[tuple[Any, Any]], Any]:
+    """(the function to time, its argument sets, how to bring its result to the host)."""
+    if phase == "kernel":
+        # Inputs already where the backend wants them; the result stays there.
+        return backend.scores, [backend.prepare(a, b) for a, b in host_sets], backend.to_numpy
+
+    def end_to_end(a: Any, b: Any) -> Any:
+        # Host arrays in, host array out: prepare (copies, casts, transfers) and to_numpy are
+        # inside the time.
+        return backend.to_numpy(backend.scores(*backend.prepare(a, b)))
+
+    return end_to_end, host_sets, lambda s: s
+
+
+@dataclass(frozen=True)
+class _CellState:
+    """What the checks after timing need to know of the cell set up last."""
+
+    folder: Path
+    plan: CellPlan
+    precision: str
+    reference: inputs.Reference
+    to_host: Any
+    guard: checks.InputGuard
+    shape: tuple[int, ...]  # of S: (n, m), or (B, H, n, m)
+
+
+# Rows of S the other workers of a cell check in a timed call's answer (all when fewer).
+SOME_ROWS = 256
+
+
+def _some_rows(reference: inputs.Reference) -> inputs.Reference:
+    """A random share of a reference's rows, drawn from OS entropy."""
+    if len(reference.rows) <= SOME_ROWS:
+        return reference
+    picked = np.sort(np.random.default_rng().choice(len(reference.rows), SOME_ROWS,
+                                                    replace=False))
+    return inputs.Reference(rows=reference.rows[picked], values=reference.values[picked],
+                            q_norms=reference.q_norms, k_norms=reference.k_norms,
+                            d_k=reference.d_k)
+
+
+def _failed(check: str, detail: str, figures: dict[str, Any] | None = None) -> CellFailure:
+    """The failure of one check: its status, a reason that opens with the check's name, and
+    the check in `failed_check`."""
+    return CellFailure(checks.status(check), checks.reason(check, detail),
+                       {**(figures or {}), "failed_check": check})
+
+
+def _check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, ...], dtype: str,
+                     precision: str, figures: dict[str, Any], check: str) -> None:
+    """Add the error figures to `figures`; raise the `check`'s failure when S is wrong."""
+    bad_output = agreement.check_output(host, shape, dtype)
+    if bad_output:
+        raise _failed(check, bad_output, figures)
+    verdict = agreement.compare(host, reference, precision)
+    errors = {"max_err": verdict.max_err, "mean_err": verdict.mean_err,
+              "err_bound": verdict.bound, "checked_rows": verdict.checked_rows,
+              "outside_share": verdict.outside_share,
+              "worst_i": verdict.worst[0] if verdict.worst else None,
+              "worst_j": verdict.worst[1] if verdict.worst else None}
+    if not verdict.passed:
+        # The failing answer's figures replace the first call's: the row shows what gave it away.
+        raise _failed(check, verdict.reason or "", {**figures, **errors})
+    figures.update(errors)
+
+
+def _device_clock(backend: Any) -> Any:
+    """The backend's device clock, or None (also for plugins written before the hook)."""
+    hook = getattr(backend, "device_clock", None)
+    return hook() if callable(hook) else None
+
+
+def _precision(backend: Any, dtype: str) -> str:
+    """The precision the backend computes a dtype in (TF32 for float32, say); the agreement
+    bound uses it, so a backend that declares less precision is held to a looser bound."""
+    precision = getattr(backend, "precision", None)
+    return str(precision(dtype)) if callable(precision) else dtype
+
+
+def _telemetry(backend: Any, when: str) -> dict[str, float]:
+    """sm_clock_start_mhz, temperature_end_c, ...: a backend's readings, named by moment."""
+    try:
+        readings = backend.telemetry() or {}
+    except Exception:  # telemetry is extra information; it never fails a cell
+        return {}
+    out = {}
+    for key, value in readings.items():
+        stem, _, unit = key.rpartition("_")
+        if stem and isinstance(value, (int, float)):
+            out[f"{stem}_{when}_{unit}"] = float(value)
+    return out
+
+
+def _safe_info(backend: Any) -> dict[str, Any]:
+    """A backend's info() must never fail a cell: it is only facts about the row (a fact with
+    a column of its own fills it, the rest is kept in the row's `info` mapping)."""
+    try:
+        info = backend.info()
+        return {k: v for k, v in dict(info).items() if isinstance(v, (str, int, float, bool))}
+    except Exception:
+        return {}
+

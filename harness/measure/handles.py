@@ -1,0 +1,168 @@
+"""Step 4, in the main process: a backend's workers and a cell set up in them.
+
+What the runner holds per backend (`BackendWorkers`: its worker processes and what it takes)
+and per prepared cell (`PreparedCell`: the cell's figures, its own time limit, the sampler that
+spreads rounds over the workers), the machine check across a group's workers, and the row's
+figures that come from the machine (GPU throttling, the OS's causes). The runner
+(`qkbench.runner`) drives these; the workers themselves are `qkbench.measure.worker`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from qkbench.backends.registry import BackendSpec
+from qkbench.machine.canary import ParallelCanary
+from qkbench.machine.os_causes import RoundCauses, describe
+from qkbench.measure.cell import CellFailure
+from qkbench.measure.timing import Sample, SamplerFailed, SamplingOver, SamplingResult
+from qkbench.measure.worker import WorkerHandle
+from qkbench.plan.sweep import Cell
+
+# How long a worker may take to drop a cell, or to answer a machine check (a quiet machine
+# answers in milliseconds: this only bounds a worker that is stuck).
+RELEASE_TIMEOUT_S = 30.0
+
+
+@dataclass
+class BackendWorkers:
+    """What the runner knows about one backend of the sweep."""
+
+    spec: BackendSpec
+    device: str
+    dtypes: tuple[str, ...]
+    attention: frozenset[str]  # the attention features it takes (backends.base)
+    workers: list[WorkerHandle]  # timing.processes of them; rounds take turns among them
+    unavailable: str | None = None  # why it cannot run here (set once, on first use)
+    opened: bool = False
+    open_failure: CellFailure | None = None
+
+    @property
+    def worker(self) -> WorkerHandle:
+        """The first worker: the one asked whether the backend is available here."""
+        return self.workers[0]
+
+
+@dataclass
+class PreparedCell:
+    """A cell set up in one or more of its backend's workers, ready to be sampled."""
+
+    cell: Cell
+    figures: dict[str, Any]  # from the first worker's setup (first call, agreement, ...)
+    limit: CellTimeout
+    workers: list[WorkerHandle]
+    starts: list[int] = field(default_factory=list)  # each worker's start count at setup
+
+    def __post_init__(self) -> None:
+        self.starts = self.starts or [getattr(w, "starts", 0) for w in self.workers]
+
+    def sampler(self) -> Callable[[int, int], list[Sample]]:
+        """Round r is sampled in worker r mod len(workers): every process gets turns."""
+        def take(count: int, round_number: int) -> list[Sample]:
+            index = round_number % len(self.workers)
+            worker = self.workers[index]
+            if self.limit.nearly_out():
+                raise SamplingOver("time_limit")
+            if worker.starts != self.starts[index]:
+                # Restarted since its setup (it died between requests): it no longer has the
+                # cell, and a sample request would only say "sample before setup".
+                raise SamplerFailed("crashed", "the worker process died between requests "
+                                    "and lost its cell")
+            try:
+                return self.limit.request(worker, ("sample", count, round_number))
+            except CellFailure as failure:
+                raise SamplerFailed(failure.status, failure.reason) from None
+        return take
+
+
+# A cell is flagged as throttled when the GPU's SM clock fell by more than this share between
+# the end of warm-up and the end of sampling: the hardware bent that number.
+THROTTLE_DROP = 0.05
+
+
+def throttled(figures: dict[str, Any]) -> bool | None:
+    start, end = figures.get("sm_clock_start_mhz"), figures.get("sm_clock_end_mhz")
+    if not start or end is None:
+        return None
+    return bool(end < (1.0 - THROTTLE_DROP) * start)
+
+
+def os_figures(result: SamplingResult, watch: RoundCauses) -> dict[str, Any]:
+    """The row's OS columns: the causes of its set-aside rounds, and the clock where known."""
+    readable = watch.readable
+    causes = describe(result.caused_rounds)
+    unknown = [name for name in ("throttling", "steal") if not readable[name]]
+    if unknown and not causes:
+        causes = f"unknown ({', '.join(unknown)} not reported here)"
+    mhz = sorted(watch.mhz_readings)
+    return {"set_aside_causes": causes,
+            "cpu_mhz": mhz[len(mhz) // 2] if mhz else None}
+
+
+class CellTimeout:
+    """A cell's hard time limit, counted only while its own workers work on it: with
+    interleaving, a cell also waits while the other backends of its group take their turns."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.left_s = timeout_s
+        self.longest_s = 0.0  # the longest request that answered
+
+    def request(self, worker: WorkerHandle, message: tuple[Any, ...]) -> Any:
+        # A process's start (spawn, imports: seconds on a loaded machine) is the harness's
+        # cost, not the cell's: charged to it, a tight timeout_s ran out before any sample.
+        worker.ensure_started()
+        started = time.monotonic()
+        try:
+            answer = worker.request(message, self.left_s)
+        finally:
+            took = time.monotonic() - started
+            self.left_s -= took
+        if message[0] != "setup":
+            self.longest_s = max(self.longest_s, took)
+        return answer
+
+    def nearly_out(self) -> bool:
+        """True when the next sample or check could run into the hard limit: less is left
+        than twice the longest request so far. Measured on the machine it runs on (a loaded
+        machine stretches every request), so a backend that works ends its sampling before
+        its timeout instead of being recorded as one; a backend that hangs still reaches it
+        within one request."""
+        return self.longest_s > 0 and self.left_s < 2.0 * self.longest_s
+
+
+def machine_check(canary: ParallelCanary, checked: list[PreparedCell],
+                  spend: Callable[[float], None]) -> Callable[[int | None], bool]:
+    """The machine check `interleave` asks around each round: the main process's canary, and
+    after a round, the same check in each process that sampled it (`spend` gets the time).
+
+    Why both: measured on the 2-vCPU VM, there were whole runs in which every worker's
+    two-threaded NumPy ran 2x slower (numba 1.35x, torch-cpu 1.27x) while the main process's
+    canary kept its speed-up; and a fresh process whose own canary lost it (threaded / one
+    thread 1.04) lost it for its sgemm too (1.32)."""
+
+    def fit(round_number: int | None) -> bool:
+        started = time.monotonic()
+        verdicts = []
+        if round_number is not None:
+            for prepared in checked:
+                worker = prepared.workers[round_number % len(prepared.workers)]
+                if not worker.alive or prepared.limit.left_s <= 0:
+                    continue  # a failed cell's worker is not restarted for a check
+                try:
+                    # Not charged to the cell: the check is the harness's own work (its first
+                    # reading in a process also calibrates), and a loaded machine stretching
+                    # it must not turn a cell into a timeout, nor a tight limit kill a worker
+                    # that holds the cell.
+                    verdicts.append(bool(worker.request(("check",), max(
+                        prepared.limit.left_s, RELEASE_TIMEOUT_S))))
+                except CellFailure:
+                    pass  # the worker's next sample request meets the failure and records it
+        # The main process's reading comes last: its pause lets every process's BLAS threads
+        # go to sleep before the next round's first turn.
+        verdicts.append(canary.fit())
+        spend(time.monotonic() - started)
+        return all(verdicts)
+    return fit

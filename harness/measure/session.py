@@ -1,0 +1,191 @@
+"""Step 2-4, in a worker: one backend's session — open, set up a cell (inputs, prepare, first
+call, agreement, warm-up), sample, the machine check, release. The checks after timing are
+`qkbench.measure.verify`; the process around the session is `qkbench.measure.worker`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from qkbench.measure import checks, inputs
+from qkbench.measure.cell import (
+    CellFailure,
+    CellPlan,
+    _CellState,
+    _check_agreement,
+    _device_clock,
+    _precision,
+    _problem,
+    _safe_info,
+    _telemetry,
+    _timed_call,
+    cold_copies,
+)
+from qkbench.measure.kernel_timer import KernelTimer
+from qkbench.measure.verify import Verification
+
+
+class _Session(Verification):
+    """The worker's state: one backend, and the prepared inputs of the current cell."""
+
+    def __init__(self, backend_path: str, options: dict[str, Any]) -> None:
+        from qkbench.backends.registry import load_class
+
+        self.backend = load_class(backend_path)(**options)
+        self.timer: KernelTimer | None = None
+        self.calls = 1
+        self.block_s = 0.0
+        # The fastest per-call time of the cell's blocks: what the checks after timing compare
+        # with (the fastest, since a preempted block on a busy machine says nothing of it).
+        self.fastest_call_s = math.inf
+        self.to_host_s: list[float] = []  # the cell's to_numpy times (first, timed, fresh)
+        self.threads_set = False
+        self.cell_threads: int | None = None
+        # One machine check per thread count a cell asked for: its best time is only
+        # comparable with readings taken on as many threads.
+        self.canaries: dict[int | None, Any] = {}
+        self.check_margin = 0.0
+        self.cell: _CellState | None = None  # what the checks after timing need
+
+    def handle(self, request: tuple[Any, ...]) -> Any:
+        kind = request[0]
+        if kind == "open":
+            return self.open()
+        if kind == "setup":
+            try:
+                return self.setup(request[1], request[2])
+            except BaseException:
+                self.release()  # a failed cell leaves no thread limit or arrays behind
+                raise
+        if kind == "sample":
+            return self.sample(request[1], request[2])
+        if kind == "check":
+            return self.check()
+        if kind == "verify":
+            return self.verify(request[1])
+        if kind == "release":
+            return self.release()
+        raise ValueError(f"unknown request {kind!r}")
+
+    def open(self) -> dict[str, Any]:
+        return {"unavailable": self.backend.unavailable()}
+
+    def setup(self, shape_folder: str, plan: CellPlan) -> dict[str, Any]:
+        backend = self.backend
+        clock = time.perf_counter
+        started = clock()
+        backend.set_threads(plan.threads)
+        self.threads_set = plan.threads is not None
+        self.cell_threads = plan.threads
+        self.check_margin = plan.check_margin
+        self.to_host_s = []
+        shape = inputs.load(Path(shape_folder))
+        problem = _problem(shape)
+        set_problem = getattr(backend, "set_problem", None)
+        if callable(set_problem):  # the base class's; a duck-typed 2-D plugin may lack it
+            set_problem(problem)
+        q, k = inputs.cast(shape.q, plan.dtype), inputs.cast(shape.k, plan.dtype)
+        precision = _precision(backend, plan.dtype)
+        # Device events time the kernel phase only: end to end, host work is part of the time.
+        device_clock = _device_clock(backend) if plan.phase == "kernel" else None
+        # A cold cache on a device with its own clock: one input set and an L2 flush before
+        # each call, outside the events. Elsewhere: a rotation through input copies.
+        flush = plan.cache == "cold" and device_clock is not None
+        copies = 1
+        if plan.cache == "cold" and not flush:
+            copies = cold_copies(q.nbytes + k.nbytes, backend.cache_bytes() or plan.host_cache_bytes)
+        self._check_device_memory(q, k, copies, plan)
+        backend.reset_peak_memory()
+        host_sets = [(q, k)] + [(q.copy(), k.copy()) for _ in range(copies - 1)]
+        fn, arg_sets, to_host = _timed_call(backend, plan.phase, host_sets)
+        self.timer = KernelTimer(fn, arg_sets, backend.sync, device_clock=device_clock,
+                                 flush_between_calls=flush,
+                                 graphs=plan.cuda_graphs and device_clock is not None)
+        # Pristine bits of what the backend is given, before it has run once.
+        guard = checks.InputGuard.take(backend, (inputs.cast(shape.q, plan.dtype),
+                                                 inputs.cast(shape.k, plan.dtype)),
+                                       host_sets, arg_sets if plan.phase == "kernel" else [])
+        self.cell = _CellState(Path(shape_folder), plan, precision, shape.reference, to_host,
+                               guard, problem.s_shape())
+        prepared = clock()
+        result, first_call_s = self.timer.first_call()
+        figures: dict[str, Any] = {"first_call_s": first_call_s, "precision": precision,
+                                   "cache_copies": copies, "setup_s": prepared - started,
+                                   "cache_bytes": backend.cache_bytes() or plan.host_cache_bytes,
+                                   "clock": getattr(device_clock, "name", "cuda-events")
+                                   if device_clock is not None else "host",
+                                   "l2_flush": flush, "info": _safe_info(backend)}
+        checked = clock()
+        host = self._to_host(to_host, result)
+        _check_agreement(host, shape.reference, problem.s_shape(), plan.dtype,
+                         precision, figures, "first_call")
+        figures["agreement_s"] = clock() - checked
+        del result
+        warm_start = clock()
+        self.calls, block_s = self.timer.calibrate(plan.min_sample_s, plan.warmup_s)
+        self.block_s = block_s
+        self.fastest_call_s = block_s / self.calls
+        figures.update(calls_per_sample=self.calls, block_s=block_s,
+                       warmup_s=clock() - warm_start,
+                       # False when asked but the library could not capture: rows say so.
+                       cuda_graph=self.timer.uses_graphs)
+        if device_clock is not None:
+            figures["launch_overhead_s"] = self.timer.launch_overhead()
+        # Read after warm-up, when the clocks have risen to what sampling will see.
+        figures.update(_telemetry(backend, "start"))
+        return figures
+
+    def _check_device_memory(self, q: Any, k: Any, copies: int, plan: CellPlan) -> None:
+        """Skip (not fail) a cell whose inputs and outputs cannot fit in device memory: the
+        input copies (twice in end-to-end, where each call makes its own) and two outputs."""
+        memory = self.backend.device_memory()
+        if memory is None:
+            return
+        free, total = memory
+        # One set more than the copies: the fresh set the checks after timing prepare.
+        inputs_bytes = (copies + 1) * (q.nbytes + k.nbytes) * (2 if plan.phase == "end_to_end"
+                                                               else 1)
+        needed = inputs_bytes + 2 * math.prod(q.shape[:-1]) * k.shape[-2] * q.itemsize
+        if needed > 0.9 * free:
+            raise CellFailure("skipped", f"needs about {needed / 2**30:.1f} GiB of device "
+                              f"memory, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
+
+    def sample(self, count: int, round_number: int) -> list[Any]:
+        assert self.timer is not None, "sample before setup"
+        samples = self.timer.samples(count, self.calls, round_number)
+        self.fastest_call_s = min([self.fastest_call_s, *(s.seconds for s in samples)])
+        return samples
+
+    def check(self) -> bool:
+        """The machine check, in this process: a worker's threads can lose their speed-up
+        while the main process's keep theirs (see `qkbench.runner.machine_check`)."""
+        from qkbench.machine.canary import ParallelCanary
+
+        canary = self.canaries.get(self.cell_threads)
+        if canary is None:
+            # No pause after a reading: the main process's own check follows each round's
+            # worker checks and pauses for every process's BLAS threads to settle.
+            canary = self.canaries[self.cell_threads] = ParallelCanary(
+                settle_s=0.0, min_margin=self.check_margin)
+            canary.warm_up()
+        return bool(canary.fit())
+
+    def release(self) -> dict[str, Any]:
+        """End the cell: its closing telemetry and peak memory; undo per-cell settings."""
+        figures: dict[str, Any] = {}
+        if self.timer is not None:
+            figures.update(_telemetry(self.backend, "end"))
+            peak = self.backend.peak_memory_bytes()
+            if peak is not None:
+                figures["peak_device_bytes"] = int(peak)
+        self.timer = None
+        self.cell = None
+        if self.threads_set:  # nothing leaks into the next cell
+            self.backend.set_threads(None)
+            self.threads_set = False
+        self.backend.cleanup()
+        return figures
+
