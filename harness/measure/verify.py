@@ -23,11 +23,14 @@ from qkbench.measure.cell import (
     _timed_call,
 )
 
-# An honest CPU backend's to_numpy takes at most about a copy of S; allowed: this many timed
-# calls, this many copies, and this floor for the clock reads and a Python call or two.
+# An honest CPU backend's to_numpy takes at most about a copy of S plus a library's fixed cost
+# of handing an array over; allowed: this many timed calls, this many copies, and this floor
+# for the fixed cost (measured: jax-cpu's np.asarray of a 40×27 bfloat16 result, through
+# ml_dtypes, 0.11 ms; of a float32 one, 6 µs). Hidden work below the floor is left to the
+# speed check, which a timed call that skips the product meets.
 TO_NUMPY_CALLS = 4
 TO_NUMPY_COPIES = 4
-TO_NUMPY_FLOOR_S = 10e-6
+TO_NUMPY_FLOOR_S = 1e-3
 # A call on inputs no cached answer fits may take this many of the timed calls just before it
 # (plus the floor: a Python call, a sync and an allocation) before the timed ones count as
 # replayed: an honest call whose inputs come from memory rather than cache is a few times
