@@ -32,12 +32,13 @@ from qkbench.measure.handles import (  # noqa: F401  (throttled, machine_check: 
     PreparedCell,
     machine_check,
     os_figures,
+    start_workers,
     throttled,
 )
 from qkbench.measure.resources import available_bytes, cell_bytes, shape_bytes, too_big
 from qkbench.measure.timing import UNFIT_BUDGET_FACTOR, SamplingResult, StopRule, interleave
 from qkbench.measure.worker import WorkerHandle
-from qkbench.plan.config import Config
+from qkbench.plan.config import Config, size_limits
 from qkbench.plan.sweep import Cell, Shape, Shard, expand, groups
 from qkbench.records.results import (
     ITEMSIZE,
@@ -91,6 +92,7 @@ class Runner:
         self.peaks, self.host_cache_bytes = peaks or {}, host_cache_bytes
         self.ceilings = ceilings or {}
         self.shard, self.done = shard, done or set()
+        self.max_gflop = size_limits(config, specs)
         self.backends: dict[str, BackendWorkers] = {}
         for spec in specs:
             cls = load_class(spec.path)
@@ -118,6 +120,8 @@ class Runner:
         shutil.rmtree(scratch, ignore_errors=True)  # a killed run's, when it is resumed
         scratch.mkdir(parents=True)
         max_ref = self.config.agreement.max_reference_elements
+        started_s = start_workers(self.backends, [cell.backend for cell in self.cells()],
+                                  self._open)
         try:
             for shape, shape_groups in groups(self.config, list(self.backends), self.shard):
                 folder = scratch / shape.folder_name()
@@ -141,8 +145,9 @@ class Runner:
             shutil.rmtree(scratch, ignore_errors=True)
             for backend in self.backends.values():
                 for worker in backend.workers:
-                    self.counts.spend("worker start-up", worker.startup_s)
                     worker.stop()
+            restarts = sum(w.startup_s for b in self.backends.values() for w in b.workers)
+            self.counts.spend("worker start-up", started_s + restarts)
         return self.counts
 
     def _prepare_inputs(self, shape: Shape, folder: Path) -> None:
@@ -159,6 +164,10 @@ class Runner:
         self.counts.spend("correctness checks", time.monotonic() - started)
 
     def _skip_reason(self, cell: Cell) -> str | None:
+        limit = self.max_gflop.get(cell.backend)
+        if limit is not None and cell.shape.flops > limit * 1e9:
+            return (f"{cell.shape.flops / 1e9:.3g} GFLOP per call, above the max_gflop "
+                    f"{limit:g} the config sets for {cell.backend}")
         backend = self._open(cell.backend)
         if backend.open_failure is not None:
             return None  # reported as that failure, per cell, by _run_group
@@ -322,7 +331,7 @@ class Runner:
         workers: list[WorkerHandle] = []
         for worker in backend.workers:
             try:
-                figures = limit.request(worker, ("setup", str(folder), plan))
+                figures = limit.request(worker, ("setup", str(folder), plan, first is None))
             except CellFailure as failure:
                 if first is not None and failure.status in ("skipped", "oom"):
                     # No room beside the copies the earlier workers hold (a GPU's memory):

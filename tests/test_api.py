@@ -178,3 +178,18 @@ def test_unavailable_backends_are_skipped_and_the_run_still_succeeds(tmp_path):
     assert sorted(summary["status"]) == ["ok", "ok", "ok", "skipped", "skipped", "skipped"]
 
 
+
+
+def test_a_backend_s_max_gflop_skips_its_larger_cells_only(tmp_path):
+    # n = 16: 2·16·16·16 = 8.2e-6 GFLOP; n = 64: 1.3e-4 GFLOP, above the labelled entry's limit.
+    config = {"name": "limits", "sweep": {"n": [16, 64], "d_k": [16]},
+              "backends": ["numpy", {"name": "numpy", "label": "numpy-small", "max_gflop": 1e-5}],
+              "timing": {"budget_s": 0.02, "machine_check": False, "processes": 1}}
+    summary = qkbench.run(config, out=tmp_path / "run").summary.set_index(["backend", "n"])
+    assert summary.loc[("numpy", 64), "status"] == "ok"
+    assert summary.loc[("numpy-small", 16), "status"] == "ok"
+    skipped = summary.loc[("numpy-small", 64)]
+    assert skipped["status"] == "skipped" and "above the max_gflop 1e-05" in skipped["reason"]
+    with pytest.raises(qkbench.UsageError, match="max_gflop"):
+        qkbench.run({**config, "backends": [{"name": "numpy", "max_gflop": 0}]},
+                    out=tmp_path / "never")

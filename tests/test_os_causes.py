@@ -127,6 +127,23 @@ def test_steal_beyond_the_share_of_the_round_s_cpu_capacity_is_a_cause(tmp_path)
         3 / os_causes._ticks_per_second())
 
 
+def test_one_tick_of_steal_is_the_counter_s_resolution_not_a_cause(tmp_path):
+    # A 50 ms round on 2 CPUs: one tick (10 ms at 100 Hz) would be 10% of its capacity, but a
+    # counter that moved by one tick may have lost almost nothing; two ticks surely lost one.
+    proc = _proc(tmp_path, "0::/\n", "", steal_ticks=100)
+    clock = FakeClock()
+    watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2)
+    tick = 1 / os_causes._ticks_per_second()
+    watch.start()
+    clock.now += 0.05
+    _steal(proc, 101)
+    assert watch.stop() == {}
+    watch.start()
+    clock.now += 0.05
+    _steal(proc, 103)
+    assert watch.stop() == {"steal": pytest.approx(2 * tick)}
+
+
 def test_the_clock_is_recorded_but_never_a_cause(tmp_path):
     proc = _proc(tmp_path, "0::/\n", "")
     sys = tmp_path / "sys"

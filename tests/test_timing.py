@@ -419,10 +419,10 @@ def test_a_check_costlier_than_half_the_sampling_stops_being_asked():
     answers = iter([True] * 1000)
 
     def slow_check(round_number):
-        clock.now += 0.02  # twice the round it guards
+        clock.now += 0.2  # more than the longest round it may guard (0.5 s / 8)
         return next(answers)
 
-    rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=0.5)
+    rule = StopRule(target_rel_ci=1e-9, min_samples=40, budget_s=0.5)
     asked = []
     result = interleave(samplers, {"A": 0.01}, rule, round_s=0.0,
                         machine_fit=lambda r: asked.append(r) or slow_check(r),
@@ -430,3 +430,28 @@ def test_a_check_costlier_than_half_the_sampling_stops_being_asked():
     assert result.check_gave_up.startswith("stopped after round 5")
     assert len(asked) == JUDGE_AFTER_ROUNDS + 1  # before round 0, then after rounds 0-5
     assert result.converged and result.unfit_share == 0.0
+
+
+def test_rounds_lengthen_until_the_check_costs_a_small_share_of_them():
+    # A 4 ms check around rounds of one 1 ms sample: rounds grow to 4 ms / 5% = 80 ms, so the
+    # check costs a twentieth of the sampling, not four times it; never past budget / 8.
+    clock, log = FakeClock(), []
+    samplers = {"A": ScriptedSampler("A", log, clock, [0.001])}
+
+    def check(round_number):
+        clock.now += 0.004
+        return True
+
+    rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=1.0)
+    result = interleave(samplers, {"A": 0.001}, rule, round_s=0.001, machine_fit=check,
+                        cost_clock=clock)["A"]
+    per_round = [sum(1 for name, r in log if r == n) for n in range(2)]
+    assert per_round == [1, pytest.approx(80, abs=8)]
+    assert result.check_gave_up == ""
+
+    clock, log = FakeClock(), []
+    samplers = {"A": ScriptedSampler("A", log, clock, [0.001])}
+    interleave(samplers, {"A": 0.001}, StopRule(target_rel_ci=1e-9, min_samples=6,
+                                               budget_s=0.4),
+               round_s=0.001, machine_fit=check, cost_clock=clock)
+    assert sum(1 for name, r in log if r == 1) == 50  # 0.4 s / 8

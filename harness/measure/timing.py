@@ -110,6 +110,15 @@ JUDGE_AFTER_ROUNDS = 6
 # samples do (measured on the 2-vCPU VM at load 9: the check took 30-90 s of a 120-200 s quick
 # run), and a guard that doubles a run costs more than the rounds it could set aside.
 CHECK_COST_SHARE = 0.5
+# Below that, rounds lengthen so that the check costs about this share of the sampling it
+# guards: its cost per round is measured as the run goes (a reading, and a message to each
+# worker that sampled), so a slow machine or a group of many backends gets longer rounds, not a
+# check that eats the run (measured on the 2-vCPU Zen 3 VM: 12-18 ms a round for four backends,
+# beside 80 ms rounds, 13 s of a 170 s default run).
+CHECK_TARGET_SHARE = 0.05
+# ... but a backend's budget always spans at least this many rounds, so that the machine's
+# drift still falls on every backend of the group alike.
+MIN_ROUNDS_PER_BUDGET = 8
 
 
 class RoundWatch(Protocol):
@@ -238,7 +247,8 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     check would set aside more than `JUDGE_SHARE` of the rounds with no OS cause, it gives up
     on the group: its rounds are kept and `check_gave_up` says so. With `cost_clock`, the
     check also stops being asked once it has cost more than `CHECK_COST_SHARE` of the rounds'
-    time (the rounds it set aside until then stay aside; `check_gave_up` says so).
+    time (the rounds it set aside until then stay aside; `check_gave_up` says so); below
+    that, rounds lengthen until the check costs about `CHECK_TARGET_SHARE` of them.
 
     The budget counts only the rounds kept; while rounds are set aside, or a backend has fewer
     kept samples than `min_samples`, it samples on up to `unfit_budget_factor` times the budget
@@ -248,6 +258,7 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     active = list(samplers)
     round_number = 0
     round_s = min(round_s, rule.budget_s / max(min_rounds, 1))
+    longest_round_s = max(round_s, rule.budget_s / max(min_rounds, MIN_ROUNDS_PER_BUDGET))
     fit_before = machine_fit(None) if machine_fit else True
     check_rounds: set[int] = set()  # set aside by the check alone
     judging = machine_fit is not None
@@ -280,6 +291,8 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
         if cost_clock and judging:
             check_s += cost_clock() - checked_at
             rounds_s += checked_at - round_began
+            round_s = _round_for_check(round_s, longest_round_s, check_s / (round_number + 1),
+                                       len(sampled))
             if (round_number + 1 >= JUDGE_AFTER_ROUNDS and check_s > CHECK_COST_SHARE * rounds_s):
                 judging = False
                 why = (f"stopped after round {round_number}: the check took {check_s:.2f} s "
@@ -318,6 +331,14 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     if judging and check_rounds and len(check_rounds) > JUDGE_SHARE * round_number:
         _give_up(results, check_rounds, round_number)
     return results
+
+
+def _round_for_check(round_s: float, longest_s: float, check_per_round_s: float,
+                     backends: int) -> float:
+    """Each backend's share of a round, long enough that the check around the round costs
+    about `CHECK_TARGET_SHARE` of it, never shorter than it is nor longer than `longest_s`."""
+    needed = check_per_round_s / (CHECK_TARGET_SHARE * max(backends, 1))
+    return min(max(round_s, needed), longest_s)
 
 
 def _give_up(results: Mapping[str, SamplingResult], check_rounds: set[int], rounds: int

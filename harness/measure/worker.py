@@ -6,8 +6,9 @@ worker over a pipe with small request tuples; the worker answers each with
 ``("ok", payload)`` or ``("fail", status, reason)``.
 
 Requests: ``("ping",)`` — answered at once (measures start-up); ``("open",)`` — instantiate and
-ask `unavailable()`; ``("setup", cell, folder, plan)``
-— load the shape's inputs, cast, prepare, first call, agreement check, warm-up and block size;
+ask `unavailable()`; ``("setup", folder, plan, first)``
+— load the shape's inputs, cast, prepare, first call, agreement check (every reference row in
+the cell's `first` worker, a random share in the others), warm-up and block size;
 ``("sample", count, round)`` — timed samples; ``("check",)`` — whether this process gets its
 threads' parallel speed-up now (see qkbench.machine.canary); ``("verify", once)`` — after
 sampling, the checks that the timed work was real (untouched inputs, a timed call's answer, and
@@ -114,10 +115,16 @@ class WorkerHandle:
         self._conn: Connection | None = None
         self.starts = 0
         self.startup_s = 0.0
+        self._unanswered = 0  # requests of `launch` whose answers are still in the pipe
+        self._launched_at = 0.0
 
-    def _start(self) -> None:
-        """Start a worker and wait until it answers, so start-up is counted on its own."""
-        started = time.monotonic()
+    def launch(self, load_backend: bool = False) -> None:
+        """Start the worker without waiting for it; with `load_backend` it also imports the
+        backend. The runner launches every worker at once, so their imports (a second or more
+        each, for torch) overlap instead of queueing; the next request waits for them."""
+        if self.alive:
+            return
+        self._launched_at = time.monotonic()
         self.starts += 1
         parent_end, child_end = self._context.Pipe()
         self._process = self._context.Process(
@@ -128,11 +135,30 @@ class WorkerHandle:
         self._conn = parent_end
         try:
             parent_end.send(("ping",))
-            if parent_end.poll(START_TIMEOUT_S):
-                parent_end.recv()
-        except (EOFError, OSError):
-            pass  # a worker that dies at start-up is reported by the request that follows
-        self.startup_s += time.monotonic() - started
+            self._unanswered = 1
+            if load_backend:
+                parent_end.send(("open",))
+                self._unanswered = 2
+        except OSError:
+            self._unanswered = 0  # a worker that dies at start-up is reported by the next request
+
+    def _wait_launched(self) -> None:
+        """Read the answers to `launch`'s requests (a failed load is met again, and reported,
+        by the request that follows); the time since the launch is start-up."""
+        conn = self._conn
+        while self._unanswered and conn is not None:
+            self._unanswered -= 1
+            try:
+                if conn.poll(START_TIMEOUT_S):
+                    conn.recv()
+            except (EOFError, OSError):
+                self._unanswered = 0
+        self.startup_s += max(0.0, time.monotonic() - self._launched_at)
+
+    def _start(self) -> None:
+        """Start a worker and wait until it answers, so start-up is counted on its own."""
+        self.launch()
+        self._wait_launched()
 
     @property
     def pid(self) -> int | None:
@@ -143,15 +169,16 @@ class WorkerHandle:
         return self._process is not None and self._process.is_alive()
 
     def ensure_started(self) -> None:
-        """Start the process now if it is not running (its start-up is `startup_s`, which a
-        cell's time limit must not be charged with)."""
+        """Start the process now if it is not running, and wait for what `launch` asked (its
+        start-up is `startup_s`, which a cell's time limit must not be charged with)."""
         if self._process is None or not self._process.is_alive():
             self._start()
+        elif self._unanswered:
+            self._wait_launched()
 
     def request(self, message: tuple[Any, ...], timeout_s: float) -> Any:
         """Send one request; return the payload or raise CellFailure."""
-        if self._process is None or not self._process.is_alive():
-            self._start()
+        self.ensure_started()
         assert self._conn is not None
         try:
             self._conn.send(message)

@@ -270,6 +270,10 @@ class BackendEntry(_Strict):
     name: str = Field(min_length=1)
     label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
     options: dict[str, Any] = Field(default_factory=dict)
+    # The largest cell this backend runs, in GFLOP per call (2·n·m·d_k over batch and heads,
+    # causal-masked entries left out): larger cells of the sweep are recorded as skipped. For
+    # a slow reference loop in a sweep whose other backends go further.
+    max_gflop: float | None = Field(default=None, gt=0)
 
 
 BackendItem = Annotated[
@@ -372,6 +376,13 @@ def parse(data: Any, source: str = "config") -> Config:
 
 def load(path: Path) -> Config:
     return parse(read_yaml(path), str(path))
+
+
+def size_limits(config: Config, specs: list[registry.BackendSpec]) -> dict[str, float]:
+    """label → the entry's `max_gflop`, for the backends of `resolve_backends(config)` that
+    have one (the specs are in the order of the entries)."""
+    return {spec.label: entry.max_gflop for entry, spec in zip(config.backends, specs)
+            if isinstance(entry, BackendEntry) and entry.max_gflop is not None}
 
 
 def resolve_backends(config: Config) -> list[registry.BackendSpec]:
