@@ -38,7 +38,7 @@ from qkbench.measure.handles import (  # noqa: F401  (throttled, machine_check: 
 from qkbench.measure.resources import available_bytes, cell_bytes, shape_bytes, too_big
 from qkbench.measure.timing import UNFIT_BUDGET_FACTOR, SamplingResult, StopRule, interleave
 from qkbench.measure.worker import WorkerHandle
-from qkbench.plan.config import Config, size_limits
+from qkbench.plan.config import Config, above_size_limit, size_limits
 from qkbench.plan.sweep import Cell, Shape, Shard, expand, groups
 from qkbench.records.results import (
     ITEMSIZE,
@@ -164,10 +164,9 @@ class Runner:
         self.counts.spend("correctness checks", time.monotonic() - started)
 
     def _skip_reason(self, cell: Cell) -> str | None:
-        limit = self.max_gflop.get(cell.backend)
-        if limit is not None and cell.shape.flops > limit * 1e9:
-            return (f"{cell.shape.flops / 1e9:.3g} GFLOP per call, above the max_gflop "
-                    f"{limit:g} the config sets for {cell.backend}")
+        too_large = above_size_limit(self.max_gflop, cell.backend, cell.shape.flops)
+        if too_large:
+            return too_large
         backend = self._open(cell.backend)
         if backend.open_failure is not None:
             return None  # reported as that failure, per cell, by _run_group

@@ -193,3 +193,12 @@ def test_a_backend_s_max_gflop_skips_its_larger_cells_only(tmp_path):
     with pytest.raises(qkbench.UsageError, match="max_gflop"):
         qkbench.run({**config, "backends": [{"name": "numpy", "max_gflop": 0}]},
                     out=tmp_path / "never")
+
+
+def test_validate_counts_the_cells_a_max_gflop_will_skip():
+    from tests.conftest import run_cli
+
+    result = run_cli("validate", "default")
+    assert result.returncode == 0, result.stderr
+    # numba-loops stops at n = 1024: its four n = 2048 cells (two d_k, two dtypes) are skipped
+    assert "64 cells" in result.stdout and "4 above a backend's max_gflop" in result.stdout

@@ -59,9 +59,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config = config_module.load(path)
     specs = config_module.resolve_backends(config)
     cells = expand(config, [s.label for s in specs])
+    limits = config_module.size_limits(config, specs)
+    above = sum(1 for cell in cells
+                if config_module.above_size_limit(limits, cell.backend, cell.shape.flops))
     # A variant is one (dtype, phase, cache, threads) combination.
     print(f"{path}: valid — {len(cells)} cells ({len(specs)} backends × "
-          f"{len(shapes(config))} shapes × {len(variants(config))} variants)")
+          f"{len(shapes(config))} shapes × {len(variants(config))} variants)"
+          + (f"; {above} above a backend's max_gflop, to be skipped" if above else ""))
     return EXIT_OK
 
 
