@@ -61,3 +61,39 @@ def test_a_crash_in_any_process_fails_the_cell_and_keeps_the_others(tmp_path):
     summary = read_summary(out).set_index("backend")
     assert summary.loc["numpy", "status"] == "ok"
     assert summary.loc["crashes-after-first-setup", "status"] == "crashed"
+
+
+class _FakeWorker:
+    """Records what start_workers asks of it, in one shared log."""
+
+    def __init__(self, name, log):
+        self.name, self.log, self.startup_s = name, log, 1.0
+
+    def launch(self):
+        self.log.append(("launch", self.name))
+
+    def ensure_started(self):
+        self.log.append(("wait", self.name))
+
+
+def test_workers_start_together_and_only_for_available_backends():
+    from qkbench.measure.handles import BackendWorkers, start_workers
+
+    log = []
+    backends = {label: BackendWorkers(None, "cpu", ("float32",), frozenset(),
+                                      [_FakeWorker(f"{label}{i}", log) for i in range(3)])
+                for label in ("a", "gone", "unused")}
+
+    def open_backend(label):
+        log.append(("open", label))
+        backends[label].unavailable = "not here" if label == "gone" else None
+        return backends[label]
+
+    took = start_workers(backends, ["a", "gone", "a"], open_backend)
+    # Both first workers launch before either is asked anything: their start-ups overlap.
+    assert log[:2] == [("launch", "a0"), ("launch", "gone0")]
+    assert log[2:4] == [("open", "a"), ("open", "gone")]
+    # Then the other workers of the available backend, launched together, then waited for.
+    assert log[4:] == [("launch", "a1"), ("launch", "a2"), ("wait", "a1"), ("wait", "a2")]
+    assert took >= 0.0
+    assert all(w.startup_s == 0.0 for b in backends.values() for w in b.workers)

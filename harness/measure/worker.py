@@ -115,13 +115,13 @@ class WorkerHandle:
         self._conn: Connection | None = None
         self.starts = 0
         self.startup_s = 0.0
-        self._unanswered = 0  # requests of `launch` whose answers are still in the pipe
+        self._pinged = False  # launched, and its answer to the ping not read yet
         self._launched_at = 0.0
 
-    def launch(self, load_backend: bool = False) -> None:
-        """Start the worker without waiting for it; with `load_backend` it also imports the
-        backend. The runner launches every worker at once, so their imports (a second or more
-        each, for torch) overlap instead of queueing; the next request waits for them."""
+    def launch(self) -> None:
+        """Start the worker without waiting for it to answer. The runner launches every
+        worker at once, so their start-ups (spawning an interpreter, importing the harness)
+        overlap instead of queueing; the next request waits for the answer."""
         if self.alive:
             return
         self._launched_at = time.monotonic()
@@ -135,24 +135,19 @@ class WorkerHandle:
         self._conn = parent_end
         try:
             parent_end.send(("ping",))
-            self._unanswered = 1
-            if load_backend:
-                parent_end.send(("open",))
-                self._unanswered = 2
+            self._pinged = True
         except OSError:
-            self._unanswered = 0  # a worker that dies at start-up is reported by the next request
+            pass  # a worker that dies at start-up is reported by the request that follows
 
     def _wait_launched(self) -> None:
-        """Read the answers to `launch`'s requests (a failed load is met again, and reported,
-        by the request that follows); the time since the launch is start-up."""
-        conn = self._conn
-        while self._unanswered and conn is not None:
-            self._unanswered -= 1
-            try:
-                if conn.poll(START_TIMEOUT_S):
-                    conn.recv()
-            except (EOFError, OSError):
-                self._unanswered = 0
+        """Read the answer to the ping; the time since the launch is start-up (a worker that
+        dies or hangs at start-up is reported by the request that follows)."""
+        conn, self._pinged = self._conn, False
+        try:
+            if conn is not None and conn.poll(START_TIMEOUT_S):
+                conn.recv()
+        except (EOFError, OSError):
+            pass
         self.startup_s += max(0.0, time.monotonic() - self._launched_at)
 
     def _start(self) -> None:
@@ -173,7 +168,7 @@ class WorkerHandle:
         start-up is `startup_s`, which a cell's time limit must not be charged with)."""
         if self._process is None or not self._process.is_alive():
             self._start()
-        elif self._unanswered:
+        elif self._pinged:
             self._wait_launched()
 
     def request(self, message: tuple[Any, ...], timeout_s: float) -> Any:
