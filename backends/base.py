@@ -167,6 +167,12 @@ class Backend:
         """Why this backend cannot run on this machine (missing package, no GPU), or None."""
         return None
 
+    def load(self) -> None:
+        """Import the library and do its one-time set-up in this process. The harness calls
+        it once in each worker as the run starts, before any cell and in all workers at once
+        (so the imports overlap): it is start-up, not a cell's setup. May fail (a missing
+        library): `unavailable` or the first cell then says why. Default: nothing."""
+
     def set_problem(self, problem: Problem) -> None:
         """What the next cell computes (see `Problem`); called before `prepare` for every cell."""
         self.problem = problem

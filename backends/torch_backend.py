@@ -47,6 +47,9 @@ class _TorchBackend(Backend):
     def unavailable(self) -> str | None:
         return missing_package_reason("torch", "torch")
 
+    def load(self) -> None:
+        import torch  # noqa: F401  (a second or more: start-up, overlapped across workers)
+
     def _attention_layout(self, q: Any, k: Any) -> tuple[Any, Any]:
         """Tensors already on the device → the layout `scores` wants: for attention cells, the
         query heads of each key head stacked (a view) and the causal mask on the device."""

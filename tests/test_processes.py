@@ -69,8 +69,8 @@ class _FakeWorker:
     def __init__(self, name, log):
         self.name, self.log, self.startup_s = name, log, 1.0
 
-    def launch(self):
-        self.log.append(("launch", self.name))
+    def launch(self, load=False):
+        self.log.append(("launch" if load else "launch without load", self.name))
 
     def ensure_started(self):
         self.log.append(("wait", self.name))
@@ -97,3 +97,12 @@ def test_workers_start_together_and_only_for_available_backends():
     assert log[4:] == [("launch", "a1"), ("launch", "a2"), ("wait", "a1"), ("wait", "a2")]
     assert took >= 0.0
     assert all(w.startup_s == 0.0 for b in backends.values() for w in b.workers)
+
+
+def test_every_worker_runs_load_once_as_the_run_starts(tmp_path):
+    log = tmp_path / "pids.txt"
+    backend = {"name": "tests.plugins.pid_logging:PidLogging", "options": {"log": str(log)}}
+    result, _ = _run(tmp_path, [backend], processes=3)
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = log.with_suffix(".load").read_text().split()
+    assert len(loaded) == 3 and set(loaded) == set(log.read_text().split())

@@ -170,22 +170,23 @@ def machine_check(canary: ParallelCanary, checked: list[PreparedCell],
 
 def start_workers(backends: dict[str, BackendWorkers], labels: list[str],
                   open_backend: Callable[[str], BackendWorkers]) -> float:
-    """Start the workers of the backends named in `labels` (the run's cells) all at once, so
-    their start-ups overlap instead of queueing: first one per backend, which `open_backend`
+    """Start the workers of the backends named in `labels` (the run's cells) all at once,
+    each loading its backend's library (`Backend.load`), so their start-ups overlap instead of
+    queueing: first one per backend, which `open_backend`
     asks whether the backend is available here, then the others of the available ones.
     Returns the wall time it took; each worker's `startup_s` then counts only restarts after a
     crash or a hang."""
     started = time.monotonic()
     used = list(dict.fromkeys(labels))
     for label in used:
-        backends[label].worker.launch()
+        backends[label].worker.launch(load=True)
     later = []
     for label in used:
         backend = open_backend(label)
         if backend.open_failure is None and not backend.unavailable:
             later += backend.workers[1:]
     for worker in later:
-        worker.launch()
+        worker.launch(load=True)
     for worker in later:
         worker.ensure_started()
     for backend in backends.values():

@@ -55,6 +55,9 @@ class _Session(Verification):
         kind = request[0]
         if kind == "open":
             return self.open()
+        if kind == "load":
+            hook = getattr(self.backend, "load", None)  # a duck-typed plugin may lack it
+            return hook() if callable(hook) else None
         if kind == "setup":
             try:
                 return self.setup(request[1], request[2], *request[3:])

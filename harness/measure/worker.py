@@ -5,7 +5,8 @@ process survives a segfault, an abort or a hang in any backend. The main process
 worker over a pipe with small request tuples; the worker answers each with
 ``("ok", payload)`` or ``("fail", status, reason)``.
 
-Requests: ``("ping",)`` — answered at once (measures start-up); ``("open",)`` — instantiate and
+Requests: ``("ping",)`` — answered at once (measures start-up); ``("load",)`` — the backend's
+`load()` (imports its library), sent with the ping as a run starts; ``("open",)`` — instantiate and
 ask `unavailable()`; ``("setup", folder, plan, first)``
 — load the shape's inputs, cast, prepare, first call, agreement check (every reference row in
 the cell's `first` worker, a random share in the others), warm-up and block size;
@@ -91,6 +92,8 @@ def _describe(exc: BaseException) -> str:
 
 # Spawning a worker and importing the harness takes about a second; a minute means it is stuck.
 START_TIMEOUT_S = 60.0
+# Importing a backend's library (torch, numba) takes seconds; a few minutes means it is stuck.
+LOAD_TIMEOUT_S = 180.0
 
 @contextlib.contextmanager
 def _quiet_when_idle() -> Iterator[None]:
@@ -116,12 +119,14 @@ class WorkerHandle:
         self.starts = 0
         self.startup_s = 0.0
         self._pinged = False  # launched, and its answer to the ping not read yet
+        self._loading = False  # launched with a load, whose answer is not read yet
         self._launched_at = 0.0
 
-    def launch(self) -> None:
-        """Start the worker without waiting for it to answer. The runner launches every
-        worker at once, so their start-ups (spawning an interpreter, importing the harness)
-        overlap instead of queueing; the next request waits for the answer."""
+    def launch(self, load: bool = False) -> None:
+        """Start the worker without waiting for it to answer; with `load`, it also runs the
+        backend's `load()` (imports its library). The runner launches every worker at once,
+        so their start-ups (an interpreter, the harness, torch) overlap instead of queueing;
+        the next request waits for the answers."""
         if self.alive:
             return
         self._launched_at = time.monotonic()
@@ -136,6 +141,9 @@ class WorkerHandle:
         try:
             parent_end.send(("ping",))
             self._pinged = True
+            if load:
+                parent_end.send(("load",))
+                self._loading = True
         except OSError:
             pass  # a worker that dies at start-up is reported by the request that follows
 
@@ -146,8 +154,17 @@ class WorkerHandle:
         try:
             if conn is not None and conn.poll(START_TIMEOUT_S):
                 conn.recv()
+            if self._loading and conn is not None:
+                self._loading = False
+                # Its answer is not needed (a failed load is met again by the cell), but it
+                # must be read: a load still running past the limit is stopped, so that no late
+                # answer is taken for the next request's.
+                if conn.poll(LOAD_TIMEOUT_S):
+                    conn.recv()
+                else:
+                    self.stop()
         except (EOFError, OSError):
-            pass
+            self._loading = False
         self.startup_s += max(0.0, time.monotonic() - self._launched_at)
 
     def _start(self) -> None:
@@ -168,8 +185,10 @@ class WorkerHandle:
         start-up is `startup_s`, which a cell's time limit must not be charged with)."""
         if self._process is None or not self._process.is_alive():
             self._start()
-        elif self._pinged:
+        elif self._pinged or self._loading:
             self._wait_launched()
+            if self._process is None:  # stopped for a load that hung: start afresh
+                self._start()
 
     def request(self, message: tuple[Any, ...], timeout_s: float) -> Any:
         """Send one request; return the payload or raise CellFailure."""

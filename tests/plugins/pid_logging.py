@@ -1,5 +1,5 @@
 """A real NumPy backend that notes which process set each cell up, so a test can count the
-worker processes a cell's samples were spread over."""
+worker processes a cell's samples were spread over (and when each process ran `load`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ class PidLogging(Backend):
 
     def __init__(self, log: str) -> None:
         self._log = Path(log)
+
+    def load(self):
+        with self._log.with_suffix(".load").open("a") as handle:
+            handle.write(f"{os.getpid()}\n")
 
     def prepare(self, q, k):
         with self._log.open("a") as handle:
