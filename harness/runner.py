@@ -38,8 +38,8 @@ from qkbench.measure.handles import (  # noqa: F401  (throttled, machine_check: 
 from qkbench.measure.resources import available_bytes, cell_bytes, shape_bytes, too_big
 from qkbench.measure.timing import UNFIT_BUDGET_FACTOR, SamplingResult, StopRule, interleave
 from qkbench.measure.worker import WorkerHandle
-from qkbench.plan.config import Config, above_size_limit, size_limits
-from qkbench.plan.sweep import Cell, Shape, Shard, expand, groups
+from qkbench.plan.config import Config
+from qkbench.plan.sweep import Cell, Shape, Shard, above_size_limit, expand, groups, size_limits
 from qkbench.records.results import (
     ITEMSIZE,
     RunWriter,

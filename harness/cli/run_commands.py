@@ -53,15 +53,15 @@ def add_parsers(commands: Any) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from qkbench.plan.sweep import expand, shapes, variants
+    from qkbench.plan.sweep import above_size_limit, expand, shapes, size_limits, variants
 
     path = find_config(args.config)
     config = config_module.load(path)
     specs = config_module.resolve_backends(config)
     cells = expand(config, [s.label for s in specs])
-    limits = config_module.size_limits(config, specs)
+    limits = size_limits(config, specs)
     above = sum(1 for cell in cells
-                if config_module.above_size_limit(limits, cell.backend, cell.shape.flops))
+                if above_size_limit(limits, cell.backend, cell.shape.flops))
     # A variant is one (dtype, phase, cache, threads) combination.
     print(f"{path}: valid — {len(cells)} cells ({len(specs)} backends × "
           f"{len(shapes(config))} shapes × {len(variants(config))} variants)"

@@ -378,22 +378,6 @@ def load(path: Path) -> Config:
     return parse(read_yaml(path), str(path))
 
 
-def size_limits(config: Config, specs: list[registry.BackendSpec]) -> dict[str, float]:
-    """label → the entry's `max_gflop`, for the backends of `resolve_backends(config)` that
-    have one (the specs are in the order of the entries)."""
-    return {spec.label: entry.max_gflop for entry, spec in zip(config.backends, specs)
-            if isinstance(entry, BackendEntry) and entry.max_gflop is not None}
-
-
-def above_size_limit(limits: dict[str, float], backend: str, flops: int) -> str | None:
-    """Why a cell of `flops` per call is skipped for `backend` (`size_limits`), or None."""
-    limit = limits.get(backend)
-    if limit is None or flops <= limit * 1e9:
-        return None
-    return (f"{flops / 1e9:.3g} GFLOP per call, above the max_gflop {limit:g} the config sets "
-            f"for {backend}")
-
-
 def resolve_backends(config: Config) -> list[registry.BackendSpec]:
     """Every backend entry → a validated spec; labels must be unique within a config."""
     specs: list[registry.BackendSpec] = []

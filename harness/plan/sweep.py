@@ -14,7 +14,8 @@ from itertools import product
 
 from qkbench.backends.base import Problem
 from qkbench.plan import presets
-from qkbench.plan.config import Config
+from qkbench.backends.registry import BackendSpec
+from qkbench.plan.config import BackendEntry, Config
 
 
 @dataclass(frozen=True, order=True)
@@ -172,3 +173,19 @@ def groups(config: Config, backend_labels: list[str], shard: Shard | None = None
 def expand(config: Config, backend_labels: list[str], shard: Shard | None = None) -> list[Cell]:
     return [cell for _, shape_groups in groups(config, backend_labels, shard)
             for group in shape_groups for cell in group]
+
+
+def size_limits(config: Config, specs: list[BackendSpec]) -> dict[str, float]:
+    """label → the entry's `max_gflop`, for the backends of `resolve_backends(config)` that
+    have one (the specs are in the order of the entries)."""
+    return {spec.label: entry.max_gflop for entry, spec in zip(config.backends, specs)
+            if isinstance(entry, BackendEntry) and entry.max_gflop is not None}
+
+
+def above_size_limit(limits: dict[str, float], backend: str, flops: int) -> str | None:
+    """Why a cell of `flops` per call is skipped for `backend` (`size_limits`), or None."""
+    limit = limits.get(backend)
+    if limit is None or flops <= limit * 1e9:
+        return None
+    return (f"{flops / 1e9:.3g} GFLOP per call, above the max_gflop {limit:g} the config sets "
+            f"for {backend}")
