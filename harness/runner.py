@@ -302,7 +302,7 @@ class Runner:
     def _round_watch(self) -> RoundCauses:
         """The OS's readings around each round of one group. Half the run's target interval:
         a loss below that cannot move a median by the interval the run aims for."""
-        return RoundCauses(share=0.5 * self.config.timing.target_rel_ci)
+        return RoundCauses(share=0.5 * self.config.timing.target_rel_ci, own_pids=self._own_pids)
 
     def _machine_fit(self, checked: list[PreparedCell]) -> Callable[[int | None], bool]:
         return machine_check(self._canary(), checked,

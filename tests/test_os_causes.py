@@ -169,3 +169,48 @@ def test_a_row_names_each_cause_with_its_total_and_rounds():
     text = describe({3: {"throttled": 0.1}, 4: {"throttled": 0.05, "steal": 0.01}})
     assert text == "steal 0.010 s in 1 round; throttled 0.150 s in 2 rounds"
     assert describe({}) == ""
+
+
+def _busy(proc: Path, user_ticks: int, steal_ticks: int = 0) -> None:
+    (proc / "stat").write_text(f"cpu  {user_ticks} 0 0 1000 0 0 0 {steal_ticks} 0 0\n")
+
+
+def _own(proc: Path, pid: int, ticks: int) -> None:
+    (proc / str(pid)).mkdir(exist_ok=True)
+    fields = ["S"] + ["0"] * 10 + [str(ticks), "0"] + ["0"] * 10
+    (proc / str(pid) / "stat").write_text(f"{pid} (python worker) " + " ".join(fields) + "\n")
+
+
+def test_other_processes_cpu_beyond_the_counters_rounding_is_a_cause(tmp_path):
+    # Two CPUs, our two processes: a 0.5 s round with 60 busy ticks, 40 of them ours. The
+    # counters' rounding is 2 CPUs + 2 processes that ran + 1 = 5 ticks; 20 - 5 = 15 ticks
+    # of foreign work is beyond 1% of the round's 1 CPU-second.
+    proc, clock = _proc(tmp_path, "0::/\n", ""), FakeClock()
+    watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2,
+                        own_pids=lambda: [11, 12])
+    tick = 1 / os_causes._ticks_per_second()
+    _busy(proc, 1000), _own(proc, 11, 500), _own(proc, 12, 300)
+    watch.start()
+    clock.now += 0.5
+    _busy(proc, 1060), _own(proc, 11, 520), _own(proc, 12, 320)
+    assert watch.stop() == {"foreign": pytest.approx(20 * tick)}
+    # The same round with 4 foreign ticks, and with steal that is not another process's work:
+    # within the rounding, and steal is counted as steal only.
+    watch.start()
+    clock.now += 0.5
+    _busy(proc, 1064 + 40, steal_ticks=0), _own(proc, 11, 540), _own(proc, 12, 340)
+    assert watch.stop() == {}
+    watch.start()
+    clock.now += 0.5
+    _busy(proc, 1104, steal_ticks=30)  # busy time counts steal too
+    assert watch.stop() == {"steal": pytest.approx(30 * tick)}
+
+
+def test_without_own_pids_other_processes_are_not_watched(tmp_path):
+    proc, clock = _proc(tmp_path, "0::/\n", ""), FakeClock()
+    watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2)
+    _busy(proc, 1000)
+    watch.start()
+    clock.now += 0.5
+    _busy(proc, 1500)  # a whole CPU busy, but nothing says whose
+    assert watch.stop() == {}

@@ -16,7 +16,14 @@ directly and each one, when it hits a round, slows every backend of the group in
   round's mean MHz is recorded, it never sets a round aside alone (a slower clock slows every
   backend alike, which interleaving cancels).
 
-Other processes' CPU is `qkbench.machine.contention` (per group, `foreign_load`).
+* **Other processes' CPU** — `/proc/stat`'s busy ticks less the steal and less what
+  qkbench's own processes used (`/proc/PID/stat`), when the watch is given their pids: a
+  test suite or a build beside the sweep takes cores from a multi-threaded call. Both
+  counters move in whole ticks, each CPU's and each process's rounded on its own, so a round
+  counts as many ticks fewer as there are CPUs and own processes that ran (measured on the
+  2-vCPU Zen 3 VM: a test suite beside the default config read a whole core of foreign work
+  over its first groups, which slowed them 10-60x, and the machine check alone called them
+  "cannot judge"). The group's average is also `qkbench.machine.contention`'s `foreign_load`.
 
 A round is set aside when throttling or steal took more than `share` of the round's capacity
 (wall time for throttling, which stops every thread at once; wall time × CPUs for steal, which
@@ -31,9 +38,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from qkbench.machine.contention import process_cpu_s, system_busy_s
 
 _PROC, _SYS = Path("/proc"), Path("/sys")
 
@@ -46,6 +55,8 @@ class Reading:
     throttled_s: float | None  # the largest throttled time over the cgroup and its ancestors
     steal_s: float | None  # all CPUs together
     mhz: float | None  # mean current clock over the CPUs that expose it
+    busy_s: float | None = None  # all CPUs' busy time, steal included
+    own_s: dict[int, float] | None = None  # CPU time of each of qkbench's own processes
 
 
 def _ticks_per_second() -> int:
@@ -174,8 +185,10 @@ class RoundCauses:
     clock reading is kept in `mhz_readings`."""
 
     def __init__(self, share: float, proc: Path = _PROC, sys: Path = _SYS,
-                 clock: Callable[[], float] = time.monotonic, cpus: int | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, cpus: int | None = None,
+                 own_pids: Callable[[], Iterable[int]] | None = None) -> None:
         self.share = share
+        self._own_pids = own_pids  # None: other processes' CPU is not watched
         self._proc, self._sys, self._clock = proc, sys, clock
         self._cpus = cpus or _usable_cpus()
         self._tick_s = 1.0 / _ticks_per_second()  # the steal counter's resolution
@@ -191,8 +204,13 @@ class RoundCauses:
                 "steal": reading.steal_s is not None, "clock": reading.mhz is not None}
 
     def read(self) -> Reading:
+        busy = own = None
+        if self._own_pids is not None:
+            busy = system_busy_s(self._proc)
+            times = {pid: process_cpu_s(pid, self._proc) for pid in set(self._own_pids())}
+            own = {pid: t for pid, t in times.items() if t is not None}
         return Reading(self._clock(), throttled_s(self._stat_files), steal_s(self._proc),
-                       mean_mhz(self._sys))
+                       mean_mhz(self._sys), busy, own)
 
     def start(self) -> None:
         self._start = self.read()
@@ -221,7 +239,27 @@ class RoundCauses:
             # most common set-aside cause.
             if lost - self._tick_s > self.share * wall * self._cpus:
                 causes["steal"] = lost
+        foreign = _foreign_s(before, after)
+        if foreign is not None:
+            used, ran = foreign
+            # Each CPU's and each own process's counter is rounded to a tick on its own.
+            if used - (self._cpus + ran) * self._tick_s > self.share * wall * self._cpus:
+                causes["foreign"] = used
         return causes
+
+
+def _foreign_s(before: Reading, after: Reading) -> tuple[float, int] | None:
+    """(CPU seconds used by processes other than ours between two readings, how many of ours
+    ran), or None when it cannot be read."""
+    if None in (before.busy_s, after.busy_s, before.own_s, after.own_s):
+        return None
+    assert before.own_s is not None and after.own_s is not None
+    assert before.busy_s is not None and after.busy_s is not None
+    own = {pid: t - before.own_s.get(pid, 0.0) for pid, t in after.own_s.items()}
+    steal = (after.steal_s - before.steal_s
+             if after.steal_s is not None and before.steal_s is not None else 0.0)
+    used = after.busy_s - before.busy_s - steal - sum(own.values())
+    return max(0.0, used), sum(1 for t in own.values() if t > 0) + 1
 
 
 def describe(rounds: dict[int, dict[str, float]]) -> str:
