@@ -13,9 +13,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Settings that keep test sweeps short; precision is not what these tests check.
+# Settings that keep test sweeps short; precision is not what these tests check. One worker
+# process per backend: several (the default, 3) mix where each process's buffers landed into
+# every run, which is precision again, and each costs a start-up and a set-up per cell. The
+# tests of several processes ask for them (test_processes.py, test_cheats.py), and the quick
+# run in test_run.py keeps the default.
 FAST_TIMING = {"budget_s": 0.05, "timeout_s": 60, "target_rel_ci": 0.5, "min_samples": 6,
-               "warmup_s": 0.0}
+               "warmup_s": 0.0, "processes": 1}
 
 
 def cli_env(extra_path: Path | None = None, extra_env: dict[str, str] | None = None

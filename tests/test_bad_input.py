@@ -5,12 +5,15 @@ missing file) exits with 2 and writes exactly one line to stderr, `qkbench: erro
 traceback; a config error names its key path. Good configs validate with exit 0 and say how many
 cells they expand to.
 
-Every case runs the real CLI (`python -m qkbench`) in a subprocess, because a traceback or a
-stray line only shows there. Each process costs about half a second of CPU (interpreter,
-pydantic, NumPy), so one session fixture starts them all at once on a thread pool and the tests
-read the outcomes. Every bad config goes through `validate`; `run` shares the same loading code
-up to the refusal, so it gets the sample in RUN_SAMPLE (every kind of problem once, every
-security-relevant one) instead of all of them, which keeps the file near 30 s on two cores.
+Every case runs the real CLI (`python -m qkbench`) in a process of its own, because a traceback
+or a stray line only shows there. A fresh interpreter costs about 0.6 s of CPU before the CLI
+reads its arguments (pydantic, NumPy), so one session fixture runs every case through
+tests/forked_cli.py: a server imports what `python -m qkbench` imports first and forks a child
+per case, which runs the package's `__main__` with its own argv, stdout, stderr and exit status;
+`test_forked_cases_match_fresh_processes` holds it to the same outcome as a fresh interpreter.
+Every bad config goes through `validate`; `run` shares the same loading code up to the refusal,
+so it gets the sample in RUN_SAMPLE (every kind of problem once, every security-relevant one)
+instead of all of them.
 
 The corpus lives in tests/configs/bad (one problem per file, the file name says which) and
 tests/configs/good; the tables below must list exactly the files there.
@@ -22,11 +25,12 @@ import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.forked_cli import run_many
 
 REPO = Path(__file__).resolve().parent.parent
 BAD_DIR = REPO / "tests" / "configs" / "bad"
@@ -243,12 +247,22 @@ class Outcome:
     out: Path | None  # the --out directory given, if any
 
 
+ENV = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+
+
 def _qkbench(args: list[str], out: Path | None) -> Outcome:
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
-    done = subprocess.run([sys.executable, "-m", "qkbench", *args], cwd=REPO, env=env,
+    """One case through a fresh `python -m qkbench` (what the forked children stand in for)."""
+    done = subprocess.run([sys.executable, "-m", "qkbench", *args], cwd=REPO, env=ENV,
                           capture_output=True, text=True, encoding="utf-8", errors="replace",
                           timeout=120, check=False)
     return Outcome(tuple(args), done.returncode, done.stdout, done.stderr, out)
+
+
+def _forked(jobs: dict[str, tuple[list[str], Path | None]], folder: Path) -> dict[str, Outcome]:
+    keys = sorted(jobs)
+    done = run_many([jobs[key][0] for key in keys], folder, REPO, ENV)
+    return {key: Outcome(tuple(jobs[key][0]), code, stdout, stderr, jobs[key][1])
+            for key, (code, stdout, stderr) in zip(keys, done)}
 
 
 def _jobs(tmp: Path) -> dict[str, tuple[list[str], Path | None]]:
@@ -285,14 +299,13 @@ def _jobs(tmp: Path) -> dict[str, tuple[list[str], Path | None]]:
 @pytest.fixture(scope="session")
 def outcomes(request: pytest.FixtureRequest,
              tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
-    jobs = _jobs(tmp_path_factory.mktemp("bad_input"))
+    folder = tmp_path_factory.mktemp("bad_input")
+    jobs = _jobs(folder)
     # Only what the selected tests will read (so `-k` stays fast).
     wanted = {item.callspec.params["key"] for item in request.session.items
               if item.module is sys.modules[__name__] and hasattr(item, "callspec")
               and "key" in item.callspec.params}
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        futures = {key: pool.submit(_qkbench, *jobs[key]) for key in sorted(wanted)}
-        return {key: future.result() for key, future in futures.items()}
+    return _forked({key: jobs[key] for key in wanted}, folder / "forked")
 
 
 def assert_usage_error(outcome: Outcome, fragment: str) -> None:
@@ -360,3 +373,22 @@ def test_good_config_validates(outcomes: dict[str, Outcome], key: str) -> None:
     assert outcome.stderr == "", shown
     cells = GOOD[key.split("/", 1)[1]]
     assert re.search(rf"\bvalid\b.*\b{cells} cells\b", outcome.stdout), shown
+
+
+# One case of each kind the fixture runs: a YAML error, a refused run, a parser error, a good
+# config, and a config whose plugin import fails inside the CLI.
+FAITHFUL = ["validate/yaml_bad_indentation.yaml", "run/unknown_key_sweep.yaml",
+            "cli/unknown_run_flag", "good/import_path_plugin.yaml",
+            "validate/backend_plugin_module_missing.yaml", "cli/no_arguments"]
+
+
+def test_forked_cases_match_fresh_processes(tmp_path: Path) -> None:
+    """The fixture's forked children stand in for fresh `python -m qkbench` processes: the same
+    exit status, stdout and stderr, to the byte."""
+    jobs = {key: job for key, job in _jobs(tmp_path).items() if key in FAITHFUL}
+    assert sorted(jobs) == sorted(FAITHFUL)
+    forked = _forked(jobs, tmp_path / "forked")
+    for key, (args, out) in jobs.items():
+        fresh = _qkbench(args, out)
+        assert (forked[key].returncode, forked[key].stdout, forked[key].stderr) == (
+            fresh.returncode, fresh.stdout, fresh.stderr), key

@@ -96,6 +96,17 @@ def test_graphs_capture_a_block_once_and_replay_it():
     assert device.captured == 2  # a new block size is a new graph
 
 
+def test_a_flushed_cell_times_each_call_alone_and_captures_no_graph():
+    # What a cold cell asked for graphs does (the real sweep below has warm cells only).
+    clock = FakeClock()
+    kernel = FakeKernel(clock, seconds=1e-6, async_s=1e-3)
+    timer, device = _timer(kernel, clock, flush_between_calls=True, graphs=True)
+    [sample] = timer.samples(1, calls=3, round_number=0)
+    assert device.captured == 0 and not timer.uses_graphs
+    assert device.events == ["flush", "start", "stop"] * 3
+    assert sample.seconds == pytest.approx(1e-3)
+
+
 def test_a_library_without_capture_falls_back_to_the_loop_and_says_so():
     clock = FakeClock()
     kernel = FakeKernel(clock, seconds=1e-6, async_s=1e-4)
@@ -124,9 +135,9 @@ def test_launch_overhead_is_the_host_time_of_one_launch():
 # ------------------------------------------------------------------ through a real sweep
 
 
-def _sweep(tmp_path, backends, **timing):
+def _sweep(tmp_path, backends, cache=("warm", "cold"), **timing):
     config = write_config(tmp_path, backends, timing={"processes": 1, **timing},
-                          n=[64], cache=["warm", "cold"])
+                          n=[64], cache=list(cache))
     out = tmp_path / "run"
     result = run_cli("run", str(config), "--out", str(out), "--no-progress")
     assert result.returncode == 0, result.stderr
@@ -160,8 +171,11 @@ def test_a_cold_gpu_cell_flushes_the_l2_instead_of_rotating_copies(event_rows):
 
 
 def test_cuda_graphs_are_recorded_per_row(tmp_path):
+    # Warm cells only: a cold cell flushes before every call and has no block to capture
+    # (test_a_flushed_cell_times_each_call_alone_and_captures_no_graph), and its 2 ms flushes
+    # made up most of this sweep's time.
     rows = _sweep(tmp_path, [f"{FAKE}:EventFakeGpu", f"{FAKE}:NoGraphFakeGpu", "numpy"],
-                  cuda_graphs=True)
+                  cache=["warm"], cuda_graphs=True)
     assert rows.loc[("event-fake-gpu", "warm"), "cuda_graph"]
     assert not rows.loc[("no-graph-fake-gpu", "warm"), "cuda_graph"]  # could not capture
     assert not rows.loc[("numpy", "warm"), "cuda_graph"]  # no device clock, no graphs

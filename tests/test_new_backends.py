@@ -4,7 +4,8 @@ Without a GPU, each is checked as far as the CPU allows: jax-cpu and torch-compi
 real sweeps; the Triton kernel runs in Triton's interpreter (TRITON_INTERPRET=1) and the Numba
 CUDA kernel in Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), both against a float64
 reference on awkward shapes (sizes that fill no tile, d_k over several slices, grouped heads,
-causal masks with n < m and n > m). Each test skips when its library is not installed.
+causal masks with n < m and n > m; smaller ones of the same kinds in the simulator, which is
+slow). Each test skips when its library is not installed.
 """
 
 import json
@@ -30,6 +31,17 @@ CASES = [
     (0, 1, 1, 65, 3, 130, False, False),  # d_k over three slices of 64
     (2, 4, 2, 33, 45, 20, True, True),  # grouped heads, causal with n < m, scaled
     (1, 3, 1, 45, 33, 16, True, False),  # multi-query, causal with n > m: rows that see nothing
+]
+# The same kinds of case for Numba's CUDA simulator, which runs each of a block's 16 × 16
+# threads as a Python thread (about 0.4 s a block on 2 cores): CASES take 115 blocks per dtype,
+# these 26, and still straddle every edge of the kernel's 16 × 16 tiles and 16-wide d_k slices.
+SIMULATED_CASES = [
+    (0, 1, 1, 19, 17, 40, False, False),  # one past a tile both ways; three slices, the last part
+    (0, 1, 1, 1, 20, 5, False, False),  # one query
+    (2, 4, 2, 5, 13, 20, True, True),  # batch × grouped heads, causal with n < m, scaled
+    (1, 1, 1, 17, 33, 7, True, False),  # causal over 2 × 3 tiles: one lies wholly above the
+    # diagonal (its loads are skipped)
+    (1, 3, 1, 20, 9, 16, True, False),  # multi-query, causal with n > m: rows that see nothing
 ]
 
 
@@ -196,14 +208,27 @@ print(json.dumps({"errors": errors}))
 
 
 def _in_fresh_process(script, **env):
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env={**cli_env(), **env},
-                            capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.splitlines()[-1])
+    return _in_fresh_processes(script, [[]], **env)[0]
 
 
-def _assert_within_bounds(errors, dtypes):
-    assert len(errors) == len(dtypes) * len(CASES)
+def _in_fresh_processes(script, arguments, **env):
+    """`script` in one fresh process per list of arguments, all at once; their JSON answers."""
+    started = [subprocess.Popen([sys.executable, "-c", script, *args], cwd=REPO,
+                                env={**cli_env(), **env}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for args in arguments]
+    answers = []
+    for process in started:
+        try:
+            stdout, stderr = process.communicate(timeout=600)
+        finally:
+            process.kill()
+        assert process.returncode == 0, stderr[-3000:]
+        answers.append(json.loads(stdout.splitlines()[-1]))
+    return answers
+
+
+def _assert_within_bounds(errors, dtypes, cases=CASES):
+    assert len(errors) == len(dtypes) * len(cases)
     for dtype, d_k, out_dtype, error in errors:
         assert out_dtype == dtype  # S comes back in the cell's dtype
         assert error <= error_bound(d_k, dtype), (dtype, d_k, error)
@@ -233,10 +258,11 @@ _SIMULATED = """
 import json, math, sys
 import numpy as np
 from qkbench.backends.numba_cuda_backend import NumbaCudaBackend, numba_cuda_scores
-from tests.test_new_backends import CASES, case_semantics, cast, inputs_for, max_scaled_error
+from tests.test_new_backends import (SIMULATED_CASES, case_semantics, cast, inputs_for,
+                                    max_scaled_error)
 out = {"unavailable": NumbaCudaBackend().unavailable(), "errors": []}
-for dtype in ("float32", "float64", "float16"):
-    for case in CASES:
+for dtype in sys.argv[1:]:
+    for case in SIMULATED_CASES:
         causal, scale = case_semantics(case)
         q64, k64 = inputs_for(case)
         q, k = cast(q64, dtype), cast(k64, dtype)
@@ -253,9 +279,15 @@ def test_numba_cuda_kernel_agrees_with_float64_in_the_simulator():
     pytest.importorskip("numba")
     if not _importable("numba_cuda"):
         pytest.skip("numba-cuda is not installed (pip install 'qkbench[numba-cuda]')")
-    out = _in_fresh_process(_SIMULATED, NUMBA_ENABLE_CUDASIM="1")
-    assert "simulator" in out["unavailable"]  # it never times the simulator as a GPU
-    _assert_within_bounds(out["errors"], ["float32", "float64", "float16"])
+    # One process per dtype, side by side: the simulator's threads mostly wait for each other
+    # at the kernel's barriers, so three processes take little longer than one.
+    dtypes = ["float32", "float64", "float16"]
+    answers = _in_fresh_processes(_SIMULATED, [[dtype] for dtype in dtypes],
+                                  NUMBA_ENABLE_CUDASIM="1")
+    for answer in answers:
+        assert "simulator" in answer["unavailable"]  # it never times the simulator as a GPU
+    errors = [error for answer in answers for error in answer["errors"]]
+    _assert_within_bounds(errors, dtypes, SIMULATED_CASES)
 
 
 def test_gpu_tests_skip_cleanly_here():
