@@ -78,20 +78,23 @@ def _python(code: str, env: dict[str, str]) -> str:
 def _pythons(code: str, envs: list[dict[str, str]]) -> list[str]:
     """The last line `code` prints in a fresh process per environment, the processes side by
     side (a cold compile keeps one core busy for ~10 s)."""
+    return [_finish(process) for process in [_start(code, env) for env in envs]]
+
+
+def _start(code: str, env: dict[str, str]) -> subprocess.Popen:
     path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    started = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
-                                env={**os.environ, **env, "PYTHONPATH": path},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for env in envs]
-    lines = []
-    for process in started:
-        try:
-            stdout, stderr = process.communicate(timeout=240)
-        finally:
-            process.kill()
-        assert process.returncode == 0, stderr[-3000:]
-        lines.append(stdout.strip().splitlines()[-1])
-    return lines
+    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
+                            env={**os.environ, **env, "PYTHONPATH": path},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process: subprocess.Popen) -> str:
+    try:
+        stdout, stderr = process.communicate(timeout=240)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    return stdout.strip().splitlines()[-1]
 
 
 def test_detection_honours_numba_cpu_overrides() -> None:
@@ -119,8 +122,9 @@ print(json.dumps({"hits": hits, "misses": misses, "seconds": seconds}))
 
 
 @pytest.mark.slow
-def test_cache_is_keyed_by_path_and_isa(tmp_path: Path) -> None:
-    """A second process loads the kernel; another path or another ISA compiles its own."""
+def test_cache_is_keyed_by_path_and_isa(tmp_path: Path, avx512_asm) -> None:
+    """A second process loads the kernel; another path or another ISA compiles its own.
+    (`avx512_asm`: only started here, to share the cores; see that fixture.)"""
     pytest.importorskip("numba")
     from numba.core.codegen import get_host_cpu_features
 
@@ -146,14 +150,8 @@ def test_cache_is_keyed_by_path_and_isa(tmp_path: Path) -> None:
     assert calls(env(second, "avx2"))[0]["hits"] == 1  # and the host's entry is still there
 
 
-@pytest.mark.slow
-def test_avx512_path_compiles_to_512_bit_fmas(tmp_path: Path) -> None:
-    """Compiled (not run) for an AVX-512 Xeon: the tile's FMAs are zmm ones and none spill.
-
-    Without the path's prefer-vector-width request, LLVM gives Sapphire Rapids 256-bit FMAs.
-    """
-    pytest.importorskip("numba")
-    code = """
+# Compiled (not run) for an AVX-512 Xeon; prints the hot block's FMAs, zmm FMAs, stack accesses.
+_AVX512_ASM = """
 import re, numpy as np
 from numba import typeof
 from numba.core import config
@@ -169,8 +167,28 @@ hot = max(re.split(r"\\n(?=\\.LBB\\d+_\\d+:)", asm), key=lambda b: b.count("vfma
 fmas = [line for line in hot.splitlines() if "vfmadd" in line]
 print(len(fmas), sum("zmm" in f for f in fmas), sum("rsp" in line for line in hot.splitlines()))
 """
+
+
+@pytest.fixture(scope="module")
+def avx512_asm(tmp_path_factory: pytest.TempPathFactory):
+    """The process of the AVX-512 assembly check, started the first time a test asks for it:
+    the cache test asks, so that this compile (one core, ~15 s) runs beside that test's first
+    cold compile, which has the other core to itself otherwise. Yields a function that waits
+    for the process and returns what it printed."""
+    pytest.importorskip("numba")
     features = "+avx512f,+avx512vl,+avx512bw,+avx512dq,+avx512cd,+avx2,+fma,+avx,+f16c,+bmi2"
-    env = {"NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_CPU_NAME": "sapphirerapids",
-           "NUMBA_CPU_FEATURES": features}
-    fmas, zmm, stack = map(int, _python(code, env).split())
+    env = {"NUMBA_CACHE_DIR": str(tmp_path_factory.mktemp("avx512-cache")),
+           "NUMBA_CPU_NAME": "sapphirerapids", "NUMBA_CPU_FEATURES": features}
+    process = _start(_AVX512_ASM, env)
+    yield lambda: _finish(process)
+    process.kill()
+
+
+@pytest.mark.slow
+def test_avx512_path_compiles_to_512_bit_fmas(avx512_asm) -> None:
+    """Compiled (not run) for an AVX-512 Xeon: the tile's FMAs are zmm ones and none spill.
+
+    Without the path's prefer-vector-width request, LLVM gives Sapphire Rapids 256-bit FMAs.
+    """
+    fmas, zmm, stack = map(int, avx512_asm().split())
     assert fmas == 16 and zmm == 16 and stack == 0  # 8 rows × 2 zmm per step t, in registers

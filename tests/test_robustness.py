@@ -9,6 +9,7 @@ import time
 import pandas as pd
 import pytest
 
+from qkbench.cli import main
 from qkbench.plan import config as config_module
 from qkbench.records.results import CELL_KEY, finished_keys, kept_mask, key_of
 from qkbench.plan.sweep import Shard, expand
@@ -23,6 +24,16 @@ def start_run(config, out, *extra):
     return subprocess.Popen([sys.executable, "-m", "qkbench", "run", str(config), "--out",
                              str(out), "--no-progress", *extra], cwd=REPO, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def qkbench(capsys, *args):
+    """`qkbench ARGS` in this process: (exit code, stdout, stderr). For commands that need no
+    process of their own (nothing is killed or signalled), which saves a start-up each; the
+    CLI's exit codes and messages come from the same function either way."""
+    capsys.readouterr()
+    code = main([*args, "--no-plots"] if args[0] == "run" else list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def wait_for_cells(out, count, timeout=60):
@@ -101,11 +112,11 @@ def test_resume_repairs_a_torn_line_and_drops_orphan_samples(tmp_path):
     (["quick"], "give neither a config nor --out"),
     (["--shard", "2/3"], "holds shard 1/1"),
 ])
-def test_resume_refuses_conflicting_requests(tmp_path, extra, problem):
+def test_resume_refuses_conflicting_requests(tmp_path, capsys, extra, problem):
     config = write_config(tmp_path, ["numpy"])
     out = tmp_path / "run"
-    assert run_cli("run", str(config), "--out", str(out), "--no-progress").returncode == 0
-    result = run_cli("run", "--resume", str(out), *extra)
+    assert qkbench(capsys, "run", str(config), "--out", str(out), "--no-progress")[0] == 0
+    result = run_cli("run", "--resume", str(out), *extra)  # the refusal in a real process
     assert result.returncode == 2 and problem in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -133,39 +144,41 @@ def test_bad_shard_is_a_usage_error(tmp_path, text):
     assert result.returncode == 2 and "--shard" in result.stderr
 
 
-def test_shards_merge_into_the_whole_sweep(tmp_path):
+def test_shards_merge_into_the_whole_sweep(tmp_path, capsys):
     config = write_config(tmp_path, ["numpy", "tests.plugins.misbehaving:Good"],
                           n=[16, 24, 32], dtype=["float32", "float64"])
     shards = []
     for index in (1, 2, 3):
         out = tmp_path / f"shard{index}"
-        result = run_cli("run", str(config), "--shard", f"{index}/3", "--out", str(out),
-                         "--no-progress")
-        assert result.returncode == 0, result.stderr
+        code, _, err = qkbench(capsys, "run", str(config), "--shard", f"{index}/3", "--out",
+                               str(out), "--no-progress")
+        assert code == 0, err
         shards.append(str(out))
     merged = tmp_path / "merged"
-    result = run_cli("merge", *shards, "--out", str(merged))
-    assert result.returncode == 0, result.stderr
+    code, _, err = qkbench(capsys, "merge", *shards, "--out", str(merged))
+    assert code == 0, err
     assert_complete_without_duplicates(merged, 12)
     meta = json.loads((merged / "meta.json").read_text())
     assert meta["state"] == "finished" and len(meta["merged_from"]) == 3
 
-    overlap = run_cli("merge", shards[0], shards[0], "--out", str(tmp_path / "m2"))
-    assert overlap.returncode == 2 and "must not overlap" in overlap.stderr
-    missing = run_cli("merge", shards[0], shards[1], "--out", str(tmp_path / "m3"))
-    assert missing.returncode == 1 and "in no shard" in missing.stderr
+    code, _, err = qkbench(capsys, "merge", shards[0], shards[0], "--out", str(tmp_path / "m2"))
+    assert code == 2 and "must not overlap" in err
+    code, _, err = qkbench(capsys, "merge", shards[0], shards[1], "--out", str(tmp_path / "m3"))
+    assert code == 1 and "in no shard" in err
 
 
-def test_merge_refuses_shards_of_different_configs(tmp_path):
+def test_merge_refuses_shards_of_different_configs(tmp_path, capsys):
     first = write_config(tmp_path, ["numpy"], n=[16])
-    run_cli("run", str(first), "--shard", "1/2", "--out", str(tmp_path / "a"), "--no-progress")
+    qkbench(capsys, "run", str(first), "--shard", "1/2", "--out", str(tmp_path / "a"),
+            "--no-progress")
     other = tmp_path / "other"
     other.mkdir()
     second = write_config(other, ["numpy"], n=[24])
-    run_cli("run", str(second), "--shard", "2/2", "--out", str(tmp_path / "b"), "--no-progress")
-    result = run_cli("merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
-                     str(tmp_path / "m"))
-    assert result.returncode == 2 and "another config" in result.stderr
+    qkbench(capsys, "run", str(second), "--shard", "2/2", "--out", str(tmp_path / "b"),
+            "--no-progress")
+    code, _, err = qkbench(capsys, "merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
+                           str(tmp_path / "m"))
+    assert code == 2 and "another config" in err
 
 
 def test_cells_that_cannot_fit_in_memory_are_skipped_with_the_reason(tmp_path):
