@@ -30,6 +30,16 @@ def cli_env(extra_path: Path | None = None, extra_env: dict[str, str] | None = N
     return env
 
 
+def interruptible() -> None:
+    """For Popen's preexec_fn: SIGINT back to its default in the child. A shell runs a
+    background job (`.ci/run &`, a CI runner's step) with SIGINT ignored, the child inherits
+    that, and Python then installs no Ctrl-C handler: a test that interrupts a run must give it
+    the Ctrl-C a user's terminal would."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(*args: str, extra_path: Path | None = None, timeout: float = 240,
             cwd: Path = REPO, plots: bool = False,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

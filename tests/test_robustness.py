@@ -13,7 +13,7 @@ from qkbench.cli import main
 from qkbench.plan import config as config_module
 from qkbench.records.results import CELL_KEY, finished_keys, kept_mask, key_of
 from qkbench.plan.sweep import Shard, expand
-from tests.conftest import REPO, cli_env, read_summary, run_cli, write_config
+from tests.conftest import REPO, cli_env, interruptible, read_summary, run_cli, write_config
 
 # 12 cells of at least 0.3 s each (slow_config): the run is still going when the tests stop
 # it after 2 or 3 cells, and a resume has several left to run.
@@ -23,7 +23,8 @@ SLOW_SWEEP = {"n": [16, 24, 32], "dtype": ["float32", "float64"]}
 def start_run(config, out, *extra):
     return subprocess.Popen([sys.executable, "-m", "qkbench", "run", str(config), "--out",
                              str(out), "--no-progress", *extra], cwd=REPO, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
 
 
 def qkbench(capsys, *args):

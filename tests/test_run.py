@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from qkbench.records.results import SAMPLE_COLUMNS, SUMMARY_COLUMNS, kept_mask
-from tests.conftest import REPO, cli_env, read_summary, run_cli, write_config
+from tests.conftest import REPO, cli_env, interruptible, read_summary, run_cli, write_config
 
 PLUGINS = "tests.plugins.misbehaving"
 
@@ -106,7 +106,8 @@ def test_interrupt_keeps_finished_cells_and_exits_130(tmp_path, sig):
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "qkbench", "run", str(config), "--out",
                                 str(out), "--no-progress"], cwd=REPO, env=cli_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=interruptible)
     log = out / "cells.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not log.exists() or log.read_text().count("\n") < 2):
