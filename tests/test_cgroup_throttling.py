@@ -187,6 +187,9 @@ def test_the_same_sweep_without_a_quota_sets_nothing_aside_for_throttling(tmp_pa
         pytest.skip("reads /proc")
     summary, samples, _ = _sweep(tmp_path, None)
     assert not summary["set_aside_causes"].fillna("").str.contains("throttled").any()
-    # Steal is the only other cause the OS names; with neither, every round is kept.
-    no_steal = ~summary["set_aside_causes"].fillna("").str.contains("steal")
-    assert (summary.loc[no_steal, "unfit_share"] == 0.0).all()
+    # Steal and other processes' CPU are the other causes the OS names (a machine shared with
+    # another job shows them); with none of them, every round is kept.
+    no_cause = summary["set_aside_causes"].fillna("").str.strip().isin(["", "unknown"]) | \
+        summary["set_aside_causes"].fillna("").str.startswith("unknown")
+    assert (summary.loc[no_cause, "unfit_share"] == 0.0).all()
+    assert not (samples["set_aside_cause"] == "throttled").any()
