@@ -42,7 +42,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qkbench.machine.contention import process_cpu_s, system_busy_s
+# One reading of the tick rate, /proc's and the round watch's alike.
+from qkbench.machine.contention import _ticks_per_second, process_cpu_s, system_busy_s
 
 _PROC, _SYS = Path("/proc"), Path("/sys")
 
@@ -57,13 +58,6 @@ class Reading:
     mhz: float | None  # mean current clock over the CPUs that expose it
     busy_s: float | None = None  # all CPUs' busy time, steal included
     own_s: dict[int, float] | None = None  # CPU time of each of qkbench's own processes
-
-
-def _ticks_per_second() -> int:
-    try:
-        return os.sysconf("SC_CLK_TCK")
-    except (AttributeError, ValueError, OSError):
-        return 100
 
 
 def _usable_cpus() -> int:
