@@ -6,7 +6,9 @@ two-threaded sweep inside a CPU-quota cgroup, then reports:
 * **quiet machine** — per run: wall time, the timed work's share of it and the rest of the split
   (meta.json time_split_s); the median `unfit_share` of ok cells and the share of all rounds set
   aside (and why: sample column set_aside_cause); ok cells with fewer kept samples than
-  min_samples; the machine check's "cannot judge" groups;
+  min_samples; the machine check's "cannot judge" groups; and, per cause, how much slower the
+  samples set aside ran than the same cell's kept samples (a check that sets aside rounds no
+  slower than the rest is throwing good data away);
 * **throttling caught** — the share of rounds overlapping throttling (from an independent poll
   of the cgroup's cpu.stat, as tests/test_cgroup_throttling.py does) that were set aside naming
   it (skipped where no cgroup cpu controller is writable: not root, not Linux);
@@ -88,7 +90,28 @@ def quiet_figures(run: Path) -> dict[str, object]:
             "max_pct_peak": (None if ok["pct_peak"].isna().all()
                              else round(float(ok["pct_peak"].max()), 1)),
             "above_peak_rows": int(ok["above_peak"].fillna(False).astype(bool).sum()),
+            "set_aside_slowdown": set_aside_slowdown(samples),
             "calibration": meta.get("calibration")}
+
+
+def set_aside_slowdown(samples: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per cause: over the cells with samples set aside for it, the quartiles of (median of
+    those samples / median of the cell's kept samples)."""
+    cells = [c for c in ("backend", "dtype", "n", "m", "d_k", "phase", "cache",
+                         "threads_requested", "batch", "heads", "kv_heads", "causal", "preset")
+             if c in samples]
+    cause = samples["set_aside_cause"].astype("string").fillna("")
+    ratios: dict[str, list[float]] = {}
+    for _, cell in samples.assign(_cause=cause).groupby(cells, dropna=False):
+        kept = cell.loc[cell["_cause"] == "", "seconds"]
+        if len(kept) < 3:
+            continue
+        for name, aside in cell[cell["_cause"] != ""].groupby("_cause"):
+            ratios.setdefault(name, []).append(float(aside["seconds"].median() / kept.median()))
+    return {name: {"cells": len(values),
+                   **{q: round(float(np.quantile(values, f)), 3)
+                      for q, f in (("q1", 0.25), ("median", 0.5), ("q3", 0.75))}}
+            for name, values in sorted(ratios.items())}
 
 
 def throttling_figures(folder: Path) -> dict[str, object]:

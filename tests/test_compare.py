@@ -7,6 +7,7 @@ runs the real harness twice and checks only the shape of the answer, never a tim
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 
 from qkbench.cli import main
+from qkbench.analysis.bootstrap import between_runs_interval
 from qkbench.analysis.compare import Rule, bootstrap_ratio, compare_runs, environment_differences
 from tests.conftest import run_cli, write_config
 
@@ -346,6 +348,42 @@ def test_pooled_runs_still_catch_a_real_slowdown(tmp_path):
     assert set(verdicts(compare_runs(base, cand)).values()) == {"slower"}
 
 
+def test_pooled_runs_are_the_units_not_their_processes(tmp_path):
+    # Measured on a 2-vCPU VM: the three processes of one run share its state, and a 3-vs-3
+    # split of six runs of one commit put two fast runs and a slow one against the reverse.
+    # Resampling the nine processes as if independent calls that a 19% slowdown...
+    levels = [1.0, 1.0, 1.0]
+    base = write_pool(tmp_path / "base", [1.0, 1.0, 1.15], seed=10, process_levels=levels)
+    cand = write_pool(tmp_path / "cand", [1.15, 1.3, 1.3], seed=20, process_levels=levels)
+    comparison = compare_runs(base, cand)
+    cell = next(c for c in comparison.cells if c.key["backend"] == "numpy")
+    units = [[np.full(10, f) for _ in levels] for f in (1.0, 1.0, 1.15)]
+    _, low, _ = bootstrap_ratio([u for run in units for u in run],
+                                [np.full(10, f) for f in (1.15, 1.3, 1.3) for _ in levels])
+    assert low > 1.1  # ...which alone would be a false alarm,
+    # ...while three runs a side, with the t quantile of three values each, do not.
+    assert set(verdicts(comparison).values()) == {"same"}
+    assert "runs of a side differ" in cell.note
+    between = between_runs_interval([1.0, 1.0, 1.15], [1.15, 1.3, 1.3])
+    assert between[0] < 1.1 < 1.19 < between[1]
+
+
+def test_the_between_run_interval_needs_two_runs_on_a_side_and_centres_on_the_ratio():
+    assert between_runs_interval([1.0], [1.2]) is None
+    low, high = between_runs_interval([1.0, 1.1, 0.95], [1.25, 1.35, 1.2])
+    assert low < 1.25 < high
+    # One run on a side borrows the other side's spread: wider than with three.
+    one_low, one_high = between_runs_interval([1.0], [1.25, 1.35, 1.2])
+    assert one_high / one_low > high / low
+    # Runs that agree exactly leave the bootstrap to judge: a point, not an error.
+    assert between_runs_interval([1.0, 1.0], [2.0, 2.0]) == pytest.approx((2.0, 2.0))
+    # More agreeing runs narrow it.
+    rng = np.random.default_rng(0)
+    few = between_runs_interval(rng.lognormal(0, 0.1, 3), rng.lognormal(0, 0.1, 3))
+    many = between_runs_interval(rng.lognormal(0, 0.1, 30), rng.lognormal(0, 0.1, 30))
+    assert many[1] / many[0] < few[1] / few[0]
+
+
 def test_a_pool_must_hold_one_config(tmp_path, capsys):
     pool = write_pool(tmp_path / "pool", [1.0, 1.0], seed=1)
     write_run(pool / "other", medians(), seed=5, config="another")
@@ -436,3 +474,19 @@ def test_a_machine_that_shifted_beyond_the_threshold_cannot_support_one_run_a_si
     plain = compare_runs(write_run(tmp_path / "c", medians(), seed=3),
                          write_run(tmp_path / "d", medians(), seed=4))
     assert plain.machine_shift == {} and "machine:" not in plain.to_text()
+
+
+def test_the_slowed_subject_answers_right_and_spins_for_its_measured_quarter():
+    from tests.plugins.slowed import PlainNumpy, SlowedNumpy
+
+    rng = np.random.default_rng(4)
+    q, k = rng.standard_normal((64, 16)), rng.standard_normal((48, 16))
+    plain, slowed = PlainNumpy(), SlowedNumpy()
+    expected = plain.scores(*plain.prepare(q, k))
+    prepared = slowed.prepare(q, k)
+    assert slowed._extra_s > 0
+    started = time.perf_counter()
+    answer = slowed.scores(*prepared)
+    assert time.perf_counter() - started >= slowed._extra_s  # the spin, not a speed claim
+    np.testing.assert_allclose(answer, expected)
+    np.testing.assert_allclose(answer, q @ k.T, rtol=1e-12)

@@ -1,12 +1,15 @@
 """Step 7, the statistics of a verdict: a seeded percentile bootstrap of the ratio of two
-medians, resampling runs (or worker processes) first, then samples (see analysis/compare.py
+medians, resampling runs (or worker processes) first, then samples, and, when a side pools
+several runs, a t interval from how much the runs' own medians differ (see analysis/compare.py
 for why)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import stats
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -67,3 +70,34 @@ def _bootstrap_medians(runs: list[np.ndarray], resamples: int, rng: np.random.Ge
         high = np.argmax(cumulative > half, axis=1)  # the upper of two (same when odd)
         out[start:start + count] = 0.5 * (ordered[low] + ordered[high])
     return out
+
+
+def between_runs_interval(baseline: Sequence[float], candidate: Sequence[float],
+                          confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """The interval of the ratio candidate/baseline from the runs' own medians, one per run:
+    a Welch t interval of the difference of their mean logarithms. None unless a side has
+    two runs or more.
+
+    Two runs of one commit differ as wholes (on a shared VM a multi-threaded cell's median
+    moved by up to 1.7x between six runs of one sitting), and the runs of a side are then its
+    only independent units: the bootstrap's resamples of three runs cannot show a spread that
+    three values estimate so poorly, while the t quantile at so few degrees of freedom does.
+    A side with one run is taken to spread as much as the other side's runs (equal variances,
+    the other side's degrees of freedom)."""
+    logs = [np.log(np.asarray(side, dtype=float)) for side in (baseline, candidate)]
+    counts = [len(side) for side in logs]
+    if max(counts) < 2:
+        return None
+    if min(counts) < 2:  # one side's spread stands for both
+        variance = float(np.var(logs[counts.index(max(counts))], ddof=1))
+        parts = [variance / k for k in counts]
+        freedom = float(max(counts) - 1)
+    else:
+        parts = [float(np.var(side, ddof=1)) / len(side) for side in logs]
+        freedom = float(min(counts) - 1)
+        if sum(parts) > 0:  # Welch-Satterthwaite
+            freedom = sum(parts) ** 2 / sum(p * p / (k - 1) for p, k in zip(parts, counts))
+    spread = math.sqrt(sum(parts))
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, freedom)) * spread
+    difference = float(np.mean(logs[1]) - np.mean(logs[0]))
+    return math.exp(difference - half), math.exp(difference + half)

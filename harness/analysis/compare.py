@@ -18,15 +18,15 @@ baseline and candidate swaps slower and faster exactly.
 
 The interval is a seeded percentile bootstrap of the ratio of medians over the raw per-call
 samples (samples.parquet), each side resampled on its own: timings are skewed and the ratio of
-two medians has no simple formula. A side may be a folder of several runs of one config; they
-are pooled and resampled run first, then sample, so the run-to-run shift that a single run
-cannot show widens the interval — the way to keep A/A comparisons quiet on a noisy machine.
+two medians has no simple formula. A side may be a folder of several runs of one config: their
+samples are pooled, and since its few runs are its only independent units, the interval is the
+wider of the bootstrap's and a t interval of the runs' medians (`between_runs_interval`), which
+keeps A/A comparisons quiet on a machine whose runs differ as wholes.
 
-Drift-proof mode (`normalize_by`): the harness samples all backends of a group (shape, dtype,
-phase, cache, threads) in interleaved rounds, so a shared machine's drift falls on all of them
-within a round. Each sample is divided by the reference backend's median in the same run, group
-and round; those normalised values are then compared between runs as above. A machine that is
-40% slower today slows the reference by as much, and the normalised values do not move.
+Drift-proof mode (`normalize_by`): the harness samples all backends of a group in interleaved
+rounds, so a shared machine's drift falls on all of them within a round. Each sample is divided
+by the reference backend's median in the same run, group and round, and those values compared
+as above: a machine 40% slower today slows the reference as much, and they do not move.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ import numpy as np
 import pandas as pd
 
 # The statistics and the renderings live beside this module (re-exported for callers).
-from qkbench.analysis.bootstrap import CONFIDENCE, RESAMPLES, SEED, bootstrap_ratio
+from qkbench.analysis.bootstrap import (CONFIDENCE, RESAMPLES, SEED, between_runs_interval,
+                                        bootstrap_ratio)
 from qkbench.analysis.verdict_text import to_json, to_markdown, to_text
 from qkbench.errors import UsageError
 from qkbench.machine import calibration
@@ -381,8 +382,12 @@ def _compare_cell(key: dict[str, Any], cell: CellKey, base: _Side, cand: _Side,
     seed = zlib.crc32(repr(tuple(cell.as_dict().values())).encode())
     rng = np.random.default_rng([rule.seed, seed])
     ratio, low, high = bootstrap_ratio(b_runs, c_runs, rule.confidence, rule.resamples, rng)
-    verdict = rule.decide(low, high, threshold)
     notes = []
+    between = between_runs_interval(*(_run_medians(v, cell) for v in values), rule.confidence)
+    if between is not None and (between[0] < low or between[1] > high):
+        low, high = min(low, between[0]), max(high, between[1])
+        notes.append("interval widened by how much the runs of a side differ")
+    verdict = rule.decide(low, high, threshold)
     if verdict == "same" and (high > 1.0 + threshold or low < 1.0 / (1.0 + threshold)):
         notes.append(f"inconclusive: the interval reaches beyond ±{100 * threshold:g}%")
     for side, name in ((base, "baseline"), (cand, "candidate")):
@@ -395,6 +400,10 @@ def _compare_cell(key: dict[str, Any], cell: CellKey, base: _Side, cand: _Side,
     return CellResult(key, verdict, float(np.median(np.concatenate(b_runs))),
                       float(np.median(np.concatenate(c_runs))), ratio, low, high, threshold,
                       **counts, **statuses, note=note)
+
+
+def _run_medians(runs: list[dict[CellKey, list[np.ndarray]]], cell: CellKey) -> list[float]:
+    return [float(np.median(np.concatenate(v[cell]))) for v in runs if cell in v]
 
 
 def _text(value: Any) -> str:

@@ -1,17 +1,22 @@
 """A backend and its deliberately slowed twin, to measure how often compare catches a slowdown.
 
 Both compute S = Q·Kᵀ with NumPy's BLAS, in four blocks of n/4 rows, and return the right
-answer. The slowed one computes one of the blocks a second time, into fresh memory of its own:
-five blocks of identical shape instead of four, 25% more of exactly the same work — a realistic
-regression, not a sleep that the scheduler might hide or inflate. (Recomputing "an extra
-quarter" as one smaller product instead costs about 35% more time, not 25%: small products use
-BLAS less efficiently.) Used by benchmarks/aa_false_alarms.py under one label, "subject", so
-the cells of the two versions match.
+answer. The slowed one then keeps the CPU busy for a quarter of what the plain call takes in the
+same process (measured in `prepare`): a slowdown of a known size, on the CPU, not a sleep that
+the scheduler might hide or inflate.
+
+Why not 25% more products: at d_k = 64 one thread of BLAS is bound by writing S more than by
+its multiply-adds, so a fifth block of the same product (into fresh memory or a buffer of its
+own) cost between 0% and 35% more time depending on the process — measured on the 2-vCPU
+Zen 3 VM, where the harness's median at n = 256 came out 0.96x of the plain version's in six
+runs of six. A detection rate needs a slowdown whose size is known. Used by
+benchmarks/aa_false_alarms.py under one label, "subject", so the cells of the two versions match.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 
@@ -40,12 +45,22 @@ class PlainNumpy(Backend):
 
 class SlowedNumpy(PlainNumpy):
     name = "numpy-slowed"
+    EXTRA = 0.25  # of the plain call's time
+    CALIBRATION_CALLS = 15
+
+    def prepare(self, q, k):
+        prepared = super().prepare(q, k)
+        times = []
+        for _ in range(self.CALIBRATION_CALLS):
+            start = time.perf_counter()
+            super().scores(*prepared)
+            times.append(time.perf_counter() - start)
+        self._extra_s = self.EXTRA * sorted(times)[len(times) // 2]
+        return prepared
 
     def scores(self, q, k):
         s = super().scores(q, k)
-        start, stop = self._blocks[0]
-        # The fifth, redundant block, into fresh memory like the four real ones (first-touch
-        # page faults are part of the real blocks' cost too).
-        self._extra = np.empty((stop - start, k.shape[0]), dtype=q.dtype)
-        np.matmul(q[start:stop], self._kt, out=self._extra)
+        until = time.perf_counter() + self._extra_s
+        while time.perf_counter() < until:  # busy, as a slower kernel would be
+            pass
         return s
