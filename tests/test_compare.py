@@ -141,7 +141,7 @@ def test_a_run_sampled_on_a_busy_machine_is_pointed_out(tmp_path, capsys):
     assert main(["compare", str(base), str(cand)]) == 1
     out = capsys.readouterr().out
     assert "+30" in out and "0.90 cores busy" in out  # the table keeps the note beside the %
-    assert "confirm with three runs a side" in out  # one run a side, and a slower cell
+    assert "confirm with five runs a side" in out  # one run a side, and a slower cell
     quiet = compare_runs(base, write_run(tmp_path / "c", medians(), seed=3, foreign_load=0.0))
     assert all(c.note == "" for c in quiet.cells)
 

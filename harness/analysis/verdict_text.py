@@ -73,14 +73,14 @@ def _context_lines(comparison: Comparison) -> list[str]:
         if comparison.machine_shift_exceeds_threshold and min(comparison.runs) == 1:
             lines.append(f"note: the machine itself shifted by more than the threshold "
                          f"(±{100 * comparison.rule.threshold:g}%) between the runs: one run a "
-                         "side cannot support a verdict; pool three runs a side (a folder of "
+                         "side cannot support a verdict; pool five runs a side (a folder of "
                          "runs each)")
     if min(comparison.runs) == 1 and comparison.counts()["slower"]:
-        # Measured with benchmarks/aa_false_alarms.py on a 2-core VM: unchanged code raised an
-        # alarm in 1 of 110 single-run pairs (raw), none of 60 with three runs a side; a whole
-        # run can shift, and one run cannot show it.
+        # Measured with benchmarks/aa_false_alarms.py on a 2-vCPU VM (docs/regressions-in-ci.md):
+        # unchanged code raised an alarm in 1 of 30 single-run pairs normalised, 18 of 30 raw;
+        # none of 20 with five runs a side, which caught 30 of 30 25% slowdowns normalised.
         lines.append("note: one run on a side — on a shared machine whole runs shift by 10-20% "
-                     "between them; confirm with three runs a side (a folder of runs)")
+                     "between them; confirm with five runs a side (a folder of runs)")
     return lines
 
 
