@@ -1,15 +1,16 @@
 """A backend and its deliberately slowed twin, to measure how often compare catches a slowdown.
 
 Both compute S = Q·Kᵀ with NumPy's BLAS, in four blocks of n/4 rows, and return the right
-answer. The slowed one then keeps the CPU busy for a quarter of what the plain call takes in the
-same process (measured in `prepare`): a slowdown of a known size, on the CPU, not a sleep that
-the scheduler might hide or inflate.
+answer. The slowed one then keeps the CPU busy for a quarter of what the plain call took in
+the same process when it was prepared (before any warm-up, so the harness measures it a little
+more: 1.28-1.33x the plain version on the 2-vCPU Zen 3 VM): a slowdown of a known size, on the
+CPU, not a sleep that the scheduler might hide or inflate.
 
-Why not 25% more products: at d_k = 64 one thread of BLAS is bound by writing S more than by
-its multiply-adds, so a fifth block of the same product (into fresh memory or a buffer of its
-own) cost between 0% and 35% more time depending on the process — measured on the 2-vCPU
-Zen 3 VM, where the harness's median at n = 256 came out 0.96x of the plain version's in six
-runs of six. A detection rate needs a slowdown whose size is known. Used by
+Why not 25% more products: at d_k = 64 one thread's product runs far below the FMA peak (about
+44 of 117 GFLOP/s at n = 256 on that VM), and a fifth block of the same product did not cost a
+fifth more. Measured there, it cost 0-35% more depending on the process, and the harness's
+median at n = 256 came out 0.89-1.01x numpy's for the slowed version in all six runs, against
+0.86-1.05x for the plain one. A detection rate needs a slowdown whose size is known. Used by
 benchmarks/aa_false_alarms.py under one label, "subject", so the cells of the two versions match.
 """
 
