@@ -95,9 +95,7 @@ def _some_rows(reference: inputs.Reference) -> inputs.Reference:
         return reference
     picked = np.sort(np.random.default_rng().choice(len(reference.rows), SOME_ROWS,
                                                     replace=False))
-    return inputs.Reference(rows=reference.rows[picked], values=reference.values[picked],
-                            q_norms=reference.q_norms, k_norms=reference.k_norms,
-                            d_k=reference.d_k)
+    return reference.subset(picked)
 
 
 def _failed(check: str, detail: str, figures: dict[str, Any] | None = None) -> CellFailure:

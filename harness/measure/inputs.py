@@ -19,7 +19,7 @@ The plain 2-D shape keeps the arrays, the seeds and the row sample it always had
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,12 @@ class Reference:
             return np.zeros(len(rows), dtype=np.intp)
         batch_head = rows // p.n
         return (batch_head // p.heads) * p.kv_heads + (batch_head % p.heads) // p.group
+
+    def subset(self, picked: np.ndarray) -> Reference:
+        """The same reference held to fewer of its rows (`picked` indexes `rows`). Everything
+        but the rows travels along: a subset that lost `problem` would read an attention S as
+        a plain one, its masked −inf entries as non-finite output."""
+        return replace(self, rows=self.rows[picked], values=self.values[picked])
 
     def masked(self, rows: np.ndarray) -> np.ndarray | None:
         """(len(rows), m) booleans, True where S[row, j] is masked; None when nothing is."""
