@@ -84,7 +84,23 @@ def load_class(path: str) -> type:
         raise UsageError(f"module {module_name!r} has no class {class_name!r}")
     if not isinstance(cls, type) or not callable(getattr(cls, "scores", None)):
         raise UsageError(f"{path!r} is not a backend class (it needs a scores(q, k) method)")
-    return cls
+    return with_default_hooks(cls, path)
+
+
+def with_default_hooks(cls: type, path: str) -> type:
+    """A backend class that has every member of the protocol: `cls` itself when it subclasses
+    `Backend`, else a subclass that puts `Backend` after it in the method order. A plugin
+    written to the protocol without the base class then gets each optional hook's documented
+    default (cleanup, load, telemetry, ...) from the one place that defines them, instead of an
+    AttributeError in every cell; whatever it defines itself still comes first."""
+    if issubclass(cls, Backend):
+        return cls
+    try:
+        return type(cls.__name__, (cls, Backend), {"__module__": cls.__module__,
+                                                   "__qualname__": cls.__qualname__})
+    except TypeError as exc:  # a metaclass or layout conflict (slots, a C base)
+        raise UsageError(f"{path!r} does not subclass qkbench.Backend and cannot take its "
+                         f"default hooks ({exc}); subclass qkbench.Backend") from None
 
 
 def resolve(name: str, label: str | None = None, options: dict[str, Any] | None = None

@@ -223,7 +223,11 @@ CLI = {
     "unknown_validate_flag": (["validate", "--strict", "configs/quick.yaml"],
                               "unrecognized arguments: --strict"),
     "validate_without_config": (["validate"], "required: config"),
-    "validate_endless_device": (["validate", "/dev/zero"], "larger than 1 MiB"),
+    "validate_endless_device": (["validate", "/dev/zero"],
+                                "not a regular file (a character device)"),
+    # A FIFO with no writer: opening it for reading would wait forever.
+    "validate_fifo": (["validate", "{fifo}"], "not a regular file (a FIFO)"),
+    "run_fifo": (["run", "{fifo}", "--out", "{out}"], "not a regular file (a FIFO)"),
     "validate_two_configs": (["validate", "configs/quick.yaml", "configs/default.yaml"],
                              "unrecognized arguments"),
     "run_unknown_config_name": (["run", "no-such-config", "--out", "{out}"],
@@ -277,7 +281,9 @@ def _jobs(tmp: Path) -> dict[str, tuple[list[str], Path | None]]:
     full = tmp / "full"
     full.mkdir()
     (full / "keep.txt").write_text("not a run directory\n")
-    placeholders = {"{full}": str(full), "{file}": str(full / "keep.txt")}
+    fifo = tmp / "config.yaml"
+    os.mkfifo(fifo)
+    placeholders = {"{full}": str(full), "{file}": str(full / "keep.txt"), "{fifo}": str(fifo)}
 
     jobs: dict[str, tuple[list[str], Path | None]] = {}
     bad = {name: BAD_DIR / name for name in BAD} | {name: generated / name for name in GENERATED}

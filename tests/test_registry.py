@@ -90,3 +90,20 @@ def test_readme_plugin_example_runs_as_written(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = read_summary(out)
     assert set(summary["status"]) == {"ok"} and "einsum" in set(summary["backend"])
+
+
+def test_a_plugin_without_the_base_class_gets_the_default_hooks(tmp_path):
+    # Written to docs/plugins.md's required members only: no cleanup, load, telemetry, ...
+    cls = registry.load_class("tests.plugins.duck_typed:DuckTyped")
+    backend = cls()
+    for hook in ("load", "cleanup", "telemetry", "set_threads", "set_problem", "precision",
+                 "device_clock", "pending", "cache_bytes", "device_memory"):
+        assert callable(getattr(backend, hook)), hook
+    assert backend.info() == {"written_without": "qkbench.Backend"}  # its own members first
+    config = write_config(tmp_path, ["tests.plugins.duck_typed:DuckTyped"], n=[32, 64],
+                          dtype=["float32", "float64"], threads=[1, 2])
+    out = tmp_path / "run"
+    result = run_cli("run", str(config), "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = read_summary(out)
+    assert len(summary) == 8 and set(summary["status"]) == {"ok"}, summary["reason"].tolist()

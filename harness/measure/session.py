@@ -56,8 +56,7 @@ class _Session(Verification):
         if kind == "open":
             return self.open()
         if kind == "load":
-            hook = getattr(self.backend, "load", None)  # a duck-typed plugin may lack it
-            return hook() if callable(hook) else None
+            return self.backend.load()
         if kind == "setup":
             try:
                 return self.setup(request[1], request[2], *request[3:])
@@ -96,9 +95,7 @@ class _Session(Verification):
         self.to_host_s = []
         shape = inputs.load(Path(shape_folder))
         problem = _problem(shape)
-        set_problem = getattr(backend, "set_problem", None)
-        if callable(set_problem):  # the base class's; a duck-typed 2-D plugin may lack it
-            set_problem(problem)
+        backend.set_problem(problem)
         q, k = inputs.cast(shape.q, plan.dtype), inputs.cast(shape.k, plan.dtype)
         precision = _precision(backend, plan.dtype)
         # Device events time the kernel phase only: end to end, host work is part of the time.

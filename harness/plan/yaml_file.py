@@ -8,6 +8,8 @@ YAML knows it, the line and column.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -46,9 +48,17 @@ MAX_CONFIG_BYTES = 1 << 20
 def read_yaml(path: Path) -> Any:
     # Ask for forgiveness: Path.exists() itself raises on some paths (a name too long).
     try:
-        with path.open("rb") as handle:
-            # A config is a page of text; /dev/zero, or a pipe that never closes, would be read
-            # forever.
+        # Opened without blocking, then held to a regular file: opening a FIFO with no writer
+        # would wait forever, and a device (/dev/zero) or a socket is never a config.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(mode):
+                raise UsageError(f"config path is not a regular file ({_file_kind(mode)}): "
+                                 f"{path}")
+            # A config is a page of text; a huge file is a wrong path, not a sweep.
             data = handle.read(MAX_CONFIG_BYTES + 1)
         if len(data) > MAX_CONFIG_BYTES:
             raise UsageError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB; "
@@ -63,6 +73,15 @@ def read_yaml(path: Path) -> Any:
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     return parse_yaml_text(text, str(path))
+
+
+def _file_kind(mode: int) -> str:
+    """What a path that is not a regular file is, in the words of `ls -l`'s first letter."""
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def parse_yaml_text(text: str, path: str) -> Any:
