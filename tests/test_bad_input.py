@@ -128,6 +128,7 @@ BAD = {
     "timing_min_samples_too_few.yaml": "timing.min_samples:",
     "timing_max_below_min_samples.yaml": "timing: max_samples must be at least min_samples",
     "seed_negative.yaml": "seed:",
+    "output_dir_nul.yaml": "output.dir: a path cannot contain a NUL character",
     # dtypes
     "dtype_unknown_float8.yaml": "sweep.dtype[1]:",
     "dtype_uppercase_FP32.yaml": "sweep.dtype[0]:",
@@ -176,7 +177,7 @@ RUN_SAMPLE = {
     "range_step_zero.yaml", "range_without_step_or_factor.yaml",
     "sweep_too_many_cells_linear.yaml", "sweep_too_many_cells_factor_near_one.yaml",
     "timing_timeout_s_infinite.yaml", "timing_timeout_s_past_a_week.yaml",
-    "yaml_alias_bomb_in_flag.yaml", "dtype_unknown_float8.yaml", "dtype_uppercase_FP32.yaml",
+    "yaml_alias_bomb_in_flag.yaml", "output_dir_nul.yaml", "dtype_unknown_float8.yaml", "dtype_uppercase_FP32.yaml",
     "backends_empty_list.yaml", "backend_unknown_name.yaml", "backend_empty_name.yaml",
     "backend_plugin_module_missing.yaml", "backend_plugin_class_missing.yaml",
     "backend_plugin_not_a_class.yaml", "backend_plugin_class_without_scores.yaml",

@@ -342,6 +342,15 @@ class AgreementSettings(_Strict):
 class Output(_Strict):
     dir: str = "results"
 
+    @field_validator("dir")
+    @classmethod
+    def _a_path(cls, value: str) -> str:
+        # No file system takes a NUL in a path: refused here, not as a traceback when the run
+        # creates its directory.
+        if "\x00" in value:
+            raise ValueError("a path cannot contain a NUL character")
+        return value
+
 
 class Config(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
