@@ -40,6 +40,8 @@ Size = Field(gt=0, le=MAX_SIZE)
 # More (n, m, d_k, dtype) combinations than this is a typo in a range, not a plan: a sweep that
 # big would never finish, and expanding it would exhaust memory before the first cell ran.
 MAX_POINTS = 100_000
+# The largest count (a cell's FLOP, its bytes) an int64 column of the tables holds.
+MAX_COUNT = 2**63 - 1
 # A time limit or budget past a week is a typo, not a plan; past 2^31 ms (about 25 days) the
 # OS's wait for a worker's answer cannot even take it (an OverflowError at the first wait).
 MAX_SECONDS = 7 * 24 * 3600.0
@@ -249,6 +251,29 @@ class Sweep(_Strict):
         if points > MAX_POINTS:
             raise ValueError(f"expands to {points:,} (n, m, d_k, dtype, ...) combinations, more than "
                              f"{MAX_POINTS:,}; is a range's stop, step or factor a typo?")
+        return self
+
+    @model_validator(mode="after")
+    def _counts_fit_the_tables(self) -> Sweep:
+        # After _not_absurd: the axes' values are few. Sizes each within MAX_SIZE can still
+        # multiply past 2^63: a cell's flops and bytes are int64 columns of the summary, and
+        # such a cell could not even be recorded as skipped. Bounded from above (the most
+        # heads with the largest d_k, K counted as if every head had its own, 8-byte items).
+        heads = max(h for h, _ in self.head_pairs())
+        if self.preset is not None:
+            d_k = max(presets.lookup(p).d_k for p in self.preset)
+        else:
+            d_k = max(self.sizes("d_k")) if self.d_k is not None else 1
+        largest = 0
+        for n in self.sizes("n"):
+            m = max(self.sizes("m")) if self.m is not None else n
+            batch = max(1, self.tokens // n) if self.tokens is not None \
+                else max(self.sizes("batch"))
+            largest = max(largest, 2 * batch * heads * d_k * n * m,
+                          8 * batch * heads * (d_k * (n + m) + n * m))
+        if largest > MAX_COUNT:
+            raise ValueError(f"a cell would count {largest:.3g} FLOP or bytes, more than the "
+                             "2^63 the tables hold; is a size a typo?")
         return self
 
     @model_validator(mode="after")
