@@ -328,13 +328,16 @@ BackendItem = Annotated[
 
 
 class Timing(_Strict):
-    budget_s: float = Field(default=1.0, gt=0, le=MAX_SECONDS)  # timed seconds per cell before giving up on precision
-    timeout_s: float = Field(default=300.0, gt=0, le=MAX_SECONDS)  # hard limit per cell, compilation included
+    # Timed seconds per cell before giving up on precision.
+    budget_s: float = Field(default=1.0, gt=0, le=MAX_SECONDS)
+    # The hard limit per cell, compilation included.
+    timeout_s: float = Field(default=300.0, gt=0, le=MAX_SECONDS)
     target_rel_ci: float = Field(default=0.02, gt=0, lt=1)  # 95% CI half-width / median
     min_samples: int = Field(default=10, ge=6)  # 6 is the fewest with a 95% median interval
     max_samples: int = Field(default=10_000, ge=6)
     warmup_s: float = Field(default=0.05, ge=0, le=MAX_SECONDS)
-    min_sample_s: float = Field(default=1e-3, gt=0, le=MAX_SECONDS)  # shorter calls are timed in blocks
+    # Shorter calls are timed in blocks.
+    min_sample_s: float = Field(default=1e-3, gt=0, le=MAX_SECONDS)
     # Worker processes per backend that a cell's rounds take turns in. A process's buffers
     # land at addresses of its own, and measured here the same single-threaded torch product
     # ran 12% faster in some processes than in others, steadily; one process per run makes
