@@ -9,6 +9,7 @@ unknown backends are errors that name the key path, raised as `UsageError` (exit
 from __future__ import annotations
 
 import math
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,6 +40,20 @@ Size = Field(gt=0, le=MAX_SIZE)
 # More (n, m, d_k, dtype) combinations than this is a typo in a range, not a plan: a sweep that
 # big would never finish, and expanding it would exhaust memory before the first cell ran.
 MAX_POINTS = 100_000
+# A time limit or budget past a week is a typo, not a plan; past 2^31 ms (about 25 days) the
+# OS's wait for a worker's answer cannot even take it (an OverflowError at the first wait).
+MAX_SECONDS = 7 * 24 * 3600.0
+
+# How a wrong value is quoted in an error: a bounded sketch. YAML aliases let a few hundred bytes
+# stand for a nested list of billions of items (nine aliases of nine): its full repr never ends.
+_SKETCH = reprlib.Repr()
+_SKETCH.maxlevel, _SKETCH.maxlist, _SKETCH.maxdict = 2, 4, 4
+_SKETCH.maxstring = _SKETCH.maxother = 80
+
+
+def shown(value: Any) -> str:
+    """`value` as an error message quotes it: its repr, cut short where it is long or deep."""
+    return _SKETCH.repr(value)
 
 
 class _Strict(BaseModel):
@@ -156,7 +171,7 @@ class Sweep(_Strict):
         if isinstance(value, int) and not isinstance(value, bool):
             return [value]
         raise ValueError(f"expected a size (a whole number), a list of sizes, or a range "
-                         f"{{start, stop, factor}} or {{start, stop, step}}; got {value!r}")
+                         f"{{start, stop, factor}} or {{start, stop, step}}; got {shown(value)}")
 
     @field_validator("dtype", "phase", "cache", "preset", mode="before")
     @classmethod
@@ -169,7 +184,7 @@ class Sweep(_Strict):
         if isinstance(value, bool):
             return [value]
         if not isinstance(value, list):
-            raise ValueError(f"expected true, false or a list of them; got {value!r}")
+            raise ValueError(f"expected true, false or a list of them; got {shown(value)}")
         return value
 
     @field_validator("preset")
@@ -288,13 +303,13 @@ BackendItem = Annotated[
 
 
 class Timing(_Strict):
-    budget_s: float = Field(default=1.0, gt=0)  # timed seconds per cell before giving up on precision
-    timeout_s: float = Field(default=300.0, gt=0)  # hard limit per cell, compilation included
+    budget_s: float = Field(default=1.0, gt=0, le=MAX_SECONDS)  # timed seconds per cell before giving up on precision
+    timeout_s: float = Field(default=300.0, gt=0, le=MAX_SECONDS)  # hard limit per cell, compilation included
     target_rel_ci: float = Field(default=0.02, gt=0, lt=1)  # 95% CI half-width / median
     min_samples: int = Field(default=10, ge=6)  # 6 is the fewest with a 95% median interval
     max_samples: int = Field(default=10_000, ge=6)
-    warmup_s: float = Field(default=0.05, ge=0)
-    min_sample_s: float = Field(default=1e-3, gt=0)  # shorter calls are timed in blocks
+    warmup_s: float = Field(default=0.05, ge=0, le=MAX_SECONDS)
+    min_sample_s: float = Field(default=1e-3, gt=0, le=MAX_SECONDS)  # shorter calls are timed in blocks
     # Worker processes per backend that a cell's rounds take turns in. A process's buffers
     # land at addresses of its own, and measured here the same single-threaded torch product
     # ran 12% faster in some processes than in others, steadily; one process per run makes
@@ -326,6 +341,15 @@ class AgreementSettings(_Strict):
 
 class Output(_Strict):
     dir: str = "results"
+
+    @field_validator("dir")
+    @classmethod
+    def _a_path(cls, value: str) -> str:
+        # No file system takes a NUL in a path: refused here, not as a traceback when the run
+        # creates its directory.
+        if "\x00" in value:
+            raise ValueError("a path cannot contain a NUL character")
+        return value
 
 
 class Config(_Strict):
