@@ -129,6 +129,9 @@ def submit(plan: SweepPlan, config_text: str, *, dry_run: bool = False) -> Submi
         for name, text in submission.scripts.items():
             (out / name).write_text(text, encoding="utf-8")
             (out / name).chmod(0o755)
+        # Written before the first sbatch: a submission that sbatch refuses part-way can be
+        # completed with --resume once the cause is fixed.
+        _write_record(out, {"plan": {**asdict(plan), "out": str(plan.out)}, "submissions": []})
     _send(submission, {folder: list(range(1, plan.shards + 1)) for folder in plan.folders},
           list(plan.folders), first=True)
     return submission
@@ -204,7 +207,9 @@ def _sbatch(submission: Submission, what: str, folder: str | None, script: Path,
             sent = ", ".join(f"{j.what} {j.folder or ''} job {j.job_id}".replace("  ", " ")
                              for j in submission.jobs) or "nothing"
             reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            raise UsageError(f"sbatch refused {script}: {reason} (already submitted: {sent})")
+            raise UsageError(f"sbatch refused {script}: {reason} (already submitted: {sent}; "
+                             "send the rest with: qkbench submit slurm --resume "
+                             f"{submission.out})")
         job = Job(what, folder, tuple(command), done.stdout.strip().split(";")[0],
                   shown_array)
     submission.jobs.append(job)
@@ -215,12 +220,15 @@ def _sbatch(submission: Submission, what: str, folder: str | None, script: Path,
 
 def _record(submission: Submission) -> None:
     """submission.json: the plan, and every sbatch call of every submission, as sent."""
-    path = submission.out / SUBMISSION_FILE
-    record = json.loads(path.read_text()) if path.exists() else {
-        "plan": {**asdict(submission.plan), "out": str(submission.plan.out)}, "submissions": []}
+    record = _read_record(submission.out)
     if len(submission.jobs) == 1:  # this submission's first job: its entry starts
         record["submissions"].append([])
     record["submissions"][-1] = [asdict(job) for job in submission.jobs]
+    _write_record(submission.out, record)
+
+
+def _write_record(out: Path, record: dict[str, Any]) -> None:
+    path = out / SUBMISSION_FILE
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
     os.replace(tmp, path)
