@@ -98,8 +98,14 @@ class Cluster:
             deadline = time.monotonic() + 20
             while self.output("squeue", "--noheader") and time.monotonic() < deadline:
                 time.sleep(0.2)
-        for daemon in DAEMONS:
-            self._stop(self.folder / f"{daemon}.pid")
+        pids = [pid for daemon in DAEMONS if (pid := _pid(self.folder / f"{daemon}.pid"))]
+        for pid in pids:  # all asked at once: each takes seconds to wind down
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def output(self, *command: str) -> str:
@@ -113,24 +119,27 @@ class Cluster:
         if done.returncode != 0:
             raise RuntimeError(f"{command[0]} did not start: {done.stderr.strip()}")
 
-    @staticmethod
-    def _stop(pid_file: Path) -> None:
-        try:
-            pid = int(pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return
-        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                return
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    return
-                time.sleep(0.1)
+
+def _pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _slurm_conf(folder: Path, node: str, munge_socket: Path, cpus: int) -> str:

@@ -180,7 +180,8 @@ def _send(submission: Submission, shards: dict[str, list[int]], merges: list[str
             # On a first submission the array is the script's own; a resubmission names it.
             array = array_range(shards[folder], plan.max_parallel)
             job = _sbatch(submission, "shards", folder, out / folder / "shard.sbatch",
-                          array=None if first else array, shown_array=array)
+                          array=None if first else array,
+                          shown_array=array_range(shards[folder], None))
             after = job.job_id or f"<shards {folder}>"
         if folder in merges:
             job = _sbatch(submission, "merge", folder, out / folder / "merge.sbatch",
