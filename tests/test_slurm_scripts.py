@@ -137,3 +137,24 @@ def test_plan_paths_are_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     plan = plan_sweep(config_module.load(sweep(tmp_path)), "rel/out", 2)
     assert plan.out == PurePosixPath(tmp_path / "rel" / "out") and plan.workdir == str(tmp_path)
+
+
+def test_the_python_api_dry_run_returns_the_scripts_and_commands(tmp_path):
+    import qkbench
+
+    config = {"name": "api-sweep", "sweep": {"n": [32, 48], "d_k": [16], "dtype": ["float32"]},
+              "backends": ["numpy"], "timing": {"budget_s": 0.05}}
+    submission = qkbench.submit_slurm(config, tmp_path / "out", shards=2, partitions=["cpu"],
+                                      max_parallel=1, dry_run=True)
+    assert sorted(submission.scripts) == ["cpu/merge.sbatch", "cpu/shard.sbatch"]
+    assert "--job-name=qkbench-api-sweep-cpu" in directives(submission.scripts["cpu/shard.sbatch"])
+    assert [(job.what, job.folder, job.job_id) for job in submission.jobs] == [
+        ("shards", "cpu", None), ("merge", "cpu", None)]
+    assert submission.merged_runs == {"cpu": tmp_path / "out" / "cpu" / "merged-cpu"}
+    assert not (tmp_path / "out").exists()
+    try:
+        qkbench.resume_slurm(tmp_path)
+    except qkbench.UsageError as exc:
+        assert "no readable submission.json" in str(exc)
+    else:
+        raise AssertionError("resume_slurm of a folder without a submission did not refuse")
