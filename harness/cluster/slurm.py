@@ -142,9 +142,13 @@ def resume(out: str | os.PathLike, *, dry_run: bool = False) -> Submission:
     (their tasks resume them) and its merge; a merge alone where the shards are all there."""
     out = Path(os.path.abspath(os.fspath(out)))
     record = _read_record(out)
-    plan = SweepPlan(**{**record["plan"], "out": PurePosixPath(record["plan"]["out"]),
-                        **{k: tuple(record["plan"][k]) for k in
-                           ("partitions", "sbatch_args", "shard_sbatch_args")}})
+    try:
+        plan = SweepPlan(**{**record["plan"], "out": PurePosixPath(record["plan"]["out"]),
+                            **{k: tuple(record["plan"][k]) for k in
+                               ("partitions", "sbatch_args", "shard_sbatch_args")}})
+    except (TypeError, KeyError):
+        raise UsageError(f"{out}/{SUBMISSION_FILE} was written by another qkbench version; "
+                         "resubmit from that version") from None
     here = (sys.executable, platform.python_version(), qkbench.__version__)
     there = (plan.python, plan.python_version, plan.qkbench_version)
     if here != there:

@@ -21,6 +21,8 @@ from pathlib import PurePosixPath
 # A partition's name is a folder name and part of job names: plain words only.
 PARTITION_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 DEFAULT_PARTITION = "default"  # the folder of a sweep sent to the cluster's default partition
+# What a node's interpreter prints to be checked against what submit recorded.
+VERSION_PROBE = "import platform, qkbench; print(platform.python_version(), qkbench.__version__)"
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ if [ ! -x "$python" ]; then
     echo "qkbench: error: $(hostname) has no $python, the interpreter submit ran in" >&2
     exit 2
 fi
-found=$("$python" -c 'import platform, qkbench; print(platform.python_version(), qkbench.__version__)' 2>/dev/null || echo "no qkbench")
+found=$("$python" -c {q(VERSION_PROBE)} 2>/dev/null || echo "no qkbench")
 if [ "$found" != {q(expected)} ]; then
     echo "qkbench: error: $(hostname) runs Python and qkbench $found under $python; submit ran" \\
          {q(expected)} >&2
