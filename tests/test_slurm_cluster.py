@@ -21,7 +21,6 @@ from tests.conftest import run_cli, write_config
 from tests.slurm_cluster import Cluster, slurm_cluster_fixture
 
 slurm_cluster = pytest.fixture(scope="session")(slurm_cluster_fixture)
-pytestmark = pytest.mark.slow  # sweeps through a real scheduler: tens of seconds
 
 TIMEOUT = 240  # seconds a whole sweep may take on a loaded 2-core machine
 
