@@ -123,8 +123,11 @@ def run_task(script: str, folder: Path) -> subprocess.CompletedProcess:
 
 def test_a_task_refuses_a_node_with_another_qkbench_or_no_interpreter(tmp_path):
     plan = plan_sweep(config_module.load(sweep(tmp_path)), tmp_path / "out", 2)
-    for changed, words in ((replace(plan, qkbench_version="0.0.1"), "submit ran"),
-                           (replace(plan, python_version="2.7.18"), "submit ran"),
+    assert plan.environment.startswith("Python 3.") and ", code " in plan.environment
+    other = plan.environment.replace("qkbench ", "qkbench 0.0.1+")
+    edited = plan.environment[:-1] + ("0" if plan.environment[-1] != "0" else "1")
+    for changed, words in ((replace(plan, environment=other), "submit ran"),
+                           (replace(plan, environment=edited), "submit ran"),
                            (replace(plan, python="/nowhere/bin/python3"), "has no")):
         result = run_task(shard_script(changed, "default"), tmp_path)
         assert result.returncode == 2, result.stderr

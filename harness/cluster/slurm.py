@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -20,11 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import qkbench
 from qkbench.cluster.slurm_scripts import (
     PARTITION_NAME,
     SweepPlan,
     array_range,
+    environment,
     merge_script,
     report_script,
     shard_script,
@@ -101,8 +100,7 @@ def plan_sweep(config: Any, out: str | os.PathLike, shards: int, *,
                          f"submission lacks: qkbench submit slurm --resume {folder})")
     return SweepPlan(out=PurePosixPath(folder), config_name=_job_word(config.name),
                      shards=shards, partitions=tuple(partitions), python=sys.executable,
-                     python_version=platform.python_version(),
-                     qkbench_version=qkbench.__version__, workdir=os.getcwd(),
+                     environment=environment(), workdir=os.getcwd(),
                      exclusive=exclusive, max_parallel=max_parallel,
                      sbatch_args=tuple(sbatch_args), shard_sbatch_args=tuple(shard_sbatch_args))
 
@@ -149,11 +147,10 @@ def resume(out: str | os.PathLike, *, dry_run: bool = False) -> Submission:
     except (TypeError, KeyError):
         raise UsageError(f"{out}/{SUBMISSION_FILE} was written by another qkbench version; "
                          "resubmit from that version") from None
-    here = (sys.executable, platform.python_version(), qkbench.__version__)
-    there = (plan.python, plan.python_version, plan.qkbench_version)
+    here, there = (sys.executable, environment()), (plan.python, plan.environment)
     if here != there:
-        raise UsageError(f"{out} was submitted from {' '.join(there)}, this is "
-                         f"{' '.join(here)}; resubmit from the same environment")
+        raise UsageError(f"{out} was submitted from {', '.join(there)}; this is "
+                         f"{', '.join(here)}: resubmit from the same environment")
     if not dry_run:
         queued = sorted(set(_all_submitted(record)) & _queued_job_ids())
         if queued:

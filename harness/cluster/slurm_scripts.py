@@ -13,16 +13,20 @@ The folder the scripts write (`out`, one folder per partition)::
 
 from __future__ import annotations
 
+import hashlib
+import platform
 import re
 import shlex
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+
+import qkbench
 
 # A partition's name is a folder name and part of job names: plain words only.
 PARTITION_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 DEFAULT_PARTITION = "default"  # the folder of a sweep sent to the cluster's default partition
-# What a node's interpreter prints to be checked against what submit recorded.
-VERSION_PROBE = "import platform, qkbench; print(platform.python_version(), qkbench.__version__)"
+# What a node's interpreter runs to print its environment(), checked against submit's.
+ENVIRONMENT_PROBE = "from qkbench.cluster.slurm_scripts import environment; print(environment())"
 
 
 @dataclass(frozen=True)
@@ -34,8 +38,7 @@ class SweepPlan:
     shards: int
     partitions: tuple[str, ...]  # empty: the cluster's default partition
     python: str  # the interpreter `submit` ran in (sys.executable)
-    python_version: str
-    qkbench_version: str
+    environment: str  # environment() where submit ran
     workdir: str  # where tasks start (plugins given as import paths resolve from here)
     exclusive: bool = True
     max_parallel: int | None = None
@@ -159,11 +162,30 @@ def _script(plan: SweepPlan, directives: list[str], body: str) -> str:
     return "\n".join(lines)
 
 
+def environment() -> str:
+    """This interpreter's Python version, qkbench's version and a digest of qkbench's own code:
+    what every task's node must show. The digest catches what the version cannot: an editable
+    install whose code changed while the jobs queued."""
+    import qkbench.backends
+
+    sources: dict[str, bytes] = {}
+    for package in (qkbench, qkbench.backends):
+        root = Path(package.__file__).parent
+        for path in root.rglob("*.py"):
+            # Named by module, so an editable install and a wheel of the same code agree.
+            module = ".".join((package.__name__, *path.relative_to(root).with_suffix("").parts))
+            sources.setdefault(module, path.read_bytes())
+    digest = hashlib.sha256()
+    for module in sorted(sources):
+        digest.update(module.encode() + b"\0" + sources[module])
+    return (f"Python {platform.python_version()}, qkbench {qkbench.__version__}, "
+            f"code {digest.hexdigest()[:12]}")
+
+
 def environment_check(plan: SweepPlan) -> str:
     """Bash that stops a task (one line, exit 2) on a node whose interpreter or qkbench is not
     the one `submit` ran in."""
     q = shlex.quote
-    expected = f"{plan.python_version} {plan.qkbench_version}"
     return f"""\
 # The environment submit ran in; a node with another one refuses to run (exit 2).
 set -u
@@ -172,10 +194,10 @@ if [ ! -x "$python" ]; then
     echo "qkbench: error: $(hostname) has no $python, the interpreter submit ran in" >&2
     exit 2
 fi
-found=$("$python" -c {q(VERSION_PROBE)} 2>/dev/null || echo "no qkbench")
-if [ "$found" != {q(expected)} ]; then
-    echo "qkbench: error: $(hostname) runs Python and qkbench $found under $python; submit ran" \\
-         {q(expected)} >&2
+found=$("$python" -c {q(ENVIRONMENT_PROBE)} 2>/dev/null || echo "no qkbench")
+if [ "$found" != {q(plan.environment)} ]; then
+    echo "qkbench: error: $python on $(hostname) has $found; submit ran" \
+         {q(plan.environment)} >&2
     exit 2
 fi
 """
