@@ -138,3 +138,15 @@ def test_links_between_docs_resolve():
 
 def test_the_readme_is_a_door():
     assert len((REPO / "README.md").read_text("utf-8").splitlines()) <= 250
+
+
+def test_ci_runs_the_readme_test_command():
+    """CI calls the README's test command, word for word (with `python3` for `python`): what a
+    newcomer runs is what is kept green."""
+    readme = (REPO / "README.md").read_text("utf-8").replace("\\\n", " ")
+    line = next(line for line in readme.splitlines() if "-m pytest" in line)
+    commands = [" ".join(part.split()).replace("python ", "python3 ")
+                for part in line.split("&&") if "pytest" in part]
+    ci = [" ".join(line.split()) for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if not line.lstrip().startswith("#")]
+    assert commands and all(command in ci for command in commands), (commands, ci)

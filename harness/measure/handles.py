@@ -72,7 +72,8 @@ class PreparedCell:
                 raise SamplerFailed("crashed", "the worker process died between requests "
                                     "and lost its cell")
             try:
-                return self.limit.request(worker, ("sample", count, round_number))
+                return self.limit.request(worker, ("sample", count, round_number,
+                                                    self.limit.sample_wall_s()))
             except CellFailure as failure:
                 raise SamplerFailed(failure.status, failure.reason) from None
         return take
@@ -123,6 +124,14 @@ class CellTimeout:
         if message[0] != "setup":
             self.longest_s = max(self.longest_s, took)
         return answer
+
+    def sample_wall_s(self) -> float:
+        """The wall time one sample request may take before the worker answers with the blocks
+        it has: a quarter of what is left. A request's block count is planned from the usual
+        block length, and a machine that turns busy mid-request can stretch it many times;
+        capped, a healthy cell's request leaves it three quarters of its time, so
+        `nearly_out` ends its sampling instead of the hard limit recording a timeout."""
+        return max(self.left_s, 0.0) / 4.0
 
     def nearly_out(self) -> bool:
         """True when the next sample or check could run into the hard limit: less is left

@@ -64,7 +64,7 @@ class _Session(Verification):
                 self.release()  # a failed cell leaves no thread limit or arrays behind
                 raise
         if kind == "sample":
-            return self.sample(request[1], request[2])
+            return self.sample(*request[1:])
         if kind == "check":
             return self.check()
         if kind == "verify":
@@ -163,9 +163,11 @@ class _Session(Verification):
             raise CellFailure("skipped", f"needs about {needed / 2**30:.1f} GiB of device "
                               f"memory, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
 
-    def sample(self, count: int, round_number: int) -> list[Any]:
+    def sample(self, count: int, round_number: int,
+               wall_limit_s: float | None = None) -> list[Any]:
         assert self.timer is not None, "sample before setup"
-        samples = self.timer.samples(count, self.calls, round_number)
+        samples = self.timer.samples(count, self.calls, round_number,
+                                     math.inf if wall_limit_s is None else wall_limit_s)
         self.fastest_call_s = min([self.fastest_call_s, *(s.seconds for s in samples)])
         return samples
 
