@@ -61,7 +61,12 @@ def test_every_command_and_flag_the_docs_show_exists(doc, line):
     if not words or words[0].startswith("-"):
         return  # `qkbench --version`
     assert words[0] in commands, f"{doc.name}: `{line}`: no command {words[0]!r}"
-    flags = {flag for action in commands[words[0]]._actions for flag in action.option_strings}
+    command = commands[words[0]]
+    nested = [a.choices for a in command._actions if isinstance(a.choices, dict)]
+    if nested:  # `qkbench submit slurm ...`: the flags are the scheduler's
+        assert len(words) > 1 and words[1] in nested[0], f"{doc.name}: `{line}`: no {words[:2]}"
+        command = nested[0][words[1]]
+    flags = {flag for action in command._actions for flag in action.option_strings}
     for word in words[1:]:
         if word.startswith("--"):
             assert word.split("=")[0] in flags, f"{doc.name}: `{line}`: no flag {word}"

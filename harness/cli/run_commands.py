@@ -155,11 +155,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if missing:
         shown = "; ".join(missing[:5]) + ("; ..." if len(missing) > 5 else "")
         print(f"{len(missing)} cell(s) of the sweep are in no shard: {shown}", file=sys.stderr)
-        return EXIT_FAILED
-    if meta["state"] != "finished":
-        print("some shards were interrupted (resume them, then merge again)", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    unfinished = [str(index) for index in meta["missing_shards"]] + [
+        f"{(shard['shard'] or {}).get('index')} ({shard['state']})"
+        for shard in meta["merged_from"] if shard["state"] != "finished"]
+    if unfinished:
+        print(f"shard(s) absent or unfinished: {', '.join(unfinished)} (resume them, then "
+              "merge again)", file=sys.stderr)
+    return EXIT_FAILED if missing or meta["state"] != "finished" else EXIT_OK
 
 
 def cmd_peaks(args: argparse.Namespace) -> int:
