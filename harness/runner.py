@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from qkbench.backends.registry import BackendSpec, load_class
+from qkbench.machine import cpu_peak
 from qkbench.machine.canary import ParallelCanary
 from qkbench.machine.contention import LoadMeter
+from qkbench.machine.cpu_quota import cpu_limits
 from qkbench.machine.os_causes import RoundCauses
 from qkbench.measure import checks, inputs, plausible
 from qkbench.measure.cell import CellFailure, CellPlan, cold_copies
@@ -106,6 +108,9 @@ class Runner:
                              max_samples=timing.max_samples, budget_s=timing.budget_s)
         self.counts = RunCounts()
         self.canary: ParallelCanary | None = None  # started with the first group sampled
+        # The cores qkbench may use (affinity mask and cgroup CPU quota): what a CPU cell's
+        # percent-of-peak is against, and whether its threads measured the quota.
+        self.cpu_limits = cpu_limits()
 
     def cells(self) -> list[Cell]:
         """The cells this run will record: its shard of the sweep, less those already done."""
@@ -389,10 +394,23 @@ class Runner:
         started = time.monotonic()
         device = self.backends[cell.backend].device
         precision = (figures or {}).get("precision", cell.dtype)
-        row = summary_row(cell, device, status, reason, figures, sampling,
-                          peak_gflops=self.peaks.get((device, precision)))
+        peak = self.peaks.get((device, precision))
+        if device == "cpu":
+            figures = dict(figures or {})
+            threads = _threads_in_force(cell, figures)
+            peak = cpu_peak.for_threads(peak, threads, self.cpu_limits.usable)
+            figures["quota_measured"] = self.cpu_limits.quota_measured(threads)
+        row = summary_row(cell, device, status, reason, figures, sampling, peak_gflops=peak)
         self.writer.append(row, sample_rows(cell, device, precision, sampling)
                            if sampling else [])
         self.counts.add(status)
         self.counts.spend("writing", time.monotonic() - started)
         self.on_cell_done(row)
+
+
+def _threads_in_force(cell: Cell, figures: dict[str, Any]) -> int | None:
+    """The threads the backend reported computing with, else those the cell asked for."""
+    reported = (figures.get("info") or {}).get("threads")
+    if isinstance(reported, int) and not isinstance(reported, bool) and reported > 0:
+        return reported
+    return cell.variant.threads

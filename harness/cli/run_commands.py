@@ -117,6 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from qkbench.present.console import (
         contention_note,
         machine_check_note,
+        quota_note,
         summary_table,
         time_split,
     )
@@ -130,7 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if gpu_over_cpu:
             print("\n" + gpu_over_cpu)
         print("\n" + time_split(session.wall_s, session.seconds))
-    for note in (contention_note(summary), machine_check_note(summary)):
+    for note in (contention_note(summary), machine_check_note(summary),
+                 quota_note(summary, run.meta)):
         if note:
             print("\n" + note, file=sys.stderr)
     print(f"\nrun directory: {folder}")

@@ -2,9 +2,12 @@
 
     peak = cores × FMA units per core × vector lanes × 2 (an FMA is two flops) × clock
 
-* **cores** — the CPUs this process may run on (its affinity mask). SMT siblings share their
-  core's FMA units, so counting logical CPUs can only overstate the ceiling, never understate
-  it; a VM rarely tells which of its vCPUs are siblings, so the upper bound is the safe choice.
+* **cores** — the cores this process may use: its affinity mask, capped by its cgroup's CPU
+  quota (`qkbench.machine.cpu_quota`; a container limited to 1.5 cores computes on one). SMT
+  siblings share their core's FMA units, so counting logical CPUs can only overstate the
+  ceiling, never understate it; a VM rarely tells which of its vCPUs are siblings, so the
+  upper bound is the safe choice. A cell is held to the peak of the cores its threads could
+  use (`for_threads`): a one-thread cell on eight cores to one core's peak.
 * **FMA units and datapath width** — from `MICROARCHITECTURES` by vendor, family and model
   (public optimisation manuals); an unknown core gets `DEFAULT_UNITS` units of its widest
   vector, which no core in the table exceeds (an upper bound again).
@@ -25,11 +28,12 @@ factors fall back to `platform` and `os.cpu_count()` and say so.
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from qkbench.machine.cpu_quota import cpu_limits
 
 # (vendor, family, first model, last model) → (FMA units per core, datapath bits, source).
 MICROARCHITECTURES: list[tuple[str, int, int, int, int, int, str]] = [
@@ -80,16 +84,17 @@ class CpuFacts:
     max_freq_mhz: float | None = None  # cpufreq's cpuinfo_max_freq, highest over the CPUs
     cores: int = 1
     machine: str = ""
+    cores_how: str = "CPUs in this process's affinity mask"
 
 
 def read_facts(proc: Path = Path("/proc"), sys: Path = Path("/sys")) -> CpuFacts:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else (os.cpu_count() or 1)
+    limits = cpu_limits()
+    cores = limits.usable
     try:
         text = (proc / "cpuinfo").read_text()
     except OSError:
         return CpuFacts(model_name=platform.processor(), cores=cores,
-                        machine=platform.machine())
+                        machine=platform.machine(), cores_how=limits.describe())
     first: dict[str, str] = {}
     mhz: list[float] = []
     for line in text.splitlines():
@@ -114,7 +119,7 @@ def read_facts(proc: Path = Path("/proc"), sys: Path = Path("/sys")) -> CpuFacts
                     model=_int(first.get("model")), model_name=first.get("model name", ""),
                     flags=frozenset(flags.split()), cpu_mhz=max(mhz) if mhz else None,
                     max_freq_mhz=max(freqs) if freqs else None, cores=cores,
-                    machine=platform.machine())
+                    machine=platform.machine(), cores_how=limits.describe())
 
 
 def _int(text: str | None) -> int | None:
@@ -192,8 +197,8 @@ def physical_peak(dtype: str = "float32", facts: CpuFacts | None = None) -> Ceil
         dtype_bits = 32
         lane_how = f"{bits} bits / 32: no native {dtype} arithmetic flag, computed in float32"
     lanes = bits // dtype_bits
-    factors = {"cores": (float(facts.cores), "CPUs in this process's affinity mask (logical: "
-                                              "an upper bound where SMT shares a core)"),
+    factors = {"cores": (float(facts.cores), f"{facts.cores_how} (logical CPUs: an upper "
+                                              "bound where SMT shares a core)"),
                "fma_units_per_core": (float(units), units_how),
                "lanes": (float(lanes), f"{lane_how} ({width_how})"),
                "flops_per_fma": (2.0, "an FMA is a multiply and an add"),
@@ -225,3 +230,12 @@ def with_measured(ceiling: Ceiling, measured_gflops: float | None) -> Ceiling:
                             f"({measured_gflops:.1f} GFLOP/s); the OS reported "
                             f"{clock:.3f} GHz, below the boost clock")
     return _product(factors)
+
+
+def for_threads(machine_gflops: float | None, threads: int | None, cores: int) -> float | None:
+    """The peak of the cores `threads` could use, out of a machine peak over `cores` cores:
+    threads × the per-core peak, capped by the cores (more threads than cores share them).
+    Unknown threads (a library default nothing reported) get the whole machine's."""
+    if not machine_gflops or not threads or threads <= 0 or cores <= 0:
+        return machine_gflops
+    return machine_gflops * min(threads, cores) / cores

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import qkbench
+from qkbench.machine.cpu_quota import cpu_limits
 
 LIBRARIES = ("numpy", "numba", "llvmlite", "torch", "cupy-cuda12x", "cupy-cuda11x", "cupy",
              "pandas", "pyarrow", "pydantic", "pyyaml", "threadpoolctl")
@@ -28,8 +29,8 @@ LIBRARIES = ("numpy", "numba", "llvmlite", "torch", "cupy-cuda12x", "cupy-cuda11
 
 # The fields that decide whether two runs' numbers are comparable: the same hardware and the
 # same software. Hostname, time, clock readings and the git commit are deliberately left out.
-HARDWARE_FIELDS = ("cpu.model", "cpu.flags", "cpu.logical_cores", "cpu.caches", "memory_gib",
-                   "gpus")
+HARDWARE_FIELDS = ("cpu.model", "cpu.flags", "cpu.logical_cores", "cpu.usable_cores",
+                   "cpu.caches", "memory_gib", "gpus")
 SOFTWARE_FIELDS = ("os", "python", "libraries", "blas")
 
 
@@ -144,10 +145,11 @@ def library_versions() -> dict[str, str]:
 
 
 def cpu_info() -> dict[str, Any]:
+    limits = cpu_limits()
+    # usable_cores: the affinity mask capped by the cgroup's CPU quota (machine.cpu_quota),
+    # with the quota and the file it came from.
     info: dict[str, Any] = {"model": platform.processor() or platform.machine(),
-                            "logical_cores": os.cpu_count(),
-                            "usable_cores": len(os.sched_getaffinity(0))
-                            if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+                            "logical_cores": os.cpu_count(), **limits.as_record()}
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
