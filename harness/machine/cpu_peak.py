@@ -36,17 +36,21 @@ from pathlib import Path
 from qkbench.machine.cpu_quota import cpu_limits
 
 # (vendor, family, first model, last model) → (FMA units per core, datapath bits, source).
-MICROARCHITECTURES: list[tuple[str, int, int, int, int, int, str]] = [
-    ("AuthenticAMD", 0x17, 0x00, 0x2F, 2, 128, "Zen/Zen+: two 128-bit FMA pipes"),
-    ("AuthenticAMD", 0x17, 0x30, 0xFF, 2, 256, "Zen 2: two 256-bit FMA pipes"),
-    ("AuthenticAMD", 0x19, 0x00, 0x0F, 2, 256, "Zen 3 (Milan): two 256-bit FMA pipes"),
-    ("AuthenticAMD", 0x19, 0x10, 0x1F, 2, 256, "Zen 4 (Genoa): AVX-512 on two 256-bit pipes"),
-    ("AuthenticAMD", 0x19, 0x20, 0x5F, 2, 256, "Zen 3: two 256-bit FMA pipes"),
-    ("AuthenticAMD", 0x19, 0x60, 0xFF, 2, 256, "Zen 4: AVX-512 on two 256-bit pipes"),
-    ("AuthenticAMD", 0x1A, 0x00, 0xFF, 2, 512, "Zen 5: two 512-bit FMA pipes (server/desktop)"),
+# The last field is archspec's name for the core where one family/model range is one core
+# (qkbench.machine.microarch names a CPU by it when a VM hides the flags archspec needs).
+MICROARCHITECTURES: list[tuple[str, int, int, int, int, int, str, str]] = [
+    ("AuthenticAMD", 0x17, 0x00, 0x2F, 2, 128, "Zen/Zen+: two 128-bit FMA pipes", "zen"),
+    ("AuthenticAMD", 0x17, 0x30, 0xFF, 2, 256, "Zen 2: two 256-bit FMA pipes", "zen2"),
+    ("AuthenticAMD", 0x19, 0x00, 0x0F, 2, 256, "Zen 3 (Milan): two 256-bit FMA pipes", "zen3"),
+    ("AuthenticAMD", 0x19, 0x10, 0x1F, 2, 256, "Zen 4 (Genoa): AVX-512 on two 256-bit pipes",
+     "zen4"),
+    ("AuthenticAMD", 0x19, 0x20, 0x5F, 2, 256, "Zen 3: two 256-bit FMA pipes", "zen3"),
+    ("AuthenticAMD", 0x19, 0x60, 0xFF, 2, 256, "Zen 4: AVX-512 on two 256-bit pipes", "zen4"),
+    ("AuthenticAMD", 0x1A, 0x00, 0xFF, 2, 512, "Zen 5: two 512-bit FMA pipes (server/desktop)",
+     "zen5"),
     # Intel family 6: every core since Haswell has two FMA ports; server cores with AVX-512
     # (Skylake-SP to Emerald Rapids and Granite Rapids) two 512-bit ones on most SKUs.
-    ("GenuineIntel", 6, 0x00, 0xFF, 2, 512, "Intel since Haswell: two FMA ports"),
+    ("GenuineIntel", 6, 0x00, 0xFF, 2, 512, "Intel since Haswell: two FMA ports", ""),
 ]
 DEFAULT_UNITS = 2  # x86: no core issues more than two FMAs of its widest vector per cycle
 DEFAULT_ARM_UNITS = 4  # Neoverse V1/V2, Apple M-series: four 128-bit pipes
@@ -78,6 +82,7 @@ class CpuFacts:
     vendor: str = ""
     family: int | None = None
     model: int | None = None
+    stepping: int | None = None
     model_name: str = ""
     flags: frozenset[str] = frozenset()
     cpu_mhz: float | None = None  # the highest `cpu MHz` over the CPUs
@@ -116,7 +121,8 @@ def read_facts(proc: Path = Path("/proc"), sys: Path = Path("/sys")) -> CpuFacts
             continue
     flags = first.get("flags") or first.get("Features") or ""
     return CpuFacts(vendor=first.get("vendor_id", ""), family=_int(first.get("cpu family")),
-                    model=_int(first.get("model")), model_name=first.get("model name", ""),
+                    model=_int(first.get("model")), stepping=_int(first.get("stepping")),
+                    model_name=first.get("model name", ""),
                     flags=frozenset(flags.split()), cpu_mhz=max(mhz) if mhz else None,
                     max_freq_mhz=max(freqs) if freqs else None, cores=cores,
                     machine=platform.machine(), cores_how=limits.describe())
@@ -143,14 +149,28 @@ def _vector_bits(facts: CpuFacts) -> tuple[int, str]:
 
 def _units(facts: CpuFacts) -> tuple[int, int | None, str]:
     """(FMA units per core, datapath bits or None, how found)."""
-    for vendor, family, low, high, units, bits, source in MICROARCHITECTURES:
-        if (facts.vendor == vendor and facts.family == family and facts.model is not None
-                and low <= facts.model <= high):
-            return units, bits, (f"table: {source} (family {family:#x}, model "
-                                 f"{facts.model:#x})")
+    row = table_row(facts)
+    if row is not None:
+        _vendor, family, _low, _high, units, bits, source, _name = row
+        return units, bits, f"table: {source} (family {family:#x}, model {facts.model:#x})"
     if facts.machine in ("aarch64", "arm64") or "asimd" in facts.flags:
         return DEFAULT_ARM_UNITS, None, "not in the table: 4, the most any Arm core has"
     return DEFAULT_UNITS, None, "not in the table: 2, the most any x86 core has"
+
+
+def table_row(facts: CpuFacts) -> tuple[str, int, int, int, int, int, str, str] | None:
+    """The row of MICROARCHITECTURES for this CPU's vendor, family and model, or None."""
+    for row in MICROARCHITECTURES:
+        vendor, family, low, high = row[:4]
+        if (facts.vendor == vendor and facts.family == family and facts.model is not None
+                and low <= facts.model <= high):
+            return row
+    return None
+
+
+def vector_bits(facts: CpuFacts | None = None) -> int:
+    """The widest vector the CPU's ISA flags advertise, in bits."""
+    return _vector_bits(facts or read_facts())[0]
 
 
 def _clock_mhz(facts: CpuFacts) -> tuple[float | None, str]:
