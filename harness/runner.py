@@ -298,11 +298,15 @@ class Runner:
     def _multi_threaded_cpu(self, ready: dict[str, PreparedCell]) -> list[PreparedCell]:
         """The cells of a group the machine check guards: only multi-threaded CPU work lost
         speed when the machine lost parallel capacity (measured: the one-threaded numba-loops
-        not at all), and a GPU backend's host side runs on one thread."""
+        not at all), and a GPU backend's host side runs on one thread. A library-default cell
+        that reports no thread count runs on the usable cores: one, under a CPU quota of
+        less than two, which leaves no parallel capacity to lose."""
         if not self.config.timing.machine_check:
             return []
         return [prepared for label, prepared in ready.items()
-                if self.backends[label].device == "cpu" and prepared.cell.variant.threads != 1]
+                if self.backends[label].device == "cpu"
+                and (_threads_in_force(prepared.cell, prepared.figures)
+                     or self.cpu_limits.usable) > 1]
 
     def _round_watch(self) -> RoundCauses:
         """The OS's readings around each round of one group. Half the run's target interval:
