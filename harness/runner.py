@@ -230,7 +230,7 @@ class Runner:
         load = LoadMeter(self._own_pids)
         load.start()
         checked = self._multi_threaded_cpu(ready)
-        watch = self._round_watch()
+        watch = self._round_watch(ready)
         results = interleave({label: p.sampler() for label, p in ready.items()}, block_s,
                              self.rule, min_rounds=max(len(p.workers) for p in ready.values()),
                              machine_fit=self._machine_fit(checked) if checked else None,
@@ -308,10 +308,16 @@ class Runner:
                 and (_threads_in_force(prepared.cell, prepared.figures)
                      or self.cpu_limits.usable) > 1]
 
-    def _round_watch(self) -> RoundCauses:
+    def _round_watch(self, ready: dict[str, PreparedCell]) -> RoundCauses:
         """The OS's readings around each round of one group. Half the run's target interval:
-        a loss below that cannot move a median by the interval the run aims for."""
-        return RoundCauses(share=0.5 * self.config.timing.target_rel_ci, own_pids=self._own_pids)
+        a loss below that cannot move a median by the interval the run aims for. Other
+        processes' CPU counts only beyond the cores the group's threads leave idle (a GPU
+        backend's host side and a one-threaded CPU cell use one)."""
+        threads = max((_threads_in_force(p.cell, p.figures) or self.cpu_limits.usable
+                       if self.backends[label].device == "cpu" else 1)
+                      for label, p in ready.items())
+        return RoundCauses(share=0.5 * self.config.timing.target_rel_ci, own_pids=self._own_pids,
+                           threads=threads)
 
     def _machine_fit(self, checked: list[PreparedCell]) -> Callable[[int | None], bool]:
         return machine_check(self._canary(), checked,

@@ -133,11 +133,14 @@ class RoundCauses:
 
     def __init__(self, share: float, proc: Path = _PROC, sys: Path = _SYS,
                  clock: Callable[[], float] = time.monotonic, cpus: int | None = None,
-                 own_pids: Callable[[], Iterable[int]] | None = None) -> None:
+                 own_pids: Callable[[], Iterable[int]] | None = None,
+                 threads: int | None = None) -> None:
+        """`threads`: the most threads a cell of the group computes with (None: every CPU)."""
         self.share = share
         self._own_pids = own_pids  # None: other processes' CPU is not watched
         self._proc, self._sys, self._clock = proc, sys, clock
         self._cpus = cpus or _usable_cpus()
+        self._threads = min(threads, self._cpus) if threads and threads > 0 else self._cpus
         self._tick_s = 1.0 / _ticks_per_second()  # the steal counter's resolution
         self._stat_files = cpu_stat_files(proc)
         self._start: Reading | None = None
@@ -189,8 +192,12 @@ class RoundCauses:
         foreign = _foreign_s(before, after)
         if foreign is not None:
             used, ran = foreign
-            # Each CPU's and each own process's counter is rounded to a tick on its own.
-            if used - (self._cpus + ran) * self._tick_s > self.share * wall * self._cpus:
+            # Each CPU's and each own process's counter is rounded to a tick on its own. The
+            # CPUs the group's threads leave idle take other work without slowing it: only
+            # what spills onto the threads' own cores counts, against their capacity.
+            spilled = used - (self._cpus + ran) * self._tick_s \
+                - (self._cpus - self._threads) * wall
+            if spilled > self.share * wall * self._threads:
                 causes["foreign"] = used
         return causes
 
