@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from qkbench.backends.registry import BackendSpec, load_class
+from qkbench.machine import cpu_peak
 from qkbench.machine.canary import ParallelCanary
 from qkbench.machine.contention import LoadMeter
+from qkbench.machine.cpu_quota import cpu_limits
 from qkbench.machine.os_causes import RoundCauses
 from qkbench.measure import checks, inputs, plausible
 from qkbench.measure.cell import CellFailure, CellPlan, cold_copies
@@ -106,6 +108,9 @@ class Runner:
                              max_samples=timing.max_samples, budget_s=timing.budget_s)
         self.counts = RunCounts()
         self.canary: ParallelCanary | None = None  # started with the first group sampled
+        # The cores qkbench may use (affinity mask and cgroup CPU quota): what a CPU cell's
+        # percent-of-peak is against, and whether its threads measured the quota.
+        self.cpu_limits = cpu_limits()
 
     def cells(self) -> list[Cell]:
         """The cells this run will record: its shard of the sweep, less those already done."""
@@ -225,7 +230,7 @@ class Runner:
         load = LoadMeter(self._own_pids)
         load.start()
         checked = self._multi_threaded_cpu(ready)
-        watch = self._round_watch()
+        watch = self._round_watch(ready)
         results = interleave({label: p.sampler() for label, p in ready.items()}, block_s,
                              self.rule, min_rounds=max(len(p.workers) for p in ready.values()),
                              machine_fit=self._machine_fit(checked) if checked else None,
@@ -293,16 +298,26 @@ class Runner:
     def _multi_threaded_cpu(self, ready: dict[str, PreparedCell]) -> list[PreparedCell]:
         """The cells of a group the machine check guards: only multi-threaded CPU work lost
         speed when the machine lost parallel capacity (measured: the one-threaded numba-loops
-        not at all), and a GPU backend's host side runs on one thread."""
+        not at all), and a GPU backend's host side runs on one thread. A library-default cell
+        that reports no thread count runs on the usable cores: one, under a CPU quota of
+        less than two, which leaves no parallel capacity to lose."""
         if not self.config.timing.machine_check:
             return []
         return [prepared for label, prepared in ready.items()
-                if self.backends[label].device == "cpu" and prepared.cell.variant.threads != 1]
+                if self.backends[label].device == "cpu"
+                and (_threads_in_force(prepared.cell, prepared.figures)
+                     or self.cpu_limits.usable) > 1]
 
-    def _round_watch(self) -> RoundCauses:
+    def _round_watch(self, ready: dict[str, PreparedCell]) -> RoundCauses:
         """The OS's readings around each round of one group. Half the run's target interval:
-        a loss below that cannot move a median by the interval the run aims for."""
-        return RoundCauses(share=0.5 * self.config.timing.target_rel_ci, own_pids=self._own_pids)
+        a loss below that cannot move a median by the interval the run aims for. Other
+        processes' CPU counts only beyond the cores the group's threads leave idle (a GPU
+        backend's host side and a one-threaded CPU cell use one)."""
+        threads = max((_threads_in_force(p.cell, p.figures) or self.cpu_limits.usable
+                       if self.backends[label].device == "cpu" else 1)
+                      for label, p in ready.items())
+        return RoundCauses(share=0.5 * self.config.timing.target_rel_ci, own_pids=self._own_pids,
+                           threads=threads)
 
     def _machine_fit(self, checked: list[PreparedCell]) -> Callable[[int | None], bool]:
         return machine_check(self._canary(), checked,
@@ -389,10 +404,23 @@ class Runner:
         started = time.monotonic()
         device = self.backends[cell.backend].device
         precision = (figures or {}).get("precision", cell.dtype)
-        row = summary_row(cell, device, status, reason, figures, sampling,
-                          peak_gflops=self.peaks.get((device, precision)))
+        peak = self.peaks.get((device, precision))
+        if device == "cpu":
+            figures = dict(figures or {})
+            threads = _threads_in_force(cell, figures)
+            peak = cpu_peak.for_threads(peak, threads, self.cpu_limits.usable)
+            figures["quota_measured"] = self.cpu_limits.quota_measured(threads)
+        row = summary_row(cell, device, status, reason, figures, sampling, peak_gflops=peak)
         self.writer.append(row, sample_rows(cell, device, precision, sampling)
                            if sampling else [])
         self.counts.add(status)
         self.counts.spend("writing", time.monotonic() - started)
         self.on_cell_done(row)
+
+
+def _threads_in_force(cell: Cell, figures: dict[str, Any]) -> int | None:
+    """The threads the backend reported computing with, else those the cell asked for."""
+    reported = (figures.get("info") or {}).get("threads")
+    if isinstance(reported, int) and not isinstance(reported, bool) and reported > 0:
+        return reported
+    return cell.variant.threads

@@ -96,7 +96,10 @@ def cmd_backends(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     from qkbench.machine.environment import fingerprint
 
-    print(json.dumps(fingerprint(), indent=2))
+    facts = fingerprint()
+    print(json.dumps(facts, indent=2))
+    for warning in facts["library_env_warnings"]:
+        print(warning, file=sys.stderr)
     return EXIT_OK
 
 
@@ -117,6 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from qkbench.present.console import (
         contention_note,
         machine_check_note,
+        quota_note,
         summary_table,
         time_split,
     )
@@ -130,7 +134,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if gpu_over_cpu:
             print("\n" + gpu_over_cpu)
         print("\n" + time_split(session.wall_s, session.seconds))
-    for note in (contention_note(summary), machine_check_note(summary)):
+    for note in (contention_note(summary), machine_check_note(summary),
+                 quota_note(summary, run.meta),
+                 *((run.meta.get("environment") or {}).get("library_env_warnings") or [])):
         if note:
             print("\n" + note, file=sys.stderr)
     print(f"\nrun directory: {folder}")

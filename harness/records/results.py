@@ -231,6 +231,7 @@ def typed_summary(frame: pd.DataFrame) -> pd.DataFrame:
     frame["info"] = pd.array([info_text(v) for v in frame["info"]], dtype="string")
     frame["above_peak"] = frame["above_peak"].astype("boolean")  # empty: no peak known
     frame["kv_materialised"] = frame["kv_materialised"].astype("boolean")  # empty: not grouped
+    frame["quota_measured"] = frame["quota_measured"].astype("boolean")  # empty: no quota
     for column in ("l2_flush", "cuda_graph"):  # empty: a run from before GPU timing
         frame[column] = frame[column].astype("boolean")
     return frame
