@@ -138,6 +138,7 @@ class RunSession:
     interrupted: bool = False
     wall_s: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
+    environments: dict[str, Any] = field(default_factory=dict)  # name → probed Environment
 
     @classmethod
     def new(cls, source: ConfigSource, out: str | os.PathLike | None, shard: str | None,
@@ -149,8 +150,11 @@ class RunSession:
         specs = config_module.resolve_backends(config)
         parsed = parse_shard(shard)
         folder = _fresh_folder(Path(out) if out is not None else None, config)
+        environments = _probe_environments(config, specs)
         meta = new_meta(config, specs, origin, text, parsed, sys.argv)
-        return cls(config, specs, folder, meta, set(), parsed)
+        if environments:
+            meta["environments"] = {name: e.meta() for name, e in environments.items()}
+        return cls(config, specs, folder, meta, set(), parsed, environments=environments)
 
     @classmethod
     def resumed(cls, folder: Path, shard: str | None) -> RunSession:
@@ -176,10 +180,12 @@ class RunSession:
             changed = "; ".join(differences(meta.get("environment", {}), here)[:3])
             raise UsageError(f"{folder} was started on other hardware or software ({changed}); "
                              "resuming would mix machines in one table")
+        environments = _probe_environments(config, specs)
         repair_log(folder)
         meta.setdefault("resumed_utc", []).append(here["created_utc"])
         meta["state"] = "running"
-        return cls(config, specs, folder, meta, finished_keys(folder), recorded)
+        return cls(config, specs, folder, meta, finished_keys(folder), recorded,
+                   environments=environments)
 
     def execute(self, *, progress: bool = False,
                 on_cell_done: Callable[[dict[str, Any]], None] | None = None) -> Run:
@@ -204,7 +210,8 @@ class RunSession:
         runner = Runner(self.config, self.specs, writer, peaks=peaks_by_device,
                         host_cache_bytes=last_level_cache_bytes(), shard=self.shard,
                         done=self.done,
-                        ceilings=ceilings(self.meta["environment"]["peaks"] or {}))
+                        ceilings=ceilings(self.meta["environment"]["peaks"] or {}),
+                        environments=self.environments)
         label = (self.config.name if self.shard.count == 1
                  else f"{self.config.name} {self.shard.index}/{self.shard.count}")
         bar = Progress(len(runner.cells()), label, enabled=progress)
@@ -250,6 +257,16 @@ class RunSession:
         record[when] = calibration.reading()
         self.meta["calibration"] = record
         runner.counts.spend("calibration", time.monotonic() - began)
+
+
+def _probe_environments(config: config_module.Config, specs: list[Any]) -> dict[str, Any]:
+    """The config's environments, each asked what it has (UsageError for one that cannot
+    run this run's workers); empty without any."""
+    if not config.environments:
+        return {}
+    from qkbench.measure.environments import probe
+
+    return probe(config.environments, [spec.path for spec in specs])
 
 
 def parse_shard(text: str | None) -> Shard:

@@ -378,9 +378,7 @@ def _compare_cell(key: dict[str, Any], cell: CellKey, base: _Side, cand: _Side,
         return CellResult(key, "not comparable", threshold=threshold, **statuses, **counts,
                           note=f"too few {what} ({b_count} baseline, {c_count} "
                                f"candidate; at least {rule.min_samples} needed)")
-    # Seeded by the key's values, so a cell gets the same resamples in every comparison.
-    seed = zlib.crc32(repr(tuple(cell.as_dict().values())).encode())
-    rng = np.random.default_rng([rule.seed, seed])
+    rng = np.random.default_rng([rule.seed, cell_seed(cell)])
     ratio, low, high = bootstrap_ratio(b_runs, c_runs, rule.confidence, rule.resamples, rng)
     notes = []
     between = between_runs_interval(*(_run_medians(v, cell) for v in values), rule.confidence)
@@ -400,6 +398,16 @@ def _compare_cell(key: dict[str, Any], cell: CellKey, base: _Side, cand: _Side,
     return CellResult(key, verdict, float(np.median(np.concatenate(b_runs))),
                       float(np.median(np.concatenate(c_runs))), ratio, low, high, threshold,
                       **counts, **statuses, note=note)
+
+
+def cell_seed(cell: CellKey) -> int:
+    """The seed of a cell's resamples, from its key's values: a cell gets the same resamples in
+    every comparison. The environment counts only where a run has one, so the seeds (and
+    verdicts) of runs without environments are those they had before that axis existed."""
+    values = cell.as_dict()
+    if values["environment"] is None:
+        del values["environment"]
+    return zlib.crc32(repr(tuple(values.values())).encode())
 
 
 def _run_medians(runs: list[dict[CellKey, list[np.ndarray]]], cell: CellKey) -> list[float]:
