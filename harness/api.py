@@ -108,16 +108,31 @@ def load_run(path: str | os.PathLike) -> Run:
     return read_run(path)
 
 
-def compare(baseline: str | os.PathLike | Run, candidate: str | os.PathLike | Run,
-            threshold: float = 0.1, normalize_by: str | None = None, *,
+def compare(baseline: str | os.PathLike | Run, candidate: str | os.PathLike | Run | None = None,
+            threshold: float | None = None, normalize_by: str | None = None, *,
             per_backend: Mapping[str, float] | None = None,
-            allow_different_machines: bool = False) -> Comparison:
+            allow_different_machines: bool = False,
+            between: tuple[str, str] | None = None) -> Comparison:
     """Every cell's verdict (slower, faster, same, …) between two runs, or two folders of
-    runs of one config (pooled). `threshold` is the smallest relative change that counts;
-    `normalize_by` divides each sample by that backend's time in the same round first."""
-    from qkbench.analysis.compare import Rule, compare_runs
+    runs of one config (pooled). `threshold` is the smallest relative change that counts
+    (default 0.1); `normalize_by` divides each sample by that backend's time in the same round
+    first. With `between=(BASE, CANDIDATE)`, `baseline` is one run of several environments and
+    each cell's verdict comes from its paired rounds (analysis/paired.py; default threshold
+    `PAIRED_THRESHOLD`)."""
+    from qkbench.analysis.compare import DEFAULT_THRESHOLD, Rule, compare_runs
+    from qkbench.analysis.paired import PAIRED_THRESHOLD, compare_between
 
-    rule = Rule(threshold=threshold, per_backend=dict(per_backend or {}))
+    if between is not None:
+        if candidate is not None or normalize_by is not None:
+            raise UsageError("compare(run, between=(BASE, CANDIDATE)) takes one run, and no "
+                             "normalize_by (pairing cancels the drift already)")
+        rule = Rule(threshold=PAIRED_THRESHOLD if threshold is None else threshold,
+                    per_backend=dict(per_backend or {}))
+        return compare_between(baseline, *between, rule)
+    if candidate is None:
+        raise UsageError("compare needs a baseline and a candidate, or between=(BASE, CANDIDATE)")
+    rule = Rule(threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+                per_backend=dict(per_backend or {}))
     return compare_runs(baseline, candidate, rule, normalize_by, allow_different_machines)
 
 
