@@ -68,8 +68,11 @@ else:
 sys.stdout.write("\n__MARK__" + json.dumps(out, default=str) + "\n")
 """.replace("__MARK__", _MARK)
 
-# How a worker starts in an environment: its qkbench's own entry point.
-_WORKER = "import sys; from qkbench.measure.worker import serve; serve(int(sys.argv[1]))"
+# How a worker starts in an environment: its qkbench's own entry point. Ctrl-C goes to the
+# whole process group, and the main process decides what stops: ignored from the first line,
+# before the imports (worker_main ignores it too, once it runs).
+_WORKER = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); import sys; "
+           "from qkbench.measure.worker import serve; serve(int(sys.argv[1]))")
 
 
 @dataclass
