@@ -280,3 +280,12 @@ def test_a_backend_an_environment_lacks_is_skipped_there(tmp_path):
     assert "only_here" in summary.loc[("only", "bare"), "reason"]
     for member in (("only", "base"), ("numpy", "base"), ("numpy", "bare")):
         assert summary.loc[member, "status"] == "ok", summary.loc[member, "reason"]
+
+
+def test_validate_counts_the_environments(tmp_path):
+    config = _write(tmp_path, [{"name": "a", "python": sys.executable},
+                               {"name": "b", "python": sys.executable},
+                               {"name": "c", "python": sys.executable}], ["numpy"], n=(32, 64))
+    result = run_cli("validate", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "6 cells (1 backends × 3 environments × 2 shapes" in result.stdout

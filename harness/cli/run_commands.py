@@ -66,7 +66,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     above = sum(1 for cell in cells
                 if above_size_limit(limits, cell.backend, cell.shape.flops))
     # A variant is one (dtype, phase, cache, threads) combination.
-    print(f"{path}: valid — {len(cells)} cells ({len(specs)} backends × "
+    environments = (f" × {len(config.environments)} environments"
+                    if config.environments else "")
+    print(f"{path}: valid — {len(cells)} cells ({len(specs)} backends{environments} × "
           f"{len(shapes(config))} shapes × {len(variants(config))} variants)"
           + (f"; {above} above a backend's max_gflop, to be skipped" if above else ""))
     return EXIT_OK
