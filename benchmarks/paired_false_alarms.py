@@ -51,7 +51,7 @@ compare.read_run = functools.lru_cache(maxsize=None)(compare.read_run)
 
 SUBJECT = "subject"
 SLOWDOWNS = (0.05, 0.10, 0.25)
-THRESHOLDS = (0.01, 0.02, 0.03, 0.05, 0.10)
+THRESHOLDS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.07, 0.10)
 VARIABLE = "QKBENCH_SUBJECT_SLOWDOWN"
 
 
@@ -182,6 +182,19 @@ def analyse(folder: Path) -> None:
                       for b, lo, hi, _, v in cells if b == SUBJECT and v != "not comparable"]
             line += f"{_frac(sum(caught), len(caught)):>14}"
         print(line)
+    alarms: dict[str, list[float]] = {}
+    for kind in verdicts:
+        for cells in verdicts[kind]:
+            for b, lo, _, _, v in cells:
+                if v != "not comparable" and (kind == "aa" or b != SUBJECT):
+                    alarms.setdefault(b, []).append(lo)
+    print("\nunchanged cells, highest interval low end per backend (a threshold below it cries "
+          "wolf): " + ", ".join(f"{b} {max(lows):.3f} ({len(lows)} cells)"
+                                for b, lows in sorted(alarms.items())))
+    not_comparable = sum(v == "not comparable" for cells_list in verdicts.values()
+                         for cells in cells_list for *_, v in cells)
+    total = sum(len(cells) for cells_list in verdicts.values() for cells in cells_list)
+    print(f"not comparable: {not_comparable} of {total} cells (too few rounds in common)")
     aa_ratios = [abs(math.log(r)) for cells in verdicts["aa"] for _, _, _, r, v in cells
                  if v != "not comparable"]
     lows = [lo for cells in verdicts["aa"] for _, lo, _, _, v in cells if v != "not comparable"]

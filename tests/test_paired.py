@@ -162,3 +162,21 @@ def test_the_report_shows_the_paired_verdicts(tmp_path):
     markdown = (tmp_path / "r.md").read_text()
     assert "qkbench compare: 1 slower" in markdown and "environment pr of" in markdown
     assert 'id="paired"' in (tmp_path / "r.html").read_text()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.floats(0.5, 2.0), min_size=2, max_size=6), st.integers(0, 10**6))
+def test_slots_that_disagree_widen_the_interval(levels, seed):
+    """bootstrap_median resamples the groups first: groups whose levels differ get an interval
+    that spans their spread, where pooling their values as one group would not."""
+    from qkbench.analysis.bootstrap import bootstrap_median
+
+    rng = np.random.default_rng(seed)
+    groups = [level * rng.normal(1.0, 0.01, 20) for level in levels]
+    median, low, high = bootstrap_median(groups, rng=np.random.default_rng(0))
+    assert low <= median <= high
+    _, pooled_low, pooled_high = bootstrap_median([np.concatenate(groups)],
+                                                  rng=np.random.default_rng(0))
+    assert high - low >= 0.9 * (pooled_high - pooled_low)
+    if max(levels) / min(levels) > 1.2:
+        assert high - low > pooled_high - pooled_low
