@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qkbench.backends.registry import BackendSpec, load_class
+from qkbench.backends.registry import BackendSpec
 from qkbench.machine import cpu_peak
 from qkbench.machine.canary import ParallelCanary
 from qkbench.machine.contention import LoadMeter
@@ -27,13 +27,16 @@ from qkbench.machine.cpu_quota import cpu_limits
 from qkbench.machine.os_causes import RoundCauses
 from qkbench.measure import checks, inputs, plausible
 from qkbench.measure.cell import CellFailure, CellPlan, cold_copies
+from qkbench.measure.environments import Environment
 from qkbench.measure.handles import (  # noqa: F401  (throttled, machine_check: re-exported)
     RELEASE_TIMEOUT_S,
     BackendWorkers,
     CellTimeout,
     PreparedCell,
+    backend_workers,
     machine_check,
     os_figures,
+    round_order,
     start_workers,
     throttled,
 )
@@ -42,6 +45,7 @@ from qkbench.measure.timing import UNFIT_BUDGET_FACTOR, SamplingResult, StopRule
 from qkbench.measure.worker import WorkerHandle
 from qkbench.plan.config import Config
 from qkbench.plan.sweep import Cell, Shape, Shard, above_size_limit, expand, groups, size_limits
+from qkbench.plan.sweep import member_name
 from qkbench.records.results import (
     ITEMSIZE,
     RunWriter,
@@ -87,22 +91,25 @@ class Runner:
                  on_cell_done: CellDone = lambda row: None, peaks: Peaks | None = None,
                  host_cache_bytes: int = 32 << 20, shard: Shard = WHOLE_SWEEP,
                  done: set[tuple[Any, ...]] | None = None,
-                 ceilings: Ceilings | None = None) -> None:
+                 ceilings: Ceilings | None = None,
+                 environments: Mapping[str, Environment] | None = None) -> None:
         """`shard` picks the part of the sweep to run; cells whose keys are in `done` (from an
-        interrupted run being resumed) are neither run nor recorded again."""
+        interrupted run being resumed) are neither run nor recorded again. `environments`
+        (probed, qkbench.measure.environments) are those of `config.environments`: every
+        backend then has workers in each of them."""
         self.config, self.writer, self.on_cell_done = config, writer, on_cell_done
         self.peaks, self.host_cache_bytes = peaks or {}, host_cache_bytes
         self.ceilings = ceilings or {}
         self.shard, self.done = shard, done or set()
         self.max_gflop = size_limits(config, specs)
+        self.labels = [spec.label for spec in specs]
+        self.environments = dict(environments or {})
+        # Keyed by member (`Cell.member`): a backend, in one environment.
         self.backends: dict[str, BackendWorkers] = {}
         for spec in specs:
-            cls = load_class(spec.path)
-            workers = [WorkerHandle(spec.path, dict(spec.options))
-                       for _ in range(config.timing.processes)]
-            self.backends[spec.label] = BackendWorkers(spec, cls.device, tuple(cls.dtypes),
-                                                 frozenset(getattr(cls, "attention", ())),
-                                                 workers)
+            for environment in list(self.environments.values()) or [None]:
+                self.backends[member_name(spec.label, environment and environment.name)] = \
+                    backend_workers(spec, environment, config.timing.processes)
         timing = config.timing
         self.rule = StopRule(target_rel_ci=timing.target_rel_ci, min_samples=timing.min_samples,
                              max_samples=timing.max_samples, budget_s=timing.budget_s)
@@ -114,7 +121,7 @@ class Runner:
 
     def cells(self) -> list[Cell]:
         """The cells this run will record: its shard of the sweep, less those already done."""
-        return [cell for cell in expand(self.config, list(self.backends), self.shard)
+        return [cell for cell in expand(self.config, self.labels, self.shard)
                 if key_of(cell.key()) not in self.done]
 
     def run(self) -> RunCounts:
@@ -125,10 +132,10 @@ class Runner:
         shutil.rmtree(scratch, ignore_errors=True)  # a killed run's, when it is resumed
         scratch.mkdir(parents=True)
         max_ref = self.config.agreement.max_reference_elements
-        started_s = start_workers(self.backends, [cell.backend for cell in self.cells()],
+        started_s = start_workers(self.backends, [cell.member for cell in self.cells()],
                                   self._open)
         try:
-            for shape, shape_groups in groups(self.config, list(self.backends), self.shard):
+            for shape, shape_groups in groups(self.config, self.labels, self.shard):
                 folder = scratch / shape.folder_name()
                 shape_too_big = too_big(shape_bytes(shape, max_ref), available_bytes())
                 for group in shape_groups:
@@ -172,7 +179,7 @@ class Runner:
         too_large = above_size_limit(self.max_gflop, cell.backend, cell.shape.flops)
         if too_large:
             return too_large
-        backend = self._open(cell.backend)
+        backend = self._open(cell.member)
         if backend.open_failure is not None:
             return None  # reported as that failure, per cell, by _run_group
         if backend.unavailable:
@@ -215,14 +222,14 @@ class Runner:
         """Set up each cell of one group; sample the ones that agree, interleaved."""
         ready: dict[str, PreparedCell] = {}
         for cell in cells:
-            backend = self.backends[cell.backend]
+            backend = self.backends[cell.member]
             if backend.open_failure is not None:
                 failure = backend.open_failure
                 self._record(cell, failure.status, failure.reason)
                 continue
             prepared = self._set_up(cell, backend, folder)
             if prepared is not None:
-                ready[cell.backend] = prepared
+                ready[cell.member] = prepared
         if not ready:
             return
 
@@ -235,7 +242,9 @@ class Runner:
                              self.rule, min_rounds=max(len(p.workers) for p in ready.values()),
                              machine_fit=self._machine_fit(checked) if checked else None,
                              unfit_budget_factor=self._unfit_budget_factor(),
-                             round_watch=watch, cost_clock=time.monotonic)
+                             round_watch=watch, cost_clock=time.monotonic,
+                             order=round_order(self.config.seed, cells)
+                             if self.environments else None)
         foreign_load = load.stop()
         guarded = {id(p) for p in checked}
         for label, result in results.items():
@@ -279,7 +288,7 @@ class Runner:
 
     def _implausible(self, prepared: PreparedCell, result: SamplingResult) -> CellFailure | None:
         cell, figures = prepared.cell, prepared.figures
-        device = self.backends[cell.backend].device
+        device = self.backends[cell.member].device
         precision = figures.get("precision", cell.dtype)
         memory = plausible.memory_bytes(min_bytes(cell),
                                         figures.get("cache_bytes") or self.host_cache_bytes)
@@ -389,7 +398,7 @@ class Runner:
         if cell.variant.cache == "cold":
             set_bytes = (shape.q_elements + shape.k_elements) * ITEMSIZE[cell.dtype]
             copies = cold_copies(set_bytes, self.host_cache_bytes)
-        needed = self.config.timing.processes * cell_bytes(
+        needed = self.config.timing.processes * max(1, len(self.environments)) * cell_bytes(
             shape, cell.dtype, copies, self.config.agreement.max_reference_elements)
         return too_big(needed, available_bytes())
 
@@ -402,7 +411,7 @@ class Runner:
                 figures: dict[str, Any] | None = None,
                 sampling: SamplingResult | None = None) -> None:
         started = time.monotonic()
-        device = self.backends[cell.backend].device
+        device = self.backends[cell.member].device
         precision = (figures or {}).get("precision", cell.dtype)
         peak = self.peaks.get((device, precision))
         if device == "cpu":

@@ -15,6 +15,7 @@ import platform
 import shutil
 import socket
 import subprocess
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -221,3 +222,22 @@ def _memory_gib() -> float | None:
     except (ValueError, OSError, AttributeError):
         return None
     return round(pages * page_size / 2**30, 1)
+
+
+# What runs written before the fingerprint had a comparability_key are compared on.
+LEGACY_FIELDS = ("cpu.model", "cpu.logical_cores", "libraries")
+
+
+def environment_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """What makes two runs' timings not comparable, as 'field: A vs B' strings (empty: none).
+
+    Runs that both carry the fingerprint's `comparability_key` (a hash of the hardware and
+    software fields above) are compared on it; runs written before it existed
+    are compared on CPU model, core count and library versions."""
+    key_a, key_b = a.get("comparability_key"), b.get("comparability_key")
+    if key_a is not None and key_b is not None:
+        if key_a == key_b:
+            return []
+        return (differences(dict(a), dict(b))
+                or [f"comparability_key: {key_a} vs {key_b}"])
+    return differences(dict(a), dict(b), LEGACY_FIELDS)

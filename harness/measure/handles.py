@@ -9,15 +9,17 @@ figures that come from the machine (GPU throttling, the OS's causes). The runner
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qkbench.backends.registry import BackendSpec
+from qkbench.backends.registry import BackendSpec, load_class
 from qkbench.machine.canary import ParallelCanary
 from qkbench.machine.os_causes import RoundCauses, describe
 from qkbench.measure.cell import CellFailure
+from qkbench.measure.environments import Environment
 from qkbench.measure.timing import Sample, SamplerFailed, SamplingOver, SamplingResult
 from qkbench.measure.worker import WorkerHandle
 from qkbench.plan.sweep import Cell
@@ -44,6 +46,40 @@ class BackendWorkers:
     def worker(self) -> WorkerHandle:
         """The first worker: the one asked whether the backend is available here."""
         return self.workers[0]
+
+
+def backend_workers(spec: BackendSpec, environment: Environment | None,
+                     processes: int) -> BackendWorkers:
+    """A backend's workers in one environment (None: this process's interpreter). Its class
+    is read where its workers will run: another environment may have another version of it,
+    or none (then its cells there are skipped, with the reason)."""
+    workers = [WorkerHandle(spec.path, dict(spec.options), environment)
+               for _ in range(processes)]
+    if environment is None:
+        cls = load_class(spec.path)
+        return BackendWorkers(spec, cls.device, tuple(cls.dtypes),
+                              frozenset(getattr(cls, "attention", ())), workers)
+    facts = environment.backend(spec.path)
+    backend = BackendWorkers(spec, str(facts.get("device", "cpu")),
+                             tuple(facts.get("dtypes", ())),
+                             frozenset(facts.get("attention", ())), workers)
+    if "missing" in facts:
+        backend.opened = True  # no worker is asked: the class is not there
+        backend.unavailable = (f"{spec.label} cannot be loaded in environment "
+                               f"{environment.name}: {facts['missing']}")
+    return backend
+
+
+def round_order(seed: int, cells: list[Cell]) -> Callable[[list[str]], list[str]]:
+    """The members' order within each round of a group that spans environments, shuffled by
+    a generator seeded by the config's seed and the group: neither environment always runs
+    first (right after the machine check's pause, or right after the other's turn)."""
+    rng = random.Random(f"{seed}:{cells[0].key() if cells else ''}")
+
+    def order(members: list[str]) -> list[str]:
+        rng.shuffle(members)
+        return members
+    return order
 
 
 @dataclass

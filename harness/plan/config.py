@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -27,6 +28,8 @@ from pydantic import (
 from qkbench.backends import registry
 from qkbench.errors import UsageError
 from qkbench.plan import presets
+from qkbench.plan.environments import EnvironmentEntry, unique_environments
+from qkbench.plan.environments import with_environments  # noqa: F401  (re-exported)
 from qkbench.plan.yaml_file import parse_yaml_text, read_yaml  # noqa: F401  (re-exported)
 
 DType = Literal["float16", "bfloat16", "float32", "float64"]
@@ -361,6 +364,9 @@ class Config(_Strict):
     timing: Timing = Timing()
     agreement: AgreementSettings = AgreementSettings()
     output: Output = Output()
+    # Two or more environments: every backend runs in each, interleaved round by round
+    # (an axis of the cell key). Empty: every worker runs this process's interpreter.
+    environments: Annotated[list[EnvironmentEntry], AfterValidator(unique_environments)] = []
 
 
 def _format_location(loc: tuple[Any, ...]) -> str:

@@ -139,7 +139,7 @@ def summary_table(summary: pd.DataFrame) -> str:
     # Axes a sweep did not vary (phase, cache, threads) would only repeat one value per row.
     axes = {c: summary[c] for c in _varying(summary, ["phase", "cache", "threads_requested",
                                                       "preset", "batch", "heads", "kv_heads",
-                                                      "causal", "scaled"])}
+                                                      "causal", "scaled", "environment"])}
     view = pd.DataFrame({
         "backend": summary["backend"], "dtype": summary["dtype"],
         "n": summary["n"], "m": summary["m"], "d_k": summary["d_k"], **axes,

@@ -62,6 +62,10 @@ class CellKey:
     causal: bool = _column("", "key j masked (−inf) for query i when j > i + (m − n)", False)
     scaled: bool = _column("", "S divided by √d_k", False)
     preset: str | None = _column("", "the model preset that set heads, kv_heads and d_k", None)
+    # The environments axis (docs/environments.md): empty for a run without one, whose every
+    # worker ran the run's own interpreter.
+    environment: str | None = _column("", "the environment (`--env NAME=PYTHON`) whose "
+                                      "interpreter ran the cell; empty: the run's own", None)
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> CellKey:
@@ -87,8 +91,9 @@ class CellKey:
         return self._order() < other._order()
 
     def group(self) -> CellKey:
-        """The key of this cell's interleaving group: every backend of one shape and variant."""
-        return replace(self, backend="")
+        """The key of this cell's interleaving group: every backend, in every environment, of
+        one shape and variant."""
+        return replace(self, backend="", environment=None)
 
     def label(self) -> str:
         """Short words for people: the shape, then only the axes that differ from default."""
@@ -177,6 +182,8 @@ class SummaryRecord:
     causal: bool = _column("", "causal mask (cell key)", False)
     scaled: bool = _column("", "S scaled by 1/√d_k (cell key)", False)
     preset: str | None = _column("", "model preset (cell key)")
+    environment: str | None = _column("", "the environment that ran the cell; empty: the "
+                                      "run's own interpreter (cell key)")
     kv_materialised: bool | None = _column("", "the backend repeated K H/H_kv times to compute "
                                            "grouped heads; empty when heads are not grouped")
     status: str = _column("", "one of STATUSES: ok, mismatch, tampered, unsynced, "
