@@ -26,28 +26,29 @@ from qkbench.machine.contention import LoadMeter
 from qkbench.machine.cpu_quota import cpu_limits
 from qkbench.machine.os_causes import RoundCauses
 from qkbench.measure import checks, inputs, plausible
-from qkbench.measure.cell import CellFailure, CellPlan, cold_copies
+from qkbench.measure.cell import CellFailure, CellPlan
 from qkbench.measure.environments import Environment
 from qkbench.measure.handles import (  # noqa: F401  (throttled, machine_check: re-exported)
-    RELEASE_TIMEOUT_S,
     BackendWorkers,
     CellTimeout,
     PreparedCell,
     backend_workers,
     machine_check,
     os_figures,
+    release,
     round_order,
     start_workers,
+    threads_in_force,
     throttled,
 )
-from qkbench.measure.resources import available_bytes, cell_bytes, shape_bytes, too_big
+from qkbench.measure.resources import (available_bytes, cell_bytes, input_copies, shape_bytes,
+                                       too_big)
 from qkbench.measure.timing import UNFIT_BUDGET_FACTOR, SamplingResult, StopRule, interleave
 from qkbench.measure.worker import WorkerHandle
 from qkbench.plan.config import Config
 from qkbench.plan.sweep import Cell, Shape, Shard, above_size_limit, expand, groups, size_limits
 from qkbench.plan.sweep import member_name
 from qkbench.records.results import (
-    ITEMSIZE,
     RunWriter,
     key_of,
     min_bytes,
@@ -85,6 +86,7 @@ class RunCounts:
 
 
 WHOLE_SWEEP = Shard(1, 1)
+
 
 class Runner:
     def __init__(self, config: Config, specs: list[BackendSpec], writer: RunWriter,
@@ -256,7 +258,7 @@ class Runner:
                 else "off"
             self.counts.spend("timed work", sum(s.seconds * s.calls for s in result.samples))
             failure = self._verify(prepared, result) if result.failure is None else None
-            figures.update(self._release(prepared.workers))
+            figures.update(release(prepared.workers))
             if result.failure is not None:
                 self._record(cell, result.failure.status, result.failure.reason, figures)
             elif failure is not None:
@@ -314,7 +316,7 @@ class Runner:
             return []
         return [prepared for label, prepared in ready.items()
                 if self.backends[label].device == "cpu"
-                and (_threads_in_force(prepared.cell, prepared.figures)
+                and (threads_in_force(prepared.cell, prepared.figures)
                      or self.cpu_limits.usable) > 1]
 
     def _round_watch(self, ready: dict[str, PreparedCell]) -> RoundCauses:
@@ -322,7 +324,7 @@ class Runner:
         a loss below that cannot move a median by the interval the run aims for. Other
         processes' CPU counts only beyond the cores the group's threads leave idle (a GPU
         backend's host side and a one-threaded CPU cell use one)."""
-        threads = max((_threads_in_force(p.cell, p.figures) or self.cpu_limits.usable
+        threads = max((threads_in_force(p.cell, p.figures) or self.cpu_limits.usable
                        if self.backends[label].device == "cpu" else 1)
                       for label, p in ready.items())
         return RoundCauses(share=0.5 * self.config.timing.target_rel_ci, own_pids=self._own_pids,
@@ -360,7 +362,7 @@ class Runner:
                     # No room beside the copies the earlier workers hold (a GPU's memory):
                     # sample in the workers that have the cell rather than not at all.
                     break
-                self._release(workers)
+                release(workers)
                 self._record(cell, failure.status, failure.reason, failure.details)
                 return None
             self._account_setup(figures)
@@ -370,23 +372,6 @@ class Runner:
         first["processes"] = len(workers)
         return PreparedCell(cell, first, limit, workers)
 
-    def _release(self, workers: list[WorkerHandle]) -> dict[str, Any]:
-        """Free the cell in its workers; their closing figures (telemetry, peak memory)."""
-        closing: dict[str, Any] = {}
-        for worker in workers:
-            if not worker.alive:  # a crashed or killed worker has nothing left to release
-                continue
-            try:
-                figures = worker.request(("release",), RELEASE_TIMEOUT_S)
-            except CellFailure:
-                continue  # the next request restarts the worker if this one died
-            peak = max(closing.get("peak_device_bytes") or 0,
-                       figures.get("peak_device_bytes") or 0)
-            closing.update(figures)
-            if peak:
-                closing["peak_device_bytes"] = peak
-        return closing
-
     def _own_pids(self) -> list[int]:
         """This process and every backend's worker: the CPU time that is not foreign load."""
         pids = [worker.pid for backend in self.backends.values() for worker in backend.workers]
@@ -394,12 +379,9 @@ class Runner:
 
     def _memory_reason(self, cell: Cell) -> str | None:
         """Why the cell would not fit in host memory now, or None."""
-        shape, copies = cell.shape, 1
-        if cell.variant.cache == "cold":
-            set_bytes = (shape.q_elements + shape.k_elements) * ITEMSIZE[cell.dtype]
-            copies = cold_copies(set_bytes, self.host_cache_bytes)
+        copies = input_copies(cell, self.host_cache_bytes)
         needed = self.config.timing.processes * max(1, len(self.environments)) * cell_bytes(
-            shape, cell.dtype, copies, self.config.agreement.max_reference_elements)
+            cell.shape, cell.dtype, copies, self.config.agreement.max_reference_elements)
         return too_big(needed, available_bytes())
 
     def _account_setup(self, figures: dict[str, Any]) -> None:
@@ -416,7 +398,7 @@ class Runner:
         peak = self.peaks.get((device, precision))
         if device == "cpu":
             figures = dict(figures or {})
-            threads = _threads_in_force(cell, figures)
+            threads = threads_in_force(cell, figures)
             peak = cpu_peak.for_threads(peak, threads, self.cpu_limits.usable)
             figures["quota_measured"] = self.cpu_limits.quota_measured(threads)
         row = summary_row(cell, device, status, reason, figures, sampling, peak_gflops=peak)
@@ -426,10 +408,3 @@ class Runner:
         self.counts.spend("writing", time.monotonic() - started)
         self.on_cell_done(row)
 
-
-def _threads_in_force(cell: Cell, figures: dict[str, Any]) -> int | None:
-    """The threads the backend reported computing with, else those the cell asked for."""
-    reported = (figures.get("info") or {}).get("threads")
-    if isinstance(reported, int) and not isinstance(reported, bool) and reported > 0:
-        return reported
-    return cell.variant.threads

@@ -238,3 +238,29 @@ def start_workers(backends: dict[str, BackendWorkers], labels: list[str],
         for worker in backend.workers:
             worker.startup_s = 0.0
     return time.monotonic() - started
+
+
+def release(workers: list[WorkerHandle]) -> dict[str, Any]:
+    """Free the cell in its workers; their closing figures (telemetry, peak memory)."""
+    closing: dict[str, Any] = {}
+    for worker in workers:
+        if not worker.alive:  # a crashed or killed worker has nothing left to release
+            continue
+        try:
+            figures = worker.request(("release",), RELEASE_TIMEOUT_S)
+        except CellFailure:
+            continue  # the next request restarts the worker if this one died
+        peak = max(closing.get("peak_device_bytes") or 0,
+                   figures.get("peak_device_bytes") or 0)
+        closing.update(figures)
+        if peak:
+            closing["peak_device_bytes"] = peak
+    return closing
+
+
+def threads_in_force(cell: Cell, figures: dict[str, Any]) -> int | None:
+    """The threads the backend reported computing with, else those the cell asked for."""
+    reported = (figures.get("info") or {}).get("threads")
+    if isinstance(reported, int) and not isinstance(reported, bool) and reported > 0:
+        return reported
+    return cell.variant.threads
