@@ -26,6 +26,7 @@ from qkbench.records.run import load_run as read_run
 
 if TYPE_CHECKING:  # pandas loads only when a run is made or read
     from qkbench.analysis.compare import Comparison
+    from qkbench.cluster.slurm import Submission
     from qkbench.plan.sweep import Shard
 
 ConfigSource = str | os.PathLike | Mapping[str, Any] | config_module.Config
@@ -108,17 +109,60 @@ def load_run(path: str | os.PathLike) -> Run:
     return read_run(path)
 
 
-def compare(baseline: str | os.PathLike | Run, candidate: str | os.PathLike | Run,
-            threshold: float = 0.1, normalize_by: str | None = None, *,
+def compare(baseline: str | os.PathLike | Run, candidate: str | os.PathLike | Run | None = None,
+            threshold: float | None = None, normalize_by: str | None = None, *,
             per_backend: Mapping[str, float] | None = None,
-            allow_different_machines: bool = False) -> Comparison:
+            allow_different_machines: bool = False,
+            between: tuple[str, str] | None = None) -> Comparison:
     """Every cell's verdict (slower, faster, same, …) between two runs, or two folders of
-    runs of one config (pooled). `threshold` is the smallest relative change that counts;
-    `normalize_by` divides each sample by that backend's time in the same round first."""
-    from qkbench.analysis.compare import Rule, compare_runs
+    runs of one config (pooled). `threshold` is the smallest relative change that counts
+    (default 0.1); `normalize_by` divides each sample by that backend's time in the same round
+    first. With `between=(BASE, CANDIDATE)`, `baseline` is one run of several environments and
+    each cell's verdict comes from its paired rounds (analysis/paired.py; default threshold
+    `PAIRED_THRESHOLD`)."""
+    from qkbench.analysis.compare import DEFAULT_THRESHOLD, Rule, compare_runs
+    from qkbench.analysis.paired import PAIRED_THRESHOLD, compare_between
 
-    rule = Rule(threshold=threshold, per_backend=dict(per_backend or {}))
+    if between is not None:
+        if candidate is not None or normalize_by is not None:
+            raise UsageError("compare(run, between=(BASE, CANDIDATE)) takes one run, and no "
+                             "normalize_by (pairing cancels the drift already)")
+        rule = Rule(threshold=PAIRED_THRESHOLD if threshold is None else threshold,
+                    per_backend=dict(per_backend or {}))
+        return compare_between(baseline, *between, rule)
+    if candidate is None:
+        raise UsageError("compare needs a baseline and a candidate, or between=(BASE, CANDIDATE)")
+    rule = Rule(threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+                per_backend=dict(per_backend or {}))
     return compare_runs(baseline, candidate, rule, normalize_by, allow_different_machines)
+
+
+def submit_slurm(config: ConfigSource, out: str | os.PathLike, *, shards: int,
+                 partitions: tuple[str, ...] | list[str] = (), exclusive: bool = True,
+                 max_parallel: int | None = None, sbatch_args: tuple[str, ...] | list[str] = (),
+                 shard_sbatch_args: tuple[str, ...] | list[str] = (),
+                 dry_run: bool = False) -> Submission:
+    """Submit a sweep to Slurm in `shards` shards per partition (docs/many-machines.md): a job
+    array, a merge after it into `out/PARTITION/merged-PARTITION`, and with several
+    partitions a report of them side by side. The tasks run in this interpreter and this
+    qkbench; nodes are taken whole unless `exclusive=False` (`max_parallel` throttles the
+    array on shared nodes). A dry run returns the scripts and commands without submitting."""
+    from qkbench.cluster import slurm
+
+    loaded = load_config(config)
+    _, text = _config_text(config, loaded, False)
+    plan = slurm.plan_sweep(loaded, out, shards, partitions=tuple(partitions),
+                            exclusive=exclusive, max_parallel=max_parallel,
+                            sbatch_args=tuple(sbatch_args),
+                            shard_sbatch_args=tuple(shard_sbatch_args))
+    return slurm.submit(plan, text, dry_run=dry_run)
+
+
+def resume_slurm(out: str | os.PathLike, *, dry_run: bool = False) -> Submission:
+    """Resubmit what a Slurm submission lacks: the shards that did not finish, and merges."""
+    from qkbench.cluster import slurm
+
+    return slurm.resume(out, dry_run=dry_run)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,6 +182,7 @@ class RunSession:
     interrupted: bool = False
     wall_s: float = 0.0
     seconds: dict[str, float] = field(default_factory=dict)
+    environments: dict[str, Any] = field(default_factory=dict)  # name → probed Environment
 
     @classmethod
     def new(cls, source: ConfigSource, out: str | os.PathLike | None, shard: str | None,
@@ -149,8 +194,11 @@ class RunSession:
         specs = config_module.resolve_backends(config)
         parsed = parse_shard(shard)
         folder = _fresh_folder(Path(out) if out is not None else None, config)
+        environments = _probe_environments(config, specs)
         meta = new_meta(config, specs, origin, text, parsed, sys.argv)
-        return cls(config, specs, folder, meta, set(), parsed)
+        if environments:
+            meta["environments"] = {name: e.meta() for name, e in environments.items()}
+        return cls(config, specs, folder, meta, set(), parsed, environments=environments)
 
     @classmethod
     def resumed(cls, folder: Path, shard: str | None) -> RunSession:
@@ -176,10 +224,12 @@ class RunSession:
             changed = "; ".join(differences(meta.get("environment", {}), here)[:3])
             raise UsageError(f"{folder} was started on other hardware or software ({changed}); "
                              "resuming would mix machines in one table")
+        environments = _probe_environments(config, specs)
         repair_log(folder)
         meta.setdefault("resumed_utc", []).append(here["created_utc"])
         meta["state"] = "running"
-        return cls(config, specs, folder, meta, finished_keys(folder), recorded)
+        return cls(config, specs, folder, meta, finished_keys(folder), recorded,
+                   environments=environments)
 
     def execute(self, *, progress: bool = False,
                 on_cell_done: Callable[[dict[str, Any]], None] | None = None) -> Run:
@@ -204,7 +254,8 @@ class RunSession:
         runner = Runner(self.config, self.specs, writer, peaks=peaks_by_device,
                         host_cache_bytes=last_level_cache_bytes(), shard=self.shard,
                         done=self.done,
-                        ceilings=ceilings(self.meta["environment"]["peaks"] or {}))
+                        ceilings=ceilings(self.meta["environment"]["peaks"] or {}),
+                        environments=self.environments)
         label = (self.config.name if self.shard.count == 1
                  else f"{self.config.name} {self.shard.index}/{self.shard.count}")
         bar = Progress(len(runner.cells()), label, enabled=progress)
@@ -250,6 +301,16 @@ class RunSession:
         record[when] = calibration.reading()
         self.meta["calibration"] = record
         runner.counts.spend("calibration", time.monotonic() - began)
+
+
+def _probe_environments(config: config_module.Config, specs: list[Any]) -> dict[str, Any]:
+    """The config's environments, each asked what it has (UsageError for one that cannot
+    run this run's workers); empty without any."""
+    if not config.environments:
+        return {}
+    from qkbench.measure.environments import probe
+
+    return probe(config.environments, [spec.path for spec in specs])
 
 
 def parse_shard(text: str | None) -> Shard:

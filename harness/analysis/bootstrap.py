@@ -1,14 +1,16 @@
 """Step 7, the statistics of a verdict: a seeded percentile bootstrap of the ratio of two
-medians, resampling runs (or worker processes) first, then samples, and, when a side pools
-several runs, a t interval from how much the runs' own medians differ (see analysis/compare.py
-for why)."""
+medians (or of the median of paired ratios), resampling runs (or worker processes) first, then
+samples, and, when a side pools several runs, a t interval from how much the runs' own medians
+differ (see analysis/compare.py for why)."""
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
+from qkbench.records.record import CellKey
 from scipy import stats
 
 CONFIDENCE = 0.95
@@ -35,6 +37,21 @@ def bootstrap_ratio(baseline: np.ndarray | Sequence[np.ndarray],
     alpha = 1.0 - confidence
     low, high = np.quantile(ratios, [alpha / 2.0, 1.0 - alpha / 2.0])
     return ratio, float(low), float(high)
+
+
+def bootstrap_median(groups: Sequence[np.ndarray], confidence: float = CONFIDENCE,
+                     resamples: int = RESAMPLES, rng: np.random.Generator | None = None
+                     ) -> tuple[float, float, float]:
+    """(median, interval low, interval high) of values that come in independent groups (a
+    paired comparison's per-round ratios, one array per worker slot): the same two-stage
+    percentile bootstrap as `bootstrap_ratio` — the groups with replacement, then each drawn
+    group's values — so groups that disagree widen the interval."""
+    rng = rng if rng is not None else np.random.default_rng(SEED)
+    parts = _as_runs(groups)
+    medians = _bootstrap_medians(parts, resamples, rng)
+    alpha = 1.0 - confidence
+    low, high = np.quantile(medians, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(np.median(np.concatenate(parts))), float(low), float(high)
 
 
 def _as_runs(values: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -101,3 +118,13 @@ def between_runs_interval(baseline: Sequence[float], candidate: Sequence[float],
     half = float(stats.t.ppf(0.5 + confidence / 2.0, freedom)) * spread
     difference = float(np.mean(logs[1]) - np.mean(logs[0]))
     return math.exp(difference - half), math.exp(difference + half)
+
+
+def cell_seed(cell: CellKey) -> int:
+    """The seed of a cell's resamples, from its key's values: a cell gets the same resamples in
+    every comparison. The environment counts only where a run has one, so the seeds (and
+    verdicts) of runs without environments are those they had before that axis existed."""
+    values = cell.as_dict()
+    if values["environment"] is None:
+        del values["environment"]
+    return zlib.crc32(repr(tuple(values.values())).encode())

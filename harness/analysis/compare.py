@@ -43,10 +43,11 @@ import pandas as pd
 
 # The statistics and the renderings live beside this module (re-exported for callers).
 from qkbench.analysis.bootstrap import (CONFIDENCE, RESAMPLES, SEED, between_runs_interval,
-                                        bootstrap_ratio)
+                                        bootstrap_ratio, cell_seed)
 from qkbench.analysis.verdict_text import to_json, to_markdown, to_text
 from qkbench.errors import UsageError
 from qkbench.machine import calibration
+from qkbench.machine.environment import environment_differences  # re-exported
 from qkbench.machine.contention import BUSY_CORES
 from qkbench.records.record import CellKey, missing
 from qkbench.records.results import kept_mask
@@ -55,8 +56,6 @@ from qkbench.records.run import Run, load_run
 DEFAULT_THRESHOLD = 0.10
 MIN_SAMPLES = 6  # the fewest with an order-statistic 95% interval of the median (qkbench.measure.stats)
 
-# What runs written before the fingerprint had a comparability_key are compared on.
-LEGACY_FIELDS = ("cpu.model", "cpu.logical_cores", "libraries")
 
 # Output order: what needs attention first.
 VERDICT_ORDER = ("slower", "faster", "not comparable", "only in baseline", "only in candidate",
@@ -83,6 +82,13 @@ class Rule:
         if ci_high < 1.0 / (1.0 + threshold):
             return "faster"
         return "same"
+
+    def inconclusive(self, verdict: str, ci_low: float, ci_high: float, threshold: float
+                     ) -> str:
+        """The note of a `same` whose interval reaches past the threshold, else ''."""
+        if verdict == "same" and (ci_high > 1.0 + threshold or ci_low < 1.0 / (1.0 + threshold)):
+            return f"inconclusive: the interval reaches beyond ±{100 * threshold:g}%"
+        return ""
 
     def describe(self) -> str:
         pct = f"{100 * self.threshold:g}%"
@@ -120,6 +126,7 @@ class Comparison:
     # Candidate's machine speed / baseline's from the runs' calibration readings
     # ("one_thread", "all_threads"); empty when a side has none (older runs).
     machine_shift: dict[str, float] = field(default_factory=dict)
+    between: tuple[str, str] | None = None  # a paired comparison's environments (paired.py)
 
     @property
     def machine_shift_exceeds_threshold(self) -> bool:
@@ -173,27 +180,6 @@ class Comparison:
             if counts[verdict]:
                 text += f", {counts[verdict]} {verdict}"
         return text
-
-
-# ---------------------------------------------------------------------------------------------
-# Comparability of two environments
-
-
-def environment_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
-    """What makes two runs' timings not comparable, as 'field: A vs B' strings (empty: none).
-
-    Runs that both carry the fingerprint's `comparability_key` (a hash of the hardware and
-    software fields, see qkbench.machine.environment) are compared on it; runs written before it existed
-    are compared on CPU model, core count and library versions."""
-    from qkbench.machine.environment import differences
-
-    key_a, key_b = a.get("comparability_key"), b.get("comparability_key")
-    if key_a is not None and key_b is not None:
-        if key_a == key_b:
-            return []
-        return (differences(dict(a), dict(b))
-                or [f"comparability_key: {key_a} vs {key_b}"])
-    return differences(dict(a), dict(b), LEGACY_FIELDS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,9 +364,7 @@ def _compare_cell(key: dict[str, Any], cell: CellKey, base: _Side, cand: _Side,
         return CellResult(key, "not comparable", threshold=threshold, **statuses, **counts,
                           note=f"too few {what} ({b_count} baseline, {c_count} "
                                f"candidate; at least {rule.min_samples} needed)")
-    # Seeded by the key's values, so a cell gets the same resamples in every comparison.
-    seed = zlib.crc32(repr(tuple(cell.as_dict().values())).encode())
-    rng = np.random.default_rng([rule.seed, seed])
+    rng = np.random.default_rng([rule.seed, cell_seed(cell)])
     ratio, low, high = bootstrap_ratio(b_runs, c_runs, rule.confidence, rule.resamples, rng)
     notes = []
     between = between_runs_interval(*(_run_medians(v, cell) for v in values), rule.confidence)
@@ -388,18 +372,21 @@ def _compare_cell(key: dict[str, Any], cell: CellKey, base: _Side, cand: _Side,
         low, high = min(low, between[0]), max(high, between[1])
         notes.append("interval widened by how much the runs of a side differ")
     verdict = rule.decide(low, high, threshold)
-    if verdict == "same" and (high > 1.0 + threshold or low < 1.0 / (1.0 + threshold)):
-        notes.append(f"inconclusive: the interval reaches beyond ±{100 * threshold:g}%")
+    notes += [note for note in [rule.inconclusive(verdict, low, high, threshold)] if note]
     for side, name in ((base, "baseline"), (cand, "candidate")):
-        load = side.foreign_load(cell)
-        if load is not None and load > BUSY_CORES:
-            # Contention slows multi-threaded backends unequally (qkbench.machine.contention): a
-            # verdict from such a run may be the machine's, not the code's.
-            notes.append(f"{name} sampled while other processes kept {load:.2f} cores busy")
+        notes += [note for note in [busy_note(name, side.foreign_load(cell))] if note]
     note = "; ".join(notes)
     return CellResult(key, verdict, float(np.median(np.concatenate(b_runs))),
                       float(np.median(np.concatenate(c_runs))), ratio, low, high, threshold,
                       **counts, **statuses, note=note)
+
+
+def busy_note(side: str, load: float | None) -> str:
+    """Contention slows multi-threaded backends unequally (qkbench.machine.contention): a
+    verdict from such a run may be the machine's, not the code's."""
+    if load is not None and load > BUSY_CORES:
+        return f"{side} sampled while other processes kept {load:.2f} cores busy"
+    return ""
 
 
 def _run_medians(runs: list[dict[CellKey, list[np.ndarray]]], cell: CellKey) -> list[float]:

@@ -50,10 +50,19 @@ def _rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
 
 
 def _context_lines(comparison: Comparison) -> list[str]:
-    lines = [f"baseline:  {comparison.baseline}"
-             + _commit(comparison.commits[0], comparison.runs[0]),
-             f"candidate: {comparison.candidate}"
-             + _commit(comparison.commits[1], comparison.runs[1])]
+    if comparison.between is not None:
+        base, cand = comparison.between
+        lines = [f"baseline:  environment {base} of {comparison.baseline}"
+                 + _commit(comparison.commits[0], 1),
+                 f"candidate: environment {cand} of {comparison.candidate}"
+                 + _commit(comparison.commits[1], 1),
+                 "paired: each round's candidate time ÷ the baseline's in the same round and "
+                 "worker slot; the interval resamples the slots, then their rounds"]
+    else:
+        lines = [f"baseline:  {comparison.baseline}"
+                 + _commit(comparison.commits[0], comparison.runs[0]),
+                 f"candidate: {comparison.candidate}"
+                 + _commit(comparison.commits[1], comparison.runs[1])]
     how = comparison.rule.describe()
     if comparison.rule.per_backend:
         how += " (" + ", ".join(f"{b}: {100 * t:g}%"
@@ -62,7 +71,9 @@ def _context_lines(comparison: Comparison) -> list[str]:
     if comparison.normalize_by:
         lines.append(f"normalised: each sample ÷ {comparison.normalize_by}'s median in the same "
                      "run, group and interleaving round")
-    if comparison.environment_differences:
+    if comparison.environment_differences and comparison.between is not None:
+        lines.append("environments differ in: " + "; ".join(comparison.environment_differences))
+    elif comparison.environment_differences:
         lines.append("note: the runs' environments differ (allowed): "
                      + "; ".join(comparison.environment_differences))
     if comparison.machine_shift:
@@ -75,7 +86,7 @@ def _context_lines(comparison: Comparison) -> list[str]:
                          f"(±{100 * comparison.rule.threshold:g}%) between the runs: one run a "
                          "side cannot support a verdict; pool five runs a side (a folder of "
                          "runs each)")
-    if min(comparison.runs) == 1 and comparison.counts()["slower"]:
+    if min(comparison.runs) == 1 and comparison.counts()["slower"] and not comparison.between:
         # Measured with benchmarks/aa_false_alarms.py on a 2-vCPU VM (docs/regressions-in-ci.md):
         # unchanged code raised an alarm in 1 of 30 single-run pairs normalised, 18 of 30 raw;
         # none of 20 with five runs a side, which caught 30 of 30 25% slowdowns normalised.
@@ -132,6 +143,7 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
         "baseline_commit": comparison.commits[0], "candidate_commit": comparison.commits[1],
         "baseline_runs": comparison.runs[0], "candidate_runs": comparison.runs[1],
         "normalize_by": comparison.normalize_by,
+        "between": list(comparison.between) if comparison.between else None,
         "machine_shift": {kind: round(ratio, 4) for kind, ratio in
                           comparison.machine_shift.items()},
         "machine_shift_exceeds_threshold": comparison.machine_shift_exceeds_threshold,

@@ -20,10 +20,15 @@ def add_parsers(commands: Any) -> None:
     compare = commands.add_parser(
         "compare", help="compare two run directories: slower, faster or same, per cell")
     compare.add_argument("baseline", type=Path,
-                         help="a run directory, or a folder of runs of one config (pooled)")
-    compare.add_argument("candidate", type=Path, help="the same, for the code under test")
-    compare.add_argument("--threshold", default="0.1", metavar="T",
-                         help="smallest change that counts: 0.1 or 10%% (default 0.1)")
+                         help="a run directory, or a folder of runs of one config (pooled); "
+                              "with --between, the run of both environments")
+    compare.add_argument("candidate", type=Path, nargs="?",
+                         help="the same, for the code under test (not with --between)")
+    compare.add_argument("--between", nargs=2, metavar=("BASE", "CANDIDATE"),
+                         help="compare two environments of one run, round by round")
+    compare.add_argument("--threshold", default=None, metavar="T",
+                         help="smallest change that counts: 0.1 or 10%% (default 0.1; "
+                              "with --between, 0.03)")
     compare.add_argument("--threshold-for", action="append", default=[], metavar="BACKEND=T",
                          help="another threshold for one backend (repeatable)")
     compare.add_argument("--normalize-by", metavar="BACKEND",
@@ -83,12 +88,28 @@ def _write(path: Path, text: str) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """`qkbench compare`: 0 no cell slower, 1 some cell slower, 2 (UsageError) bad input."""
-    from qkbench.analysis.compare import Rule, compare_runs, to_json, to_markdown, to_text
+    from qkbench.analysis.compare import (DEFAULT_THRESHOLD, Rule, compare_runs, to_json,
+                                          to_markdown, to_text)
+    from qkbench.analysis.paired import PAIRED_THRESHOLD, compare_between
 
-    rule = Rule(threshold=parse_threshold(args.threshold),
+    if args.between is not None:
+        if args.candidate is not None:
+            raise UsageError("--between compares two environments of one run: give one run "
+                             f"directory, not {args.baseline} and {args.candidate}")
+        if args.normalize_by is not None:
+            raise UsageError("--normalize-by does not apply to --between: pairing rounds "
+                             "cancels the machine's drift already")
+    elif args.candidate is None:
+        raise UsageError("the candidate is required (compare BASELINE CANDIDATE, "
+                         "or RUN --between BASE CANDIDATE)")
+    default = PAIRED_THRESHOLD if args.between is not None else DEFAULT_THRESHOLD
+    rule = Rule(threshold=default if args.threshold is None else parse_threshold(args.threshold),
                 per_backend=parse_per_backend(args.threshold_for))
-    comparison = compare_runs(args.baseline, args.candidate, rule, args.normalize_by,
-                              args.allow_different_machines)
+    if args.between is not None:
+        comparison = compare_between(args.baseline, *args.between, rule)
+    else:
+        comparison = compare_runs(args.baseline, args.candidate, rule, args.normalize_by,
+                                  args.allow_different_machines)
     if args.markdown is not None:
         _write(args.markdown, to_markdown(comparison))
     if args.json is not None:

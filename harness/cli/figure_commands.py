@@ -33,6 +33,9 @@ def add_parsers(commands: Any) -> None:
     report.add_argument("--out", type=Path, metavar="FILE",
                         help="the HTML file (default: the first RUN's report.html); the "
                              "Markdown summary goes next to it (.md)")
+    report.add_argument("--between", nargs=2, metavar=("BASE", "CANDIDATE"),
+                        help="the environments of the first RUN compared round by round "
+                             "(default: its first two, when it has environments)")
     report.add_argument("--baseline-backend", metavar="NAME",
                         help="the backend speedups are measured against (default: numpy)")
     report.set_defaults(handler=cmd_report)
@@ -67,7 +70,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from qkbench.present.report import write
 
     html_path, markdown_path = write(args.runs, baseline=args.baseline, out=args.out,
-                                     baseline_backend=args.baseline_backend)
+                                     baseline_backend=args.baseline_backend,
+                                     between=tuple(args.between) if args.between else None)
     print(f"report: {html_path}\nsummary: {markdown_path}")
     return EXIT_OK
 

@@ -28,6 +28,9 @@ def add_parsers(commands: Any) -> None:
     run.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
     run.add_argument("--no-plots", action="store_true",
                      help="draw no figures at the end (default: RUN_DIR/figures/)")
+    run.add_argument("--env", action="append", default=[], metavar="NAME=PYTHON",
+                     help="run every backend in this environment's interpreter too, "
+                          "interleaved round by round (repeatable; two or more)")
 
     run.set_defaults(handler=cmd_run)
 
@@ -63,7 +66,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     above = sum(1 for cell in cells
                 if above_size_limit(limits, cell.backend, cell.shape.flops))
     # A variant is one (dtype, phase, cache, threads) combination.
-    print(f"{path}: valid — {len(cells)} cells ({len(specs)} backends × "
+    environments = (f" × {len(config.environments)} environments"
+                    if config.environments else "")
+    print(f"{path}: valid — {len(cells)} cells ({len(specs)} backends{environments} × "
           f"{len(shapes(config))} shapes × {len(variants(config))} variants)"
           + (f"; {above} above a backend's max_gflop, to be skipped" if above else ""))
     return EXIT_OK
@@ -96,7 +101,10 @@ def cmd_backends(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     from qkbench.machine.environment import fingerprint
 
-    print(json.dumps(fingerprint(), indent=2))
+    facts = fingerprint()
+    print(json.dumps(facts, indent=2))
+    for warning in facts["library_env_warnings"]:
+        print(warning, file=sys.stderr)
     return EXIT_OK
 
 
@@ -104,12 +112,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from qkbench.api import RunSession
 
     if args.resume is not None:
-        if args.config is not None or args.out is not None:
-            raise UsageError("--resume takes the config and the folder from the run directory; "
-                             "give neither a config nor --out")
+        if args.config is not None or args.out is not None or args.env:
+            raise UsageError("--resume takes the config, its environments and the folder from "
+                             "the run directory; give no config, --out nor --env")
         session = RunSession.resumed(args.resume, args.shard)
     else:
-        session = RunSession.new(args.config or DEFAULT_CONFIG, args.out, args.shard)
+        source = args.config or DEFAULT_CONFIG
+        overrides = {}
+        if args.env:
+            from qkbench.api import load_config
+
+            overrides["environments"] = config_module.with_environments(load_config(source),
+                                                                        args.env)
+        session = RunSession.new(source, args.out, args.shard, overrides)
 
     # Imported only once the request is known to be good: pandas and pyarrow double the time
     # it takes to refuse a bad one.
@@ -117,6 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from qkbench.present.console import (
         contention_note,
         machine_check_note,
+        quota_note,
         summary_table,
         time_split,
     )
@@ -130,7 +146,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if gpu_over_cpu:
             print("\n" + gpu_over_cpu)
         print("\n" + time_split(session.wall_s, session.seconds))
-    for note in (contention_note(summary), machine_check_note(summary)):
+    for note in (contention_note(summary), machine_check_note(summary),
+                 quota_note(summary, run.meta),
+                 *((run.meta.get("environment") or {}).get("library_env_warnings") or [])):
         if note:
             print("\n" + note, file=sys.stderr)
     print(f"\nrun directory: {folder}")
@@ -155,11 +173,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if missing:
         shown = "; ".join(missing[:5]) + ("; ..." if len(missing) > 5 else "")
         print(f"{len(missing)} cell(s) of the sweep are in no shard: {shown}", file=sys.stderr)
-        return EXIT_FAILED
-    if meta["state"] != "finished":
-        print("some shards were interrupted (resume them, then merge again)", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    unfinished = [str(index) for index in meta["missing_shards"]] + [
+        f"{(shard['shard'] or {}).get('index')} ({shard['state']})"
+        for shard in meta["merged_from"] if shard["state"] != "finished"]
+    if unfinished:
+        print(f"shard(s) absent or unfinished: {', '.join(unfinished)} (resume them, then "
+              "merge again)", file=sys.stderr)
+    return EXIT_FAILED if missing or meta["state"] != "finished" else EXIT_OK
 
 
 def cmd_peaks(args: argparse.Namespace) -> int:

@@ -9,15 +9,17 @@ figures that come from the machine (GPU throttling, the OS's causes). The runner
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from qkbench.backends.registry import BackendSpec
+from qkbench.backends.registry import BackendSpec, load_class
 from qkbench.machine.canary import ParallelCanary
 from qkbench.machine.os_causes import RoundCauses, describe
 from qkbench.measure.cell import CellFailure
+from qkbench.measure.environments import Environment
 from qkbench.measure.timing import Sample, SamplerFailed, SamplingOver, SamplingResult
 from qkbench.measure.worker import WorkerHandle
 from qkbench.plan.sweep import Cell
@@ -46,6 +48,40 @@ class BackendWorkers:
         return self.workers[0]
 
 
+def backend_workers(spec: BackendSpec, environment: Environment | None,
+                     processes: int) -> BackendWorkers:
+    """A backend's workers in one environment (None: this process's interpreter). Its class
+    is read where its workers will run: another environment may have another version of it,
+    or none (then its cells there are skipped, with the reason)."""
+    workers = [WorkerHandle(spec.path, dict(spec.options), environment)
+               for _ in range(processes)]
+    if environment is None:
+        cls = load_class(spec.path)
+        return BackendWorkers(spec, cls.device, tuple(cls.dtypes),
+                              frozenset(getattr(cls, "attention", ())), workers)
+    facts = environment.backend(spec.path)
+    backend = BackendWorkers(spec, str(facts.get("device", "cpu")),
+                             tuple(facts.get("dtypes", ())),
+                             frozenset(facts.get("attention", ())), workers)
+    if "missing" in facts:
+        backend.opened = True  # no worker is asked: the class is not there
+        backend.unavailable = (f"{spec.label} cannot be loaded in environment "
+                               f"{environment.name}: {facts['missing']}")
+    return backend
+
+
+def round_order(seed: int, cells: list[Cell]) -> Callable[[list[str]], list[str]]:
+    """The members' order within each round of a group that spans environments, shuffled by
+    a generator seeded by the config's seed and the group: neither environment always runs
+    first (right after the machine check's pause, or right after the other's turn)."""
+    rng = random.Random(f"{seed}:{cells[0].key() if cells else ''}")
+
+    def order(members: list[str]) -> list[str]:
+        rng.shuffle(members)
+        return members
+    return order
+
+
 @dataclass
 class PreparedCell:
     """A cell set up in one or more of its backend's workers, ready to be sampled."""
@@ -72,7 +108,8 @@ class PreparedCell:
                 raise SamplerFailed("crashed", "the worker process died between requests "
                                     "and lost its cell")
             try:
-                return self.limit.request(worker, ("sample", count, round_number))
+                return self.limit.request(worker, ("sample", count, round_number,
+                                                    self.limit.sample_wall_s()))
             except CellFailure as failure:
                 raise SamplerFailed(failure.status, failure.reason) from None
         return take
@@ -123,6 +160,14 @@ class CellTimeout:
         if message[0] != "setup":
             self.longest_s = max(self.longest_s, took)
         return answer
+
+    def sample_wall_s(self) -> float:
+        """The wall time one sample request may take before the worker answers with the blocks
+        it has: a quarter of what is left. A request's block count is planned from the usual
+        block length, and a machine that turns busy mid-request can stretch it many times;
+        capped, a healthy cell's request leaves it three quarters of its time, so
+        `nearly_out` ends its sampling instead of the hard limit recording a timeout."""
+        return max(self.left_s, 0.0) / 4.0
 
     def nearly_out(self) -> bool:
         """True when the next sample or check could run into the hard limit: less is left
@@ -193,3 +238,29 @@ def start_workers(backends: dict[str, BackendWorkers], labels: list[str],
         for worker in backend.workers:
             worker.startup_s = 0.0
     return time.monotonic() - started
+
+
+def release(workers: list[WorkerHandle]) -> dict[str, Any]:
+    """Free the cell in its workers; their closing figures (telemetry, peak memory)."""
+    closing: dict[str, Any] = {}
+    for worker in workers:
+        if not worker.alive:  # a crashed or killed worker has nothing left to release
+            continue
+        try:
+            figures = worker.request(("release",), RELEASE_TIMEOUT_S)
+        except CellFailure:
+            continue  # the next request restarts the worker if this one died
+        peak = max(closing.get("peak_device_bytes") or 0,
+                   figures.get("peak_device_bytes") or 0)
+        closing.update(figures)
+        if peak:
+            closing["peak_device_bytes"] = peak
+    return closing
+
+
+def threads_in_force(cell: Cell, figures: dict[str, Any]) -> int | None:
+    """The threads the backend reported computing with, else those the cell asked for."""
+    reported = (figures.get("info") or {}).get("threads")
+    if isinstance(reported, int) and not isinstance(reported, bool) and reported > 0:
+        return reported
+    return cell.variant.threads

@@ -217,7 +217,9 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
                machine_fit: Callable[[int | None], bool] | None = None,
                unfit_budget_factor: float = UNFIT_BUDGET_FACTOR,
                round_watch: RoundWatch | None = None,
-               cost_clock: Callable[[], float] | None = None) -> dict[str, SamplingResult]:
+               cost_clock: Callable[[], float] | None = None,
+               order: Callable[[list[str]], list[str]] | None = None
+               ) -> dict[str, SamplingResult]:
     """Sample every backend of a group in rounds, in lockstep, until all of them may stop.
 
     In each round every backend still sampling takes enough samples to fill about `round_s`
@@ -250,6 +252,10 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     time (the rounds it set aside until then stay aside; `check_gave_up` says so); below
     that, rounds lengthen until the check costs about `CHECK_TARGET_SHARE` of them.
 
+    `order`, when given, sets the backends' order within each round (it gets the list of
+    those still sampling and returns them reordered): the runner shuffles it when a group
+    spans environments. Without it, every round runs them in the order of `samplers`.
+
     The budget counts only the rounds kept; while rounds are set aside, or a backend has fewer
     kept samples than `min_samples`, it samples on up to `unfit_budget_factor` times the budget
     in all, and a row with fewer says why (`SamplingResult.unconverged_reason`).
@@ -269,7 +275,7 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
         round_began = cost_clock() if cost_clock else 0.0
         if round_watch is not None:
             round_watch.start()
-        for name in list(active):
+        for name in order(list(active)) if order else list(active):
             result = results[name]
             per_round = max(1, int(round_s / max(_block_estimate(result, block_seconds[name]),
                                                  1e-9)))

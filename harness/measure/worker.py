@@ -10,7 +10,8 @@ Requests: ``("ping",)`` — answered at once (measures start-up); ``("load",)`` 
 ask `unavailable()`; ``("setup", folder, plan, first)``
 — load the shape's inputs, cast, prepare, first call, agreement check (every reference row in
 the cell's `first` worker, a random share in the others), warm-up and block size;
-``("sample", count, round)`` — timed samples; ``("check",)`` — whether this process gets its
+``("sample", count, round, wall_limit_s)`` — up to `count` timed samples, fewer once `wall_limit_s`
+has passed; ``("check",)`` — whether this process gets its
 threads' parallel speed-up now (see qkbench.machine.canary); ``("verify", once)`` — after
 sampling, the checks that the timed work was real (untouched inputs, a timed call's answer, and
 with `once`, in one worker per cell, idle after sync() and the fresh input set; see
@@ -19,6 +20,11 @@ qkbench.measure.checks);
 
 `WorkerHandle` (main process side) turns a dead worker into status ``crashed`` and a silent one
 into ``timeout``; the next request starts a fresh worker, so the sweep goes on.
+
+A worker of another environment (`qkbench.measure.environments`) runs that environment's
+qkbench: `PROTOCOL_VERSION` names the requests and replies above, and the main process
+refuses an environment whose qkbench speaks another version before any cell runs. Change it
+whenever a request, a reply or a pickled type they carry (`CellPlan`, `Sample`) changes.
 """
 
 from __future__ import annotations
@@ -38,6 +44,24 @@ from qkbench.backends.gpu_support import is_out_of_memory
 from qkbench.machine.idle_threads import quiet_idle_threads
 from qkbench.measure.cell import CellFailure
 from qkbench.measure.session import _Session
+
+# The version of the requests and replies between the main process and a worker.
+PROTOCOL_VERSION = 1
+
+
+def serve(fd: int) -> None:
+    """A worker started in another environment's interpreter (`Environment.start`): its end
+    of the pipe is inherited as file descriptor `fd`, and the first message names the backend
+    and its options."""
+    from multiprocessing.connection import Connection
+
+    conn = Connection(fd)
+    try:
+        backend_path, options = conn.recv()
+    except (EOFError, OSError):
+        return
+    worker_main(conn, backend_path, options)
+
 
 def worker_main(conn: Connection, backend_path: str, options: dict[str, Any]) -> None:
     # Ctrl-C goes to the whole process group; the main process decides what stops, and when.
@@ -109,10 +133,14 @@ def _quiet_when_idle() -> Iterator[None]:
 
 
 class WorkerHandle:
-    """The main process's end of one backend's worker; restarts it after a crash or hang."""
+    """The main process's end of one backend's worker; restarts it after a crash or hang.
+    With an `environment` (qkbench.measure.environments.Environment), the worker runs that
+    environment's interpreter; without, this process's (spawned by multiprocessing)."""
 
-    def __init__(self, backend_path: str, options: dict[str, Any]) -> None:
+    def __init__(self, backend_path: str, options: dict[str, Any],
+                 environment: Any = None) -> None:
         self._path, self._options = backend_path, options
+        self._environment = environment
         self._context = multiprocessing.get_context("spawn")  # no inherited threads or locks
         self._process: Any = None
         self._conn: Connection | None = None
@@ -132,13 +160,18 @@ class WorkerHandle:
         self._launched_at = time.monotonic()
         self.starts += 1
         parent_end, child_end = self._context.Pipe()
-        self._process = self._context.Process(
-            target=worker_main, args=(child_end, self._path, self._options), daemon=True)
         with _quiet_when_idle():
-            self._process.start()
+            if self._environment is None:
+                self._process = self._context.Process(
+                    target=worker_main, args=(child_end, self._path, self._options), daemon=True)
+                self._process.start()
+            else:
+                self._process = self._environment.start(child_end.fileno())
         child_end.close()
         self._conn = parent_end
         try:
+            if self._environment is not None:
+                parent_end.send((self._path, self._options))  # what `serve` reads first
             parent_end.send(("ping",))
             self._pinged = True
             if load:

@@ -9,11 +9,11 @@ unknown backends are errors that name the key path, raised as `UsageError` (exit
 from __future__ import annotations
 
 import math
-import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -27,6 +27,9 @@ from pydantic import (
 from qkbench.backends import registry
 from qkbench.errors import UsageError
 from qkbench.plan import presets
+from qkbench.plan.config_errors import one_line, shown
+from qkbench.plan.environments import EnvironmentEntry, unique_environments
+from qkbench.plan.environments import with_environments  # noqa: F401  (re-exported)
 from qkbench.plan.yaml_file import parse_yaml_text, read_yaml  # noqa: F401  (re-exported)
 
 DType = Literal["float16", "bfloat16", "float32", "float64"]
@@ -45,18 +48,6 @@ MAX_COUNT = 2**63 - 1
 # A time limit or budget past a week is a typo, not a plan; past 2^31 ms (about 25 days) the
 # OS's wait for a worker's answer cannot even take it (an OverflowError at the first wait).
 MAX_SECONDS = 7 * 24 * 3600.0
-
-# How a wrong value is quoted in an error: a bounded sketch. YAML aliases let a few hundred bytes
-# stand for a nested list of billions of items (nine aliases of nine): its full repr never ends.
-_SKETCH = reprlib.Repr()
-_SKETCH.maxlevel, _SKETCH.maxlist, _SKETCH.maxdict = 2, 4, 4
-_SKETCH.maxstring = _SKETCH.maxother = 80
-
-
-def shown(value: Any) -> str:
-    """`value` as an error message quotes it: its repr, cut short where it is long or deep."""
-    return _SKETCH.repr(value)
-
 
 class _Strict(BaseModel):
     # No .inf/.nan: an infinite timeout is no limit at all, and an infinite factor overflows.
@@ -126,7 +117,8 @@ SizeAxis = Annotated[
                   custom_error_message="expected a list of sizes, or a range "
                                        "{start, stop, factor} or {start, stop, step}"),
 ]
-_UNION_TAGS = {"size-list", "geometric-range", "linear-range", "backend-name", "backend-mapping"}
+# The tags of the union branches: pydantic puts the one it chose in an error's key path.
+UNION_TAGS = {"size-list", "geometric-range", "linear-range", "backend-name", "backend-mapping"}
 
 
 def _axis_values(axis: SizeAxis) -> list[int]:
@@ -389,31 +381,9 @@ class Config(_Strict):
     timing: Timing = Timing()
     agreement: AgreementSettings = AgreementSettings()
     output: Output = Output()
-
-
-def _format_location(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in _UNION_TAGS:
-            continue  # the union branch pydantic chose; not part of the user's key path
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _one_line(exc: ValidationError) -> str:
-    """Pydantic's multi-line report → one line: the first problem's key path and expectation."""
-    errors = exc.errors(include_url=False)
-    # Prefer the error whose path is longest: for a union it is the branch the user meant.
-    first = max(errors, key=lambda e: len(e["loc"]))
-    message = first["msg"].removeprefix("Value error, ")
-    where = _format_location(first["loc"])
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    return f"{where}: {message}{more}"
+    # Two or more environments: every backend runs in each, interleaved round by round
+    # (an axis of the cell key). Empty: every worker runs this process's interpreter.
+    environments: Annotated[list[EnvironmentEntry], AfterValidator(unique_environments)] = []
 
 
 def parse(data: Any, source: str = "config") -> Config:
@@ -422,7 +392,7 @@ def parse(data: Any, source: str = "config") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise UsageError(f"{source}: {_one_line(exc)}") from None
+        raise UsageError(f"{source}: {one_line(exc, UNION_TAGS)}") from None
     return config
 
 

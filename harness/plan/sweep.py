@@ -81,10 +81,16 @@ class Cell:
     backend: str  # the backend's label
     shape: Shape
     variant: Variant
+    environment: str | None = None  # the environments axis; None: the run's own interpreter
 
     @property
     def dtype(self) -> str:
         return self.variant.dtype
+
+    @property
+    def member(self) -> str:
+        """The cell's member of its interleaving group: the backend, in its environment."""
+        return member_name(self.backend, self.environment)
 
     def key(self) -> dict[str, object]:
         """The columns that identify this cell in every table (see results.CELL_KEY)."""
@@ -93,7 +99,13 @@ class Cell:
                 "m": shape.m, "d_k": shape.d_k, "phase": self.variant.phase,
                 "cache": self.variant.cache, "threads_requested": self.variant.threads,
                 "batch": shape.batch, "heads": shape.heads, "kv_heads": shape.kv_heads,
-                "causal": shape.causal, "scaled": shape.scaled, "preset": shape.preset or None}
+                "causal": shape.causal, "scaled": shape.scaled, "preset": shape.preset or None,
+                "environment": self.environment}
+
+
+def member_name(backend: str, environment: str | None) -> str:
+    """`label` alone, or `label@environment` (a backend label never holds an @)."""
+    return backend if environment is None else f"{backend}@{environment}"
 
 
 def _head_configs(config: Config) -> list[tuple[str, int, int, int]]:
@@ -155,15 +167,18 @@ class Shard:
 
 def groups(config: Config, backend_labels: list[str], shard: Shard | None = None
            ) -> list[tuple[Shape, list[list[Cell]]]]:
-    """Per shape, its interleaving groups (each one the cells of one variant, every backend);
-    with a shard, only the groups that shard takes. Shapes left without groups are dropped."""
+    """Per shape, its interleaving groups (each one the cells of one variant, every backend in
+    every environment); with a shard, only the groups that shard takes. Shapes left without
+    groups are dropped."""
     shard = shard or Shard()
+    environments: list[str | None] = [e.name for e in config.environments] or [None]
     out, number = [], 0
     for shape in shapes(config):
         taken = []
         for variant in variants(config):
             if shard.takes(number):
-                taken.append([Cell(label, shape, variant) for label in backend_labels])
+                taken.append([Cell(label, shape, variant, environment)
+                              for label in backend_labels for environment in environments])
             number += 1
         if taken:
             out.append((shape, taken))

@@ -12,13 +12,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-from qkbench.analysis.compare import Rule, compare_runs
+from qkbench.analysis.compare import Comparison, Rule, compare_runs
+from qkbench.analysis.paired import compare_between
 from qkbench.errors import UsageError
 from qkbench.present import plots
 from qkbench.present.report_html import render_html
 from qkbench.present.report_markdown import render_markdown
 from qkbench.records.record import CellKey
 from qkbench.records.results import write_atomically
+from qkbench.records.run import load_run
 
 
 @dataclass
@@ -29,18 +31,31 @@ class Report:
     comparison: pd.DataFrame  # empty without a baseline
     created: str
     rule: Rule = field(default_factory=Rule)  # the verdict rule: compare's
+    # The first run's environments compared round by round (`compare --between`), when it has
+    # two or more: the first two, or the two given.
+    paired: Comparison | None = None
 
 
 def build(folders: list[Path | str], baseline: Path | str | None = None,
-          baseline_backend: str | None = None) -> Report:
-    """Load the runs (and the baseline run), draw the figures, compare with the baseline."""
+          baseline_backend: str | None = None,
+          between: tuple[str, str] | None = None) -> Report:
+    """Load the runs (and the baseline run), draw the figures, compare with the baseline, and
+    compare the first run's environments (`between`, else its first two) round by round."""
     runs = plots.load_runs(list(folders))
     base = plots.load_runs([baseline]) if baseline is not None else None
     figures = plots.make_figures(runs, baseline_backend)
     rule = Rule()
     comparison = compare(Path(baseline), runs, rule) if baseline is not None else pd.DataFrame()
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return Report(runs, figures, base, comparison, created, rule)
+    return Report(runs, figures, base, comparison, created, rule,
+                  paired_comparison(Path(folders[0]), between))
+
+
+def paired_comparison(folder: Path, between: tuple[str, str] | None) -> Comparison | None:
+    names = list(load_run(folder).meta.get("environments") or {})
+    if between is None and len(names) < 2:
+        return None
+    return compare_between(folder, *(between or names[:2]))
 
 
 def compare(baseline: Path, runs: plots.RunSet, rule: Rule | None = None) -> pd.DataFrame:
@@ -72,7 +87,8 @@ def compare(baseline: Path, runs: plots.RunSet, rule: Rule | None = None) -> pd.
 
 def write(folders: list[Path | str], baseline: Path | str | None = None,
           out: Path | str | None = None,
-          baseline_backend: str | None = None) -> tuple[Path, Path]:
+          baseline_backend: str | None = None,
+          between: tuple[str, str] | None = None) -> tuple[Path, Path]:
     """`qkbench report`: report.html (default: in the first run directory) and report.md next
     to it. Returns both paths."""
     paths = [Path(f) for f in folders]
@@ -81,7 +97,7 @@ def write(folders: list[Path | str], baseline: Path | str | None = None,
     target = Path(out) if out is not None else paths[0] / "report.html"
     if target.is_dir():
         raise UsageError(f"--out {target} is a directory; give a file name such as report.html")
-    report = build(paths, baseline, baseline_backend)
+    report = build(paths, baseline, baseline_backend, between)
     markdown_path = target.with_suffix(".md")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

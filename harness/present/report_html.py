@@ -93,6 +93,9 @@ def render_html(report: Report) -> str:
     parts.append(_figures_html(report))
     if report.baseline is not None:
         parts.append(_comparison_html(report))
+    if report.paired is not None:  # compare --between's own table, one rendering
+        parts.append('<section id="paired"><h2>Environments compared round by round</h2>'
+                     f"<pre>{_e(report.paired.to_text())}</pre></section>")
     parts.append(_problems_html(runs))
     parts.append(_summary_html(runs))
     folders = ", ".join(str(run.folder) for run in runs.runs)

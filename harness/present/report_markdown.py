@@ -56,6 +56,8 @@ def render_markdown(report: Report) -> str:
     lines += _markdown_table(runs)
     if report.baseline is not None:
         lines += _markdown_comparison(report)
+    if report.paired is not None:  # compare --between's own Markdown, one rendering
+        lines += ["", *report.paired.to_markdown().replace("### ", "#### ", 1).splitlines()]
     lines += _markdown_problems(runs)
     lines += ["", (f"<sub>qkbench {qkbench.__version__} · medians with 95% CIs · full report "
                    "with figures: report.html</sub>"), ""]

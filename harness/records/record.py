@@ -62,6 +62,10 @@ class CellKey:
     causal: bool = _column("", "key j masked (−inf) for query i when j > i + (m − n)", False)
     scaled: bool = _column("", "S divided by √d_k", False)
     preset: str | None = _column("", "the model preset that set heads, kv_heads and d_k", None)
+    # The environments axis (docs/environments.md): empty for a run without one, whose every
+    # worker ran the run's own interpreter.
+    environment: str | None = _column("", "the environment (`--env NAME=PYTHON`) whose "
+                                      "interpreter ran the cell; empty: the run's own", None)
 
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> CellKey:
@@ -87,8 +91,9 @@ class CellKey:
         return self._order() < other._order()
 
     def group(self) -> CellKey:
-        """The key of this cell's interleaving group: every backend of one shape and variant."""
-        return replace(self, backend="")
+        """The key of this cell's interleaving group: every backend, in every environment, of
+        one shape and variant."""
+        return replace(self, backend="", environment=None)
 
     def label(self) -> str:
         """Short words for people: the shape, then only the axes that differ from default."""
@@ -177,6 +182,8 @@ class SummaryRecord:
     causal: bool = _column("", "causal mask (cell key)", False)
     scaled: bool = _column("", "S scaled by 1/√d_k (cell key)", False)
     preset: str | None = _column("", "model preset (cell key)")
+    environment: str | None = _column("", "the environment that ran the cell; empty: the "
+                                      "run's own interpreter (cell key)")
     kv_materialised: bool | None = _column("", "the backend repeated K H/H_kv times to compute "
                                            "grouped heads; empty when heads are not grouped")
     status: str = _column("", "one of STATUSES: ok, mismatch, tampered, unsynced, "
@@ -204,14 +211,23 @@ class SummaryRecord:
     intensity: float | None = _column("flop/B", "flops / bytes")
     gflops: float | None = _column("GFLOP/s", "flops / median_s / 10⁹")
     gbps: float | None = _column("GB/s", "bytes / median_s / 10⁹")
-    peak_gflops: float | None = _column("GFLOP/s", "this machine's peak for the device and "
-                                        "precision (`qkbench peaks`)")
-    pct_peak: float | None = _column("%", "gflops as a percentage of peak_gflops")
+    peak_gflops: float | None = _column("GFLOP/s", "the peak of what the cell could use: on "
+                                        "a CPU, the per-core physical peak × the cores its "
+                                        "threads in force could run on (threads, capped by "
+                                        "the usable cores; all of them when the threads are "
+                                        "unknown); a GPU's whole peak (`qkbench peaks`)")
+    pct_peak: float | None = _column("%", "gflops as a percentage of peak_gflops (the peak "
+                                     "of the cores the cell's threads could use)")
     max_err: float | None = _column("1", "largest scaled error |S − ref| / (‖q_i‖·‖k_j‖)")
     mean_err: float | None = _column("1", "mean scaled error")
     err_bound: float | None = _column("1", "the bound max_err was held to (d_k and precision)")
     checked_rows: int | None = _column("rows", "rows of S checked against the reference")
     threads: int | None = _column("threads", "threads the backend reported in force")
+    quota_measured: bool | None = _column("", "the cell's threads needed more CPU than the "
+                                          "cgroup's CPU quota gives (meta.json "
+                                          "environment.cpu.quota_cores): its time measures the "
+                                          "quota, not the hardware; empty when no quota below "
+                                          "the affinity mask is set")
     library_version: str | None = _column("", "the backend library's version")
     device_name: str | None = _column("", "the GPU's model, for gpu backends")
     peak_device_bytes: int | None = _column("B", "peak device memory during the cell")

@@ -185,11 +185,26 @@ class RunWriter:
         write_atomically(self.folder / "meta.json",
                          lambda tmp: tmp.write_text(json.dumps(meta, indent=2, default=str)))
 
-    def finish(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Build and write the final tables from the log; returns (summary, samples)."""
+    def append_log(self, cell_lines: list[str], sample_lines: list[str]) -> None:
+        """Persist many cells at once, as log lines already in the log's JSON (a merge): one
+        write and one fsync per file instead of one per cell, samples first as in `append`."""
+        for handle, lines in ((self._samples, sample_lines), (self._cells, cell_lines)):
+            handle.write("".join(line if line.endswith("\n") else line + "\n"
+                                 for line in lines))
+            self._flush(handle)
+
+    def finish(self, logged: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Build and write the final tables from the log; returns (summary, samples).
+        `logged`: the log's rows and samples, already read (a merge has them parsed: reading
+        the log back would parse every sample a second time)."""
         self._cells.close()
         self._samples.close()
-        summary, samples = read_log(self.folder)
+        if logged is None:
+            summary, samples = read_log(self.folder)
+        else:
+            summary = typed_summary(pd.DataFrame(logged[0]))
+            samples = typed_samples(pd.DataFrame(logged[1]))
         write_atomically(self.folder / "summary.parquet", lambda t: summary.to_parquet(t, index=False))
         write_atomically(self.folder / "summary.csv", lambda t: summary.to_csv(t, index=False))
         write_atomically(self.folder / "samples.parquet", lambda t: samples.to_parquet(t, index=False))
@@ -216,6 +231,7 @@ def typed_summary(frame: pd.DataFrame) -> pd.DataFrame:
     frame["info"] = pd.array([info_text(v) for v in frame["info"]], dtype="string")
     frame["above_peak"] = frame["above_peak"].astype("boolean")  # empty: no peak known
     frame["kv_materialised"] = frame["kv_materialised"].astype("boolean")  # empty: not grouped
+    frame["quota_measured"] = frame["quota_measured"].astype("boolean")  # empty: no quota
     for column in ("l2_flush", "cuda_graph"):  # empty: a run from before GPU timing
         frame[column] = frame[column].astype("boolean")
     return frame

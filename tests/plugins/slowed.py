@@ -12,11 +12,17 @@ fifth more. Measured there, it cost 0-35% more depending on the process, and the
 median at n = 256 came out 0.89-1.01x numpy's for the slowed version in all six runs, against
 0.86-1.05x for the plain one. A detection rate needs a slowdown whose size is known. Used by
 benchmarks/aa_false_alarms.py under one label, "subject", so the cells of the two versions match.
+
+`Subject` is the same slowed product with its extra share read from the environment variable
+`QKBENCH_SUBJECT_SLOWDOWN` (a fraction; unset or 0: the plain product, through the same code):
+two environments of one paired run that differ only in that variable (benchmarks/
+paired_false_alarms.py).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import time
 
 import numpy as np
@@ -65,3 +71,16 @@ class SlowedNumpy(PlainNumpy):
         while time.perf_counter() < until:  # busy, as a slower kernel would be
             pass
         return s
+
+
+SLOWDOWN_VARIABLE = "QKBENCH_SUBJECT_SLOWDOWN"
+
+
+class Subject(SlowedNumpy):
+    name = "subject"
+
+    def __init__(self) -> None:
+        self.EXTRA = float(os.environ.get(SLOWDOWN_VARIABLE) or 0.0)
+
+    def info(self):
+        return {"slowdown": self.EXTRA}
