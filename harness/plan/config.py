@@ -247,15 +247,11 @@ class Sweep(_Strict):
 
     @model_validator(mode="after")
     def _counts_fit_the_tables(self) -> Sweep:
-        # After _not_absurd: the axes' values are few. Sizes each within MAX_SIZE can still
-        # multiply past 2^63: a cell's flops and bytes are int64 columns of the summary, and
-        # such a cell could not even be recorded as skipped. Bounded from above (the most
-        # heads with the largest d_k, K counted as if every head had its own, 8-byte items).
+        # Sizes within MAX_SIZE can multiply past the int64 flops and bytes columns (bounded
+        # from above: the most heads, the largest d_k, K per query head, 8-byte items).
         heads = max(h for h, _ in self.head_pairs())
-        if self.preset is not None:
-            d_k = max(presets.lookup(p).d_k for p in self.preset)
-        else:
-            d_k = max(self.sizes("d_k")) if self.d_k is not None else 1
+        d_k = max(presets.lookup(p).d_k for p in self.preset) if self.preset is not None \
+            else max(self.sizes("d_k")) if self.d_k is not None else 1
         largest = 0
         for n in self.sizes("n"):
             m = max(self.sizes("m")) if self.m is not None else n
@@ -320,16 +316,13 @@ BackendItem = Annotated[
 
 
 class Timing(_Strict):
-    # Timed seconds per cell before giving up on precision.
-    budget_s: float = Field(default=1.0, gt=0, le=MAX_SECONDS)
-    # The hard limit per cell, compilation included.
-    timeout_s: float = Field(default=300.0, gt=0, le=MAX_SECONDS)
+    budget_s: float = Field(default=1.0, gt=0, le=MAX_SECONDS)  # timed s a cell may sample
+    timeout_s: float = Field(default=300.0, gt=0, le=MAX_SECONDS)  # hard limit per cell
     target_rel_ci: float = Field(default=0.02, gt=0, lt=1)  # 95% CI half-width / median
     min_samples: int = Field(default=10, ge=6)  # 6 is the fewest with a 95% median interval
     max_samples: int = Field(default=10_000, ge=6)
     warmup_s: float = Field(default=0.05, ge=0, le=MAX_SECONDS)
-    # Shorter calls are timed in blocks.
-    min_sample_s: float = Field(default=1e-3, gt=0, le=MAX_SECONDS)
+    min_sample_s: float = Field(default=1e-3, gt=0, le=MAX_SECONDS)  # shorter: timed in blocks
     # Worker processes per backend that a cell's rounds take turns in. A process's buffers
     # land at addresses of its own, and measured here the same single-threaded torch product
     # ran 12% faster in some processes than in others, steadily; one process per run makes
