@@ -15,8 +15,14 @@ interpreter's start-up), killed at --timeout-s; each one `validate` refuses also
 * **disagreements** — `run` taking a config `validate` refused, or the API refusing one
   `validate` accepted.
 
+With --run-valid K, the first K configs `validate` accepts with at most --max-cells cells also
+go through a whole `qkbench run` (each a sweep of seconds): it must finish with exit 0 or 1
+(a cell that failed), never a traceback or a hang. A config can pass validation and still
+break a run (a value only the run uses: a time limit the OS cannot wait for, a path).
+
     python benchmarks/config_fuzz.py                 # 2,000 configs, seed 0
     python benchmarks/config_fuzz.py --count 10000 --seed 7 --keep results/fuzz
+    python benchmarks/config_fuzz.py --run-valid 40     # and 40 valid ones run end to end
 
 Exits 1 when anything was counted (the files that caused it are kept, with --keep or in a
 temporary folder that is then not removed).
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import sys
@@ -46,6 +53,7 @@ from tests.forked_cli import run_many  # noqa: E402
 from tests.fuzzed_configs import config_files  # noqa: E402
 
 PREFIX = "qkbench: error: "
+CELLS = re.compile(r"valid — (\d+) cells")
 
 
 def generate(count: int, at_seed: int) -> list[bytes]:
@@ -110,12 +118,18 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=30.0,
                         help="a command still running after this is a hang")
     parser.add_argument("--keep", type=Path, help="keep the generated files here")
+    parser.add_argument("--run-valid", type=int, default=0, metavar="K",
+                        help="also run K of the valid configs end to end")
+    parser.add_argument("--max-cells", type=int, default=8,
+                        help="the largest valid config (in cells) --run-valid runs")
+    parser.add_argument("--run-timeout-s", type=float, default=600.0,
+                        help="a run of a valid config still going after this is a hang")
     args = parser.parse_args()
 
     started = time.monotonic()
     files = generate(args.count, args.seed)
     generated_s = time.monotonic() - started
-    folder = args.keep or Path(tempfile.mkdtemp(prefix="qkbench-fuzz-"))
+    folder = (args.keep or Path(tempfile.mkdtemp(prefix="qkbench-fuzz-"))).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, data in enumerate(files):
@@ -132,6 +146,17 @@ def main() -> int:
                      "--no-plots"] for p in refused], folder / "run", REPO, env,
                    timeout_s=args.timeout_s)
     cli_s = time.monotonic() - started
+    small = [p for p, (code, stdout, _) in zip(paths, validated)
+             if code == 0 and (cells := CELLS.search(stdout)) and int(cells[1]) <= args.max_cells]
+    whole = small[:args.run_valid]
+    started = time.monotonic()
+    # Each in a folder of its own as cwd: without --out a run writes under output.dir.
+    for path in whole:
+        path.with_suffix(".cwd").mkdir(exist_ok=True)
+    whole_runs = [run_many([["run", str(p), "--quiet", "--no-plots"]], folder / "whole",
+                           p.with_suffix(".cwd"), env, timeout_s=args.run_timeout_s)[0]
+                  for p in whole]
+    whole_s = time.monotonic() - started
 
     problems: Counter[str] = Counter()
     examples: dict[str, Path] = {}
@@ -147,6 +172,10 @@ def main() -> int:
         count(judge(*outcome), path, "run")
         if outcome[0] != 2 and outcome[0] >= 0:
             count("took a config validate refused", path, "run")
+    for path, (code, stdout, stderr) in zip(whole, whole_runs):
+        problem = "hang" if code < 0 else "traceback" if "Traceback" in stderr else \
+            None if code in (0, 1) else "other exit code"
+        count(problem, path, "run (valid)")
     started = time.monotonic()
     api = Counter()
     for path, (code, _, _) in zip(paths, validated):
@@ -167,6 +196,10 @@ def main() -> int:
           f"{sum(n for c, n in codes.items() if c not in (0, 2))}")
     print(f"commands: {len(validated)} validate + {len(ran)} run in {cli_s:.1f} s; "
           f"load_config: {dict(api)} in {api_s:.1f} s")
+    if args.run_valid:
+        print(f"valid configs run end to end: {len(whole)} (of {len(small)} with at most "
+              f"{args.max_cells} cells) in {whole_s:.1f} s: exit codes "
+              f"{dict(Counter(code for code, _, _ in whole_runs))}")
     print(f"tracebacks: {tracebacks}   hangs: {hangs}   all problems: {sum(problems.values())}")
     for key, n in sorted(problems.items()):
         print(f"  {key}: {n} (for example {examples[key]})")

@@ -1,5 +1,6 @@
-"""Generated config files, valid and invalid, for fuzzing the config path (tests/test_config_fuzz.py,
-benchmarks/config_fuzz.py): Hypothesis strategies that give the bytes of a file.
+"""Generated config files, valid and invalid, for fuzzing the config path
+(tests/test_config_fuzz.py, benchmarks/config_fuzz.py): Hypothesis strategies that give the
+bytes of a file.
 
 Two layers. A config is first a mapping: a valid one (every section, the attention axes,
 ranges, presets, backend mappings) in which a few values at random key paths are replaced by

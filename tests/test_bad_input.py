@@ -120,6 +120,8 @@ BAD = {
     "range_empty_mapping.yaml": "sweep.n: expected a list of sizes, or a range",
     "sweep_too_many_cells_linear.yaml": "sweep: expands to 281,474,976,710,656",
     "sweep_too_many_cells_factor_near_one.yaml": "sweep: expands to",
+    "sweep_counts_past_int64.yaml": "sweep: a cell would count 1.58e+29 FLOP or bytes, more "
+                                    "than the 2^63",
     "timing_budget_s_zero.yaml": "timing.budget_s:",
     "timing_budget_s_nan.yaml": "timing.budget_s:",
     "timing_timeout_s_infinite.yaml": "timing.timeout_s:",
@@ -177,7 +179,7 @@ RUN_SAMPLE = {
     "range_step_zero.yaml", "range_without_step_or_factor.yaml",
     "sweep_too_many_cells_linear.yaml", "sweep_too_many_cells_factor_near_one.yaml",
     "timing_timeout_s_infinite.yaml", "timing_timeout_s_past_a_week.yaml",
-    "yaml_alias_bomb_in_flag.yaml", "output_dir_nul.yaml", "dtype_unknown_float8.yaml", "dtype_uppercase_FP32.yaml",
+    "yaml_alias_bomb_in_flag.yaml", "output_dir_nul.yaml", "sweep_counts_past_int64.yaml", "dtype_unknown_float8.yaml", "dtype_uppercase_FP32.yaml",
     "backends_empty_list.yaml", "backend_unknown_name.yaml", "backend_empty_name.yaml",
     "backend_plugin_module_missing.yaml", "backend_plugin_class_missing.yaml",
     "backend_plugin_not_a_class.yaml", "backend_plugin_class_without_scores.yaml",

@@ -43,6 +43,8 @@ Size = Field(gt=0, le=MAX_SIZE)
 # More (n, m, d_k, dtype) combinations than this is a typo in a range, not a plan: a sweep that
 # big would never finish, and expanding it would exhaust memory before the first cell ran.
 MAX_POINTS = 100_000
+# The largest count (a cell's FLOP, its bytes) an int64 column of the tables holds.
+MAX_COUNT = 2**63 - 1
 # A time limit or budget past a week is a typo, not a plan; past 2^31 ms (about 25 days) the
 # OS's wait for a worker's answer cannot even take it (an OverflowError at the first wait).
 MAX_SECONDS = 7 * 24 * 3600.0
@@ -244,6 +246,25 @@ class Sweep(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _counts_fit_the_tables(self) -> Sweep:
+        # Sizes within MAX_SIZE can multiply past the int64 flops and bytes columns (bounded
+        # from above: the most heads, the largest d_k, K per query head, 8-byte items).
+        heads = max(h for h, _ in self.head_pairs())
+        d_k = max(presets.lookup(p).d_k for p in self.preset) if self.preset is not None \
+            else max(self.sizes("d_k")) if self.d_k is not None else 1
+        largest = 0
+        for n in self.sizes("n"):
+            m = max(self.sizes("m")) if self.m is not None else n
+            batch = max(1, self.tokens // n) if self.tokens is not None \
+                else max(self.sizes("batch"))
+            largest = max(largest, 2 * batch * heads * d_k * n * m,
+                          8 * batch * heads * (d_k * (n + m) + n * m))
+        if largest > MAX_COUNT:
+            raise ValueError(f"a cell would count {largest:.3g} FLOP or bytes, more than the "
+                             "2^63 the tables hold; is a size a typo?")
+        return self
+
+    @model_validator(mode="after")
     def _attention_consistent(self) -> Sweep:
         # After _not_absurd: the axes' values are only taken once they are known to be few.
         for heads, kv_heads in self.head_pairs():
@@ -295,13 +316,13 @@ BackendItem = Annotated[
 
 
 class Timing(_Strict):
-    budget_s: float = Field(default=1.0, gt=0, le=MAX_SECONDS)  # timed seconds per cell before giving up on precision
-    timeout_s: float = Field(default=300.0, gt=0, le=MAX_SECONDS)  # hard limit per cell, compilation included
+    budget_s: float = Field(default=1.0, gt=0, le=MAX_SECONDS)  # timed s a cell may sample
+    timeout_s: float = Field(default=300.0, gt=0, le=MAX_SECONDS)  # hard limit per cell
     target_rel_ci: float = Field(default=0.02, gt=0, lt=1)  # 95% CI half-width / median
     min_samples: int = Field(default=10, ge=6)  # 6 is the fewest with a 95% median interval
     max_samples: int = Field(default=10_000, ge=6)
     warmup_s: float = Field(default=0.05, ge=0, le=MAX_SECONDS)
-    min_sample_s: float = Field(default=1e-3, gt=0, le=MAX_SECONDS)  # shorter calls are timed in blocks
+    min_sample_s: float = Field(default=1e-3, gt=0, le=MAX_SECONDS)  # shorter: timed in blocks
     # Worker processes per backend that a cell's rounds take turns in. A process's buffers
     # land at addresses of its own, and measured here the same single-threaded torch product
     # ran 12% faster in some processes than in others, steadily; one process per run makes
