@@ -84,7 +84,15 @@ class Cluster:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"the Slurm node did not come up in {timeout:.0f} s: "
-                           f"{self.output('sinfo', '--noheader')!r}; logs in {folder / 'log'}")
+                           f"{self.output('sinfo', '--noheader')!r}; {self.log_tail()}")
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The daemons' last words, for a failure message (the folder goes at teardown)."""
+        tails = []
+        for log in sorted((self.folder / "log").glob("*.log")):
+            text = log.read_text(errors="replace").strip().splitlines()[-lines:]
+            tails.append(f"{log.name}: " + " | ".join(text))
+        return "; ".join(tails) or "no logs"
 
     def stop(self) -> None:
         """Cancel every job, stop the daemons (by the ids in their pid files), remove the
@@ -117,7 +125,8 @@ class Cluster:
         done = subprocess.run(command, env=self.env, capture_output=True, text=True,
                               check=False, timeout=60)
         if done.returncode != 0:
-            raise RuntimeError(f"{command[0]} did not start: {done.stderr.strip()}")
+            raise RuntimeError(f"{command[0]} did not start: {done.stderr.strip()}; "
+                               f"{self.log_tail()}")
 
 
 def _pid(pid_file: Path) -> int | None:

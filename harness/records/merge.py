@@ -14,7 +14,7 @@ from typing import Any
 from qkbench.errors import UsageError
 from qkbench.records.meta import SCHEMA_VERSION
 from qkbench.records.record import CELL_KEY, CellKey
-from qkbench.records.results import RunWriter, key_of, read_jsonl
+from qkbench.records.results import RunWriter, key_of
 
 
 def _meta(folder: Path) -> dict[str, Any]:

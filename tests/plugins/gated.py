@@ -1,8 +1,9 @@
 """A NumPy backend that holds still, for tests that must catch a run in the middle.
 
 `prepare` of a cell whose n is one of `QKBENCH_TEST_GATE_N` (comma-separated) waits until the
-file named by `QKBENCH_TEST_GATE` exists: a test sees a shard's first cells finished and the next one waiting,
-so a cancel or a requeue lands mid-run every time, however fast or slow the machine is.
+file named by `QKBENCH_TEST_GATE` exists: a test sees a shard's first cells finished and the
+next one waiting, so a cancel or a requeue lands mid-run every time, however fast or slow the
+machine is.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-
-import numpy as np
 
 from qkbench.backends.base import Backend
 
