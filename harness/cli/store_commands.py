@@ -1,0 +1,58 @@
+"""The command line, keeping a project's history: store add, store list, publish."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from qkbench.cli.common import EXIT_OK
+from qkbench.errors import UsageError
+
+
+def add_parsers(commands: Any) -> None:
+    store = commands.add_parser(
+        "store", help="a results store: runs filed by machine and commit (add, list)")
+    actions = store.add_subparsers(dest="store_command", required=True,
+                                   parser_class=type(store))
+    add = actions.add_parser("add", help="file run directories into a store")
+    add.add_argument("paths", nargs="+", type=Path, metavar="RUN... STORE",
+                     help="run directories (or folders holding them), then the store")
+    add.set_defaults(handler=cmd_store_add)
+    listing = actions.add_parser("list", help="what a store holds, per machine and commit")
+    listing.add_argument("store", type=Path)
+    listing.set_defaults(handler=cmd_store_list)
+
+
+def store_runs(runs: list[Path], store: Path) -> int:
+    """File runs into the store, one line each; the number newly added."""
+    from qkbench.records.store import add
+
+    added = 0
+    for run in runs:
+        entry, new = add(run, store)
+        added += new
+        where = entry.path.relative_to(store)
+        print(f"{'stored' if new else 'already stored'}: {run} → {store}/{where}")
+    return added
+
+
+def cmd_store_add(args: argparse.Namespace) -> int:
+    from qkbench.analysis.history import find_runs
+
+    if len(args.paths) < 2:
+        raise UsageError("store add needs at least one run directory and the store: "
+                         "qkbench store add RUN... STORE")
+    *runs, store = args.paths
+    if store.exists() and not store.is_dir():
+        raise UsageError(f"the store {store} is not a folder")
+    added = store_runs(find_runs(runs), store)
+    print(f"{added} run(s) added to {store}")
+    return EXIT_OK
+
+
+def cmd_store_list(args: argparse.Namespace) -> int:
+    from qkbench.records.store import listing
+
+    print(listing(args.store))
+    return EXIT_OK
