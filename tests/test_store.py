@@ -118,3 +118,23 @@ def test_run_with_store_files_the_finished_run(tmp_path):
     meta_env = json.loads((tmp_path / "run" / "meta.json").read_text())["environment"]
     assert entry.machine == machine_name(meta_env) and entry.commit == commit_name(meta_env)
     assert "stored: " in result.stdout
+
+
+def test_reading_many_summaries_at_once_gives_what_the_loader_gives(tmp_path):
+    from pathlib import Path
+
+    import pandas as pd
+
+    from qkbench.records.run import load_run, load_summaries
+
+    data = Path(__file__).resolve().parent / "data" / "runs"
+    folders = [p for p in sorted(data.iterdir()) if (p / "summary.parquet").is_file()]
+    folders.append(write_run(tmp_path / "new", {("numpy", 256): 1e-3, ("other", 512): 2e-3},
+                             status={("other", 512): "timeout"}, new_columns=True))
+    folders.append(one_run(tmp_path / "plain", environment("1111111111111111aaaa")))
+    together = load_summaries(folders)
+    assert len(together) == len(folders) >= 3
+    for folder, run in zip(folders, together):
+        alone = load_run(folder).keyed()
+        pd.testing.assert_frame_equal(run.summary, alone.summary, check_dtype=True)
+        assert run.meta == alone.meta and run.path == Path(folder)

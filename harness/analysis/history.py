@@ -29,6 +29,7 @@ import pandas as pd
 from qkbench.analysis.compare import DEFAULT_THRESHOLD, environment_differences, read_run
 from qkbench.errors import UsageError
 from qkbench.records.record import CELL_KEY, CellKey
+from qkbench.records.run import Run
 from qkbench.units import value_text
 
 MIN_RUNS = 3
@@ -127,12 +128,14 @@ def _is_run(path: Path) -> bool:
     return (path / "summary.parquet").is_file()
 
 
-def gather(runs: Sequence[Path], normalize_by: str | None = None,
+def gather(runs: Sequence[Path | Run], normalize_by: str | None = None,
            config: str | None = None) -> pd.DataFrame:
-    """One row per run and cell, runs in time order; `value` is what steps are found in."""
+    """One row per run and cell, runs in time order; `value` is what steps are found in.
+    `runs` are run directories, or runs already read (e.g. by `load_summaries`)."""
     frames, environments = [], {}
-    for folder in runs:
-        run = read_run(folder)
+    for given in runs:
+        run = read_run(given)
+        folder = run.path
         env = run.environment
         name = (run.meta.get("config") or {}).get("name") or folder.name
         if config is not None and name != config:

@@ -23,6 +23,22 @@ def add_parsers(commands: Any) -> None:
     listing.add_argument("store", type=Path)
     listing.set_defaults(handler=cmd_store_list)
 
+    publish = commands.add_parser(
+        "publish", help="a static site of a store: charts per cell and machine, regressions")
+    publish.add_argument("store", type=Path, metavar="STORE")
+    publish.add_argument("--out", type=Path, required=True, metavar="SITE",
+                         help="the folder the site is written to (open SITE/index.html)")
+    publish.add_argument("--normalize-by", metavar="BACKEND",
+                         help="also show each median relative to BACKEND's in the same run "
+                              "(the default view; steps are found in it)")
+    publish.add_argument("--commit-url", metavar="TEMPLATE",
+                         help="link commits, e.g. https://github.com/ORG/REPO/commit/{commit}")
+    publish.add_argument("--threshold", default="0.1", metavar="T",
+                         help="smallest lasting change reported (default 0.1)")
+    publish.add_argument("--min-runs", type=int, default=3, metavar="K",
+                         help="runs needed on each side of a step (default 3)")
+    publish.set_defaults(handler=cmd_publish)
+
 
 def store_runs(runs: list[Path], store: Path) -> int:
     """File runs into the store, one line each; the number newly added."""
@@ -55,4 +71,18 @@ def cmd_store_list(args: argparse.Namespace) -> int:
     from qkbench.records.store import listing
 
     print(listing(args.store))
+    return EXIT_OK
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from qkbench.cli.analysis_commands import parse_threshold
+    from qkbench.present.publish import publish
+
+    if args.min_runs < 1:
+        raise UsageError("--min-runs must be at least 1")
+    counts = publish(args.store, args.out, args.normalize_by, parse_threshold(args.threshold),
+                     args.min_runs, args.commit_url)
+    print(f"published {counts['pages']} cell page(s) of {counts['runs']} run(s) on "
+          f"{counts['machines']} machine(s), {counts['regressions']} open regression(s): "
+          f"{args.out / 'index.html'}")
     return EXIT_OK
