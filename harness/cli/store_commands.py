@@ -33,8 +33,10 @@ def add_parsers(commands: Any) -> None:
                               "(the default view; steps are found in it)")
     publish.add_argument("--commit-url", metavar="TEMPLATE",
                          help="link commits, e.g. https://github.com/ORG/REPO/commit/{commit}")
-    publish.add_argument("--threshold", default="0.1", metavar="T",
-                         help="smallest lasting change reported (default 0.1)")
+    publish.add_argument("--threshold", default="0.05", metavar="T",
+                         help="smallest lasting change reported (default 0.05)")
+    publish.add_argument("--detector", choices=("l1", "segmentation"), default="l1",
+                         help="how steps are found (default l1; docs/history.md)")
     publish.add_argument("--min-runs", type=int, default=3, metavar="K",
                          help="runs needed on each side of a step (default 3)")
     publish.set_defaults(handler=cmd_publish)
@@ -81,7 +83,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if args.min_runs < 1:
         raise UsageError("--min-runs must be at least 1")
     counts = publish(args.store, args.out, args.normalize_by, parse_threshold(args.threshold),
-                     args.min_runs, args.commit_url)
+                     args.min_runs, args.commit_url, args.detector)
     print(f"published {counts['pages']} cell page(s) of {counts['runs']} run(s) on "
           f"{counts['machines']} machine(s), {counts['regressions']} open regression(s): "
           f"{args.out / 'index.html'}")

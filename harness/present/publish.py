@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from qkbench.analysis.history import DEFAULT_DETECTOR, MIN_RUNS, STEP_THRESHOLD
 from qkbench.errors import UsageError
 from qkbench.present.runset import machine_hardware
 from qkbench.present.site_data import CellPage, Regression, build
@@ -32,12 +33,13 @@ ASSETS = Path(__file__).resolve().parent / "site"
 SHARED_FILES = ("qkbench-chart.js", "style.css")
 
 
-def publish(store: Path, out: Path, normalize_by: str | None = None, threshold: float = 0.1,
-            min_runs: int = 3, commit_url: str | None = None) -> dict[str, Any]:
+def publish(store: Path, out: Path, normalize_by: str | None = None,
+            threshold: float = STEP_THRESHOLD, min_runs: int = MIN_RUNS,
+            commit_url: str | None = None, detector: str = DEFAULT_DETECTOR) -> dict[str, Any]:
     """Write the site; returns counts (pages, runs, machines, regressions) for the caller."""
     if commit_url is not None and "{commit}" not in commit_url:
         raise UsageError(f"--commit-url {commit_url!r} has no {{commit}} to fill in")
-    pages, regressions, machines = build(store, normalize_by, threshold, min_runs)
+    pages, regressions, machines = build(store, normalize_by, threshold, min_runs, detector)
     labels = {name: _machine_label(name, facts) for name, facts in machines.items()}
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     try:

@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from qkbench.analysis.history import FoundStep, detect, gather
+from qkbench.analysis.history import (
+    DEFAULT_DETECTOR,
+    MIN_RUNS,
+    STEP_THRESHOLD,
+    FoundStep,
+    detect,
+    gather,
+)
 from qkbench.errors import UsageError
 from qkbench.records.record import CellKey
 from qkbench.records.run import load_summaries
@@ -79,8 +86,8 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def build(store: Path, normalize_by: str | None = None, threshold: float = 0.1,
-          min_runs: int = 3, config: str | None = None
+def build(store: Path, normalize_by: str | None = None, threshold: float = STEP_THRESHOLD,
+          min_runs: int = MIN_RUNS, detector: str = DEFAULT_DETECTOR
           ) -> tuple[list[CellPage], list[Regression], dict[str, dict[str, Any]]]:
     """(the cell pages, open regressions newest first, the machines' machine.json)."""
     stored = entries(store)
@@ -88,7 +95,7 @@ def build(store: Path, normalize_by: str | None = None, threshold: float = 0.1,
         raise UsageError(f"{store}: the store holds no runs (add some with 'qkbench store add')")
     by_path = {str(e.path.resolve()): e for e in stored}
     # One pass over the runs: `value` is normalised when asked, median_s is always the raw time.
-    table = gather(load_summaries([e.path for e in stored]), normalize_by, config)
+    table = gather(load_summaries([e.path for e in stored]), normalize_by)
     # Steps within one store machine never cross an environment change (its folder is the
     # comparability key), and pandas copies `attrs` deeply on every operation: drop them.
     table.attrs.clear()
@@ -101,17 +108,18 @@ def build(store: Path, normalize_by: str | None = None, threshold: float = 0.1,
     views = {"raw": table}
     if normalize_by is not None:
         views["norm"] = table.assign(value=table["value_norm"])
-    steps = {name: _steps(view, threshold, min_runs) for name, view in views.items()}
+    steps = {name: _steps(view, threshold, min_runs, detector) for name, view in views.items()}
     pages = _pages(table, steps, normalize_by is not None)
     regressions = _open_regressions(pages, threshold, "norm" if normalize_by else "raw",
                                     by_path)
     return pages, regressions, machines(store)
 
 
-def _steps(view: pd.DataFrame, threshold: float, min_runs: int) -> list[FoundStep]:
+def _steps(view: pd.DataFrame, threshold: float, min_runs: int,
+           detector: str) -> list[FoundStep]:
     found: list[FoundStep] = []
     for _, part in view.groupby("machine", sort=True):
-        found += detect(part, threshold, min_runs)
+        found += detect(part, threshold, min_runs, detector)
     return found
 
 
