@@ -31,6 +31,8 @@ def add_parsers(commands: Any) -> None:
     run.add_argument("--env", action="append", default=[], metavar="NAME=PYTHON",
                      help="run every backend in this environment's interpreter too, "
                           "interleaved round by round (repeatable; two or more)")
+    run.add_argument("--store", type=Path, metavar="STORE",
+                     help="also file the finished run in this results store (see 'store')")
 
     run.set_defaults(handler=cmd_run)
 
@@ -158,6 +160,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"interrupted: {len(summary)} finished cell(s) kept in {folder}; "
               f"finish it with: qkbench run --resume {folder}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if args.store is not None:
+        from qkbench.cli.store_commands import store_runs
+
+        store_runs([folder], args.store)
     failed = int(summary["status"].isin(FAILED_STATUSES).sum())
     if failed:
         print(f"{failed} cell(s) failed: see the reasons above", file=sys.stderr)

@@ -271,9 +271,31 @@ def load_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     to the current record (records/migrate.py) and typed. The one loader: every tool reads
     runs through it. Raises UsageError when the folder is not a readable run directory."""
     from qkbench.errors import UsageError
+
+    summary, samples, meta = _read_tables(Path(folder), with_samples=True)
+    try:
+        summary, samples = typed_summary(summary), typed_samples(samples)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"cannot read run directory {folder}: {exc}") from None
+    return summary, samples, meta
+
+
+def read_summary_table(folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(summary, meta) like `load_run`, migrated but not yet typed: for readers of many runs,
+    who type them all at once (records.run.load_summaries)."""
+    summary, _, meta = _read_tables(Path(folder), with_samples=False)
+    return summary, meta
+
+
+def empty_samples() -> pd.DataFrame:
+    return typed_samples(pd.DataFrame())
+
+
+def _read_tables(folder: Path, with_samples: bool
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    from qkbench.errors import UsageError
     from qkbench.records.migrate import migrate
 
-    folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"run directory not found: {folder}")
     if not (folder / "summary.parquet").is_file():
@@ -285,10 +307,10 @@ def load_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
             raise ValueError("meta.json is not a mapping")  # noqa: TRY004  (one except below)
         samples_path = folder / "samples.parquet"
         summary, samples = migrate(pd.read_parquet(folder / "summary.parquet"),
-                                   pd.read_parquet(samples_path) if samples_path.is_file()
+                                   pd.read_parquet(samples_path)
+                                   if with_samples and samples_path.is_file()
                                    else pd.DataFrame(), meta)
-        summary, samples = typed_summary(summary), typed_samples(samples)
-        if summary["backend"].isna().any():
+        if "backend" not in summary or summary["backend"].isna().any():
             raise ValueError("summary.parquet has rows without a backend")
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot read run directory {folder}: {exc}") from None
