@@ -110,7 +110,7 @@ def test_resume_repairs_a_torn_line_and_drops_orphan_samples(tmp_path):
 
 
 @pytest.mark.parametrize("extra, problem", [
-    (["quick"], "give neither a config nor --out"),
+    (["quick"], "give no config, --out nor --env"),
     (["--shard", "2/3"], "holds shard 1/1"),
 ])
 def test_resume_refuses_conflicting_requests(tmp_path, capsys, extra, problem):
