@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qkbench.cluster.slurm import plan_sweep, scripts_of
+from qkbench.cluster.slurm import plan_sweep, scripts_of, unfinished_shards
 from qkbench.cluster.slurm_scripts import array_range, shard_script
 from qkbench.plan import config as config_module
 from tests.conftest import run_cli, write_config
@@ -161,3 +161,29 @@ def test_the_python_api_dry_run_returns_the_scripts_and_commands(tmp_path):
         assert "no readable submission.json" in str(exc)
     else:
         raise AssertionError("resume_slurm of a folder without a submission did not refuse")
+
+
+STATES = ("absent", "empty", "torn", "running", "interrupted", "finished")
+
+
+@given(st.lists(st.sampled_from(STATES), min_size=1, max_size=6))
+@settings(max_examples=60, deadline=None)
+def test_resume_resends_every_shard_that_did_not_finish(states):
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        config = config_module.load(write_config(folder, ["numpy"], n=[16, 24, 32, 40, 48, 56]))
+        plan = plan_sweep(config, folder / "out", len(states))
+        for index, state in enumerate(states, start=1):
+            shard = Path(plan.shard_run("default", index))
+            if state == "absent":
+                continue
+            shard.mkdir(parents=True)
+            if state == "torn":
+                (shard / "meta.json").write_text('{"state": "fini')
+            elif state != "empty":
+                (shard / "meta.json").write_text(json.dumps({"state": state}))
+        expected = [i for i, state in enumerate(states, start=1) if state != "finished"]
+        assert unfinished_shards(plan, "default") == expected

@@ -158,8 +158,7 @@ def resume(out: str | os.PathLike, *, dry_run: bool = False) -> Submission:
                              "running; wait for them to end (or scancel them) first")
     shards, merges = {}, []
     for folder in plan.folders:
-        missing = [index for index in range(1, plan.shards + 1)
-                   if _state(Path(plan.shard_run(folder, index))) != "finished"]
+        missing = unfinished_shards(plan, folder)
         if missing:
             shards[folder] = missing
         merged = _meta(Path(plan.merged_run(folder)))
@@ -168,6 +167,13 @@ def resume(out: str | os.PathLike, *, dry_run: bool = False) -> Submission:
     submission = Submission(out, plan, {}, dry_run=dry_run)
     _send(submission, shards, merges, first=False)
     return submission
+
+
+def unfinished_shards(plan: SweepPlan, folder: str) -> list[int]:
+    """The shards of a partition to resubmit: every one whose run directory is absent or did
+    not end `finished` (interrupted, still `running` after a SIGKILL, or unreadable)."""
+    return [index for index in range(1, plan.shards + 1)
+            if _state(Path(plan.shard_run(folder, index))) != "finished"]
 
 
 def _send(submission: Submission, shards: dict[str, list[int]], merges: list[str],
