@@ -26,6 +26,7 @@ from qkbench.records.run import load_run as read_run
 
 if TYPE_CHECKING:  # pandas loads only when a run is made or read
     from qkbench.analysis.compare import Comparison
+    from qkbench.cluster.slurm import Submission
     from qkbench.plan.sweep import Shard
 
 ConfigSource = str | os.PathLike | Mapping[str, Any] | config_module.Config
@@ -134,6 +135,34 @@ def compare(baseline: str | os.PathLike | Run, candidate: str | os.PathLike | Ru
     rule = Rule(threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
                 per_backend=dict(per_backend or {}))
     return compare_runs(baseline, candidate, rule, normalize_by, allow_different_machines)
+
+
+def submit_slurm(config: ConfigSource, out: str | os.PathLike, *, shards: int,
+                 partitions: tuple[str, ...] | list[str] = (), exclusive: bool = True,
+                 max_parallel: int | None = None, sbatch_args: tuple[str, ...] | list[str] = (),
+                 shard_sbatch_args: tuple[str, ...] | list[str] = (),
+                 dry_run: bool = False) -> Submission:
+    """Submit a sweep to Slurm in `shards` shards per partition (docs/many-machines.md): a job
+    array, a merge after it into `out/PARTITION/merged-PARTITION`, and with several
+    partitions a report of them side by side. The tasks run in this interpreter and this
+    qkbench; nodes are taken whole unless `exclusive=False` (`max_parallel` throttles the
+    array on shared nodes). A dry run returns the scripts and commands without submitting."""
+    from qkbench.cluster import slurm
+
+    loaded = load_config(config)
+    _, text = _config_text(config, loaded, False)
+    plan = slurm.plan_sweep(loaded, out, shards, partitions=tuple(partitions),
+                            exclusive=exclusive, max_parallel=max_parallel,
+                            sbatch_args=tuple(sbatch_args),
+                            shard_sbatch_args=tuple(shard_sbatch_args))
+    return slurm.submit(plan, text, dry_run=dry_run)
+
+
+def resume_slurm(out: str | os.PathLike, *, dry_run: bool = False) -> Submission:
+    """Resubmit what a Slurm submission lacks: the shards that did not finish, and merges."""
+    from qkbench.cluster import slurm
+
+    return slurm.resume(out, dry_run=dry_run)
 
 
 # ---------------------------------------------------------------------------------------------

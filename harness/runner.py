@@ -20,32 +20,35 @@ from pathlib import Path
 from typing import Any
 
 from qkbench.backends.registry import BackendSpec
+from qkbench.machine import cpu_peak
 from qkbench.machine.canary import ParallelCanary
 from qkbench.machine.contention import LoadMeter
+from qkbench.machine.cpu_quota import cpu_limits
 from qkbench.machine.os_causes import RoundCauses
 from qkbench.measure import checks, inputs, plausible
-from qkbench.measure.cell import CellFailure, CellPlan, cold_copies
+from qkbench.measure.cell import CellFailure, CellPlan
 from qkbench.measure.environments import Environment
 from qkbench.measure.handles import (  # noqa: F401  (throttled, machine_check: re-exported)
-    RELEASE_TIMEOUT_S,
     BackendWorkers,
     CellTimeout,
     PreparedCell,
     backend_workers,
     machine_check,
     os_figures,
+    release,
     round_order,
     start_workers,
+    threads_in_force,
     throttled,
 )
-from qkbench.measure.resources import available_bytes, cell_bytes, shape_bytes, too_big
+from qkbench.measure.resources import (available_bytes, cell_bytes, input_copies, shape_bytes,
+                                       too_big)
 from qkbench.measure.timing import UNFIT_BUDGET_FACTOR, SamplingResult, StopRule, interleave
 from qkbench.measure.worker import WorkerHandle
 from qkbench.plan.config import Config
 from qkbench.plan.sweep import Cell, Shape, Shard, above_size_limit, expand, groups, size_limits
 from qkbench.plan.sweep import member_name
 from qkbench.records.results import (
-    ITEMSIZE,
     RunWriter,
     key_of,
     min_bytes,
@@ -84,6 +87,7 @@ class RunCounts:
 
 WHOLE_SWEEP = Shard(1, 1)
 
+
 class Runner:
     def __init__(self, config: Config, specs: list[BackendSpec], writer: RunWriter,
                  on_cell_done: CellDone = lambda row: None, peaks: Peaks | None = None,
@@ -113,6 +117,9 @@ class Runner:
                              max_samples=timing.max_samples, budget_s=timing.budget_s)
         self.counts = RunCounts()
         self.canary: ParallelCanary | None = None  # started with the first group sampled
+        # The cores qkbench may use (affinity mask and cgroup CPU quota): what a CPU cell's
+        # percent-of-peak is against, and whether its threads measured the quota.
+        self.cpu_limits = cpu_limits()
 
     def cells(self) -> list[Cell]:
         """The cells this run will record: its shard of the sweep, less those already done."""
@@ -232,7 +239,7 @@ class Runner:
         load = LoadMeter(self._own_pids)
         load.start()
         checked = self._multi_threaded_cpu(ready)
-        watch = self._round_watch()
+        watch = self._round_watch(ready)
         results = interleave({label: p.sampler() for label, p in ready.items()}, block_s,
                              self.rule, min_rounds=max(len(p.workers) for p in ready.values()),
                              machine_fit=self._machine_fit(checked) if checked else None,
@@ -251,7 +258,7 @@ class Runner:
                 else "off"
             self.counts.spend("timed work", sum(s.seconds * s.calls for s in result.samples))
             failure = self._verify(prepared, result) if result.failure is None else None
-            figures.update(self._release(prepared.workers))
+            figures.update(release(prepared.workers))
             if result.failure is not None:
                 self._record(cell, result.failure.status, result.failure.reason, figures)
             elif failure is not None:
@@ -302,16 +309,26 @@ class Runner:
     def _multi_threaded_cpu(self, ready: dict[str, PreparedCell]) -> list[PreparedCell]:
         """The cells of a group the machine check guards: only multi-threaded CPU work lost
         speed when the machine lost parallel capacity (measured: the one-threaded numba-loops
-        not at all), and a GPU backend's host side runs on one thread."""
+        not at all), and a GPU backend's host side runs on one thread. A library-default cell
+        that reports no thread count runs on the usable cores: one, under a CPU quota of
+        less than two, which leaves no parallel capacity to lose."""
         if not self.config.timing.machine_check:
             return []
         return [prepared for label, prepared in ready.items()
-                if self.backends[label].device == "cpu" and prepared.cell.variant.threads != 1]
+                if self.backends[label].device == "cpu"
+                and (threads_in_force(prepared.cell, prepared.figures)
+                     or self.cpu_limits.usable) > 1]
 
-    def _round_watch(self) -> RoundCauses:
+    def _round_watch(self, ready: dict[str, PreparedCell]) -> RoundCauses:
         """The OS's readings around each round of one group. Half the run's target interval:
-        a loss below that cannot move a median by the interval the run aims for."""
-        return RoundCauses(share=0.5 * self.config.timing.target_rel_ci, own_pids=self._own_pids)
+        a loss below that cannot move a median by the interval the run aims for. Other
+        processes' CPU counts only beyond the cores the group's threads leave idle (a GPU
+        backend's host side and a one-threaded CPU cell use one)."""
+        threads = max((threads_in_force(p.cell, p.figures) or self.cpu_limits.usable
+                       if self.backends[label].device == "cpu" else 1)
+                      for label, p in ready.items())
+        return RoundCauses(share=0.5 * self.config.timing.target_rel_ci, own_pids=self._own_pids,
+                           threads=threads)
 
     def _machine_fit(self, checked: list[PreparedCell]) -> Callable[[int | None], bool]:
         return machine_check(self._canary(), checked,
@@ -345,7 +362,7 @@ class Runner:
                     # No room beside the copies the earlier workers hold (a GPU's memory):
                     # sample in the workers that have the cell rather than not at all.
                     break
-                self._release(workers)
+                release(workers)
                 self._record(cell, failure.status, failure.reason, failure.details)
                 return None
             self._account_setup(figures)
@@ -355,23 +372,6 @@ class Runner:
         first["processes"] = len(workers)
         return PreparedCell(cell, first, limit, workers)
 
-    def _release(self, workers: list[WorkerHandle]) -> dict[str, Any]:
-        """Free the cell in its workers; their closing figures (telemetry, peak memory)."""
-        closing: dict[str, Any] = {}
-        for worker in workers:
-            if not worker.alive:  # a crashed or killed worker has nothing left to release
-                continue
-            try:
-                figures = worker.request(("release",), RELEASE_TIMEOUT_S)
-            except CellFailure:
-                continue  # the next request restarts the worker if this one died
-            peak = max(closing.get("peak_device_bytes") or 0,
-                       figures.get("peak_device_bytes") or 0)
-            closing.update(figures)
-            if peak:
-                closing["peak_device_bytes"] = peak
-        return closing
-
     def _own_pids(self) -> list[int]:
         """This process and every backend's worker: the CPU time that is not foreign load."""
         pids = [worker.pid for backend in self.backends.values() for worker in backend.workers]
@@ -379,12 +379,9 @@ class Runner:
 
     def _memory_reason(self, cell: Cell) -> str | None:
         """Why the cell would not fit in host memory now, or None."""
-        shape, copies = cell.shape, 1
-        if cell.variant.cache == "cold":
-            set_bytes = (shape.q_elements + shape.k_elements) * ITEMSIZE[cell.dtype]
-            copies = cold_copies(set_bytes, self.host_cache_bytes)
+        copies = input_copies(cell, self.host_cache_bytes)
         needed = self.config.timing.processes * max(1, len(self.environments)) * cell_bytes(
-            shape, cell.dtype, copies, self.config.agreement.max_reference_elements)
+            cell.shape, cell.dtype, copies, self.config.agreement.max_reference_elements)
         return too_big(needed, available_bytes())
 
     def _account_setup(self, figures: dict[str, Any]) -> None:
@@ -398,10 +395,16 @@ class Runner:
         started = time.monotonic()
         device = self.backends[cell.member].device
         precision = (figures or {}).get("precision", cell.dtype)
-        row = summary_row(cell, device, status, reason, figures, sampling,
-                          peak_gflops=self.peaks.get((device, precision)))
+        peak = self.peaks.get((device, precision))
+        if device == "cpu":
+            figures = dict(figures or {})
+            threads = threads_in_force(cell, figures)
+            peak = cpu_peak.for_threads(peak, threads, self.cpu_limits.usable)
+            figures["quota_measured"] = self.cpu_limits.quota_measured(threads)
+        row = summary_row(cell, device, status, reason, figures, sampling, peak_gflops=peak)
         self.writer.append(row, sample_rows(cell, device, precision, sampling)
                            if sampling else [])
         self.counts.add(status)
         self.counts.spend("writing", time.monotonic() - started)
         self.on_cell_done(row)
+

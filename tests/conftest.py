@@ -115,3 +115,24 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason="needs a CUDA GPU (none seen by torch or CuPy)")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+# Hypothesis profiles (tests/test_properties.py, tests/test_config_fuzz.py). `ci`, the default:
+# derandomized, so every run of the suite draws the same points and a failure reproduces
+# anywhere; no example database, so nothing a previous run found changes what this one draws.
+# `nightly`: ten times the examples, drawn afresh each run (a failure prints the blob that
+# replays it). Chosen with QKBENCH_HYPOTHESIS_PROFILE=nightly.
+def _register_hypothesis_profiles() -> None:
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # the property tests skip themselves without Hypothesis
+        return
+    slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large]
+    settings.register_profile("ci", max_examples=200, derandomize=True, database=None,
+                              deadline=None, print_blob=True, suppress_health_check=slow_ok)
+    settings.register_profile("nightly", max_examples=2000, derandomize=False, database=None,
+                              deadline=None, print_blob=True, suppress_health_check=slow_ok)
+    settings.load_profile(os.environ.get("QKBENCH_HYPOTHESIS_PROFILE", "ci"))
+
+
+_register_hypothesis_profiles()

@@ -50,6 +50,8 @@ BAD = {
     "yaml_duplicate_top_key.yaml": "duplicate key 'name'",
     "yaml_duplicate_sweep_key.yaml": "duplicate key 'n'",
     "yaml_deeply_nested.yaml": "nested too deeply",
+    "yaml_alias_bomb_in_flag.yaml": "sweep.causal: expected true, false or a list of them; "
+                                    "got {'l0': ['lol', 'lol', 'lol', 'lol', ...], 'l1':",
     "yaml_tag_python_object_apply.yaml": "python/object/apply:os.system",
     "yaml_tag_python_object_new.yaml": "python/object/new:subprocess.check_output",
     "yaml_tag_python_name.yaml": "python/name:os.system",
@@ -118,12 +120,17 @@ BAD = {
     "range_empty_mapping.yaml": "sweep.n: expected a list of sizes, or a range",
     "sweep_too_many_cells_linear.yaml": "sweep: expands to 281,474,976,710,656",
     "sweep_too_many_cells_factor_near_one.yaml": "sweep: expands to",
+    "sweep_counts_past_int64.yaml": "sweep: a cell would count 1.58e+29 FLOP or bytes, more "
+                                    "than the 2^63",
     "timing_budget_s_zero.yaml": "timing.budget_s:",
     "timing_budget_s_nan.yaml": "timing.budget_s:",
     "timing_timeout_s_infinite.yaml": "timing.timeout_s:",
+    "timing_timeout_s_past_a_week.yaml": "timing.timeout_s: Input should be less than or equal "
+                                         "to 604800",
     "timing_min_samples_too_few.yaml": "timing.min_samples:",
     "timing_max_below_min_samples.yaml": "timing: max_samples must be at least min_samples",
     "seed_negative.yaml": "seed:",
+    "output_dir_nul.yaml": "output.dir: a path cannot contain a NUL character",
     # dtypes
     "dtype_unknown_float8.yaml": "sweep.dtype[1]:",
     "dtype_uppercase_FP32.yaml": "sweep.dtype[0]:",
@@ -171,7 +178,8 @@ RUN_SAMPLE = {
     "range_linear_stop_below_start.yaml", "range_factor_one.yaml", "range_factor_infinite.yaml",
     "range_step_zero.yaml", "range_without_step_or_factor.yaml",
     "sweep_too_many_cells_linear.yaml", "sweep_too_many_cells_factor_near_one.yaml",
-    "timing_timeout_s_infinite.yaml", "dtype_unknown_float8.yaml", "dtype_uppercase_FP32.yaml",
+    "timing_timeout_s_infinite.yaml", "timing_timeout_s_past_a_week.yaml",
+    "yaml_alias_bomb_in_flag.yaml", "output_dir_nul.yaml", "sweep_counts_past_int64.yaml", "dtype_unknown_float8.yaml", "dtype_uppercase_FP32.yaml",
     "backends_empty_list.yaml", "backend_unknown_name.yaml", "backend_empty_name.yaml",
     "backend_plugin_module_missing.yaml", "backend_plugin_class_missing.yaml",
     "backend_plugin_not_a_class.yaml", "backend_plugin_class_without_scores.yaml",

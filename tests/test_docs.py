@@ -61,7 +61,12 @@ def test_every_command_and_flag_the_docs_show_exists(doc, line):
     if not words or words[0].startswith("-"):
         return  # `qkbench --version`
     assert words[0] in commands, f"{doc.name}: `{line}`: no command {words[0]!r}"
-    flags = {flag for action in commands[words[0]]._actions for flag in action.option_strings}
+    command = commands[words[0]]
+    nested = [a.choices for a in command._actions if isinstance(a.choices, dict)]
+    if nested:  # `qkbench submit slurm ...`: the flags are the scheduler's
+        assert len(words) > 1 and words[1] in nested[0], f"{doc.name}: `{line}`: no {words[:2]}"
+        command = nested[0][words[1]]
+    flags = {flag for action in command._actions for flag in action.option_strings}
     for word in words[1:]:
         if word.startswith("--"):
             assert word.split("=")[0] in flags, f"{doc.name}: `{line}`: no flag {word}"
@@ -133,3 +138,15 @@ def test_links_between_docs_resolve():
 
 def test_the_readme_is_a_door():
     assert len((REPO / "README.md").read_text("utf-8").splitlines()) <= 250
+
+
+def test_ci_runs_the_readme_test_command():
+    """CI calls the README's test command, word for word (with `python3` for `python`): what a
+    newcomer runs is what is kept green."""
+    readme = (REPO / "README.md").read_text("utf-8").replace("\\\n", " ")
+    line = next(line for line in readme.splitlines() if "-m pytest" in line)
+    commands = [" ".join(part.split()).replace("python ", "python3 ")
+                for part in line.split("&&") if "pytest" in part]
+    ci = [" ".join(line.split()) for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if not line.lstrip().startswith("#")]
+    assert commands and all(command in ci for command in commands), (commands, ci)

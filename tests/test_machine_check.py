@@ -83,13 +83,23 @@ def test_rounds_set_aside_are_kept_flagged_and_left_out_of_the_figures(tmp_path,
     assert unfit_rounds["numpy"] & both == unfit_rounds["pid-logging"] & both
 
 
+def _only_os_causes_set_rounds_aside(summary: pd.DataFrame, samples: pd.DataFrame) -> None:
+    """With no machine check, the rounds set aside are those the OS named a cause for (steal,
+    throttling, other processes' CPU: a machine shared with other jobs, or with the other
+    workers of a parallel test run, shows them), and every other round counts."""
+    caused = samples["set_aside_cause"].fillna("") != ""
+    assert samples.loc[~caused, "machine_fit"].all()
+    for row in summary.itertuples():
+        mine = caused[samples["backend"] == row.backend]
+        assert row.unfit_share == pytest.approx(mine.mean())
+        if not mine.any():
+            assert row.samples == len(mine)
+
+
 def test_with_the_check_off_every_round_counts(tmp_path, monkeypatch):
     monkeypatch.setattr(runner_module, "ParallelCanary", MustNotBeBuilt)
     summary, samples = _run(tmp_path, machine_check=False)
-    assert samples["machine_fit"].all()
-    assert (summary["unfit_share"] == 0.0).all()
-    assert (summary["samples"] == samples.groupby("backend").size()
-            .reindex(summary["backend"]).to_numpy()).all()
+    _only_os_causes_set_rounds_aside(summary, samples)
 
 
 def test_one_threaded_groups_are_not_checked(tmp_path, monkeypatch):
@@ -97,7 +107,7 @@ def test_one_threaded_groups_are_not_checked(tmp_path, monkeypatch):
     monkeypatch.setattr(runner_module, "ParallelCanary", MustNotBeBuilt)
     summary, samples = _run(tmp_path, sweep={"threads": [1]})
     assert (summary["status"] == "ok").all()
-    assert samples["machine_fit"].all() and (summary["unfit_share"] == 0.0).all()
+    _only_os_causes_set_rounds_aside(summary, samples)
 
 
 class AnsweringWorker:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qkbench.machine import os_causes
 from qkbench.machine.os_causes import RoundCauses, cpu_stat_files, describe
@@ -214,3 +216,27 @@ def test_without_own_pids_other_processes_are_not_watched(tmp_path):
     clock.now += 0.5
     _busy(proc, 1500)  # a whole CPU busy, but nothing says whose
     assert watch.stop() == {}
+
+
+@settings(max_examples=200, deadline=None)
+@given(cpus=st.integers(1, 16), threads=st.integers(1, 16), foreign_ticks=st.integers(0, 2000),
+       wall_ticks=st.integers(10, 200))
+def test_other_processes_count_only_beyond_the_cores_the_threads_leave_idle(
+        tmp_path_factory, cpus, threads, foreign_ticks, wall_ticks):
+    tmp_path = tmp_path_factory.mktemp("proc")
+    proc, clock = _proc(tmp_path, "0::/\n", ""), FakeClock()
+    tick = 1 / os_causes._ticks_per_second()
+    watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=cpus,
+                        own_pids=lambda: [11], threads=threads)
+    _busy(proc, 1000), _own(proc, 11, 500)
+    watch.start()
+    wall = wall_ticks * tick
+    clock.now += wall
+    _busy(proc, 1000 + foreign_ticks), _own(proc, 11, 500)
+    threads_in_use = min(threads, cpus)
+    spilled = foreign_ticks * tick - (cpus + 1) * tick - (cpus - threads_in_use) * wall
+    expected = spilled > 0.01 * wall * threads_in_use
+    assert ("foreign" in watch.stop()) == expected
+    # Foreign work that fits in the idle cores never sets a one-threaded round aside.
+    if threads_in_use < cpus and foreign_ticks * tick <= (cpus - threads_in_use) * wall:
+        assert not expected

@@ -4,6 +4,7 @@ folder."""
 
 from __future__ import annotations
 
+import site
 import subprocess
 import sys
 import zipfile
@@ -93,6 +94,22 @@ def test_the_wheel_holds_only_qkbench_and_its_configs(wheels):
     assert not any(n.startswith(("harness/", "backends/", "tests/")) for n in names)
 
 
+def _see_the_running_environment(python: Path) -> None:
+    """Put the running interpreter's site-packages on the new venv's path, after its own.
+
+    `--system-site-packages` shows a venv the packages of the BASE interpreter: when the suite
+    itself runs from a virtual environment (as a newcomer following the README would), its
+    dependencies (threadpoolctl, pandas, …) are in that environment and not in the base. A
+    `.pth` line adds a folder without running that folder's own `.pth` files, so the running
+    environment's editable qkbench cannot shadow the venv's installed wheel."""
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; "
+                              "print(sysconfig.get_paths()['purelib'])"], check=True,
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    folders = [p for p in (*site.getsitepackages(), site.getusersitepackages())
+               if Path(p).is_dir()]
+    Path(purelib, "running-environment.pth").write_text("\n".join(folders) + "\n")
+
+
 @pytest.mark.slow
 def test_a_fresh_environment_runs_from_any_folder_with_a_plugin(wheels, tmp_path):
     """pip install (not editable) into a new venv, then from an unrelated folder: the shipped
@@ -105,6 +122,7 @@ def test_a_fresh_environment_runs_from_any_folder_with_a_plugin(wheels, tmp_path
     own_pip = not _pip_can_target_another_python()
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages",
                     *([] if own_pip else ["--without-pip"]), str(venv)], check=True, timeout=120)
+    _see_the_running_environment(python)
     pip = [str(python), "-m", "pip"] if own_pip else [sys.executable, "-m", "pip", "--python",
                                                       str(python)]
     subprocess.run([*pip, "install", "-q", "--no-deps", *map(str, wheels)], check=True,

@@ -110,7 +110,7 @@ def test_resume_repairs_a_torn_line_and_drops_orphan_samples(tmp_path):
 
 
 @pytest.mark.parametrize("extra, problem", [
-    (["quick"], "give neither a config nor --out"),
+    (["quick"], "give no config, --out nor --env"),
     (["--shard", "2/3"], "holds shard 1/1"),
 ])
 def test_resume_refuses_conflicting_requests(tmp_path, capsys, extra, problem):
@@ -180,6 +180,42 @@ def test_merge_refuses_shards_of_different_configs(tmp_path, capsys):
     code, _, err = qkbench(capsys, "merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
                            str(tmp_path / "m"))
     assert code == 2 and "another config" in err
+
+
+def test_merge_refuses_a_shard_from_another_kind_of_machine(tmp_path, capsys):
+    # Two hardware kinds cannot be had on one machine: the second shard's fingerprint is
+    # edited as a node with another CPU would have written it (its keys recomputed the way
+    # the fingerprint computes them).
+    from qkbench.machine.environment import HARDWARE_FIELDS, SOFTWARE_FIELDS, digest
+
+    config = write_config(tmp_path, ["numpy"], n=[16, 24])
+    for index in (1, 2):
+        code, _, err = qkbench(capsys, "run", str(config), "--shard", f"{index}/2", "--out",
+                               str(tmp_path / f"s{index}"), "--no-progress")
+        assert code == 0, err
+    meta_path = tmp_path / "s2" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    environment = meta["environment"]
+    environment["cpu"]["model"] = "Another CPU 9000"
+    environment["hardware_key"] = digest(environment, HARDWARE_FIELDS)
+    environment["comparability_key"] = digest(environment, HARDWARE_FIELDS + SOFTWARE_FIELDS)
+    meta_path.write_text(json.dumps(meta))
+    code, _, err = qkbench(capsys, "merge", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                           "--out", str(tmp_path / "m"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "another kind of machine" in err and "cpu.model" in err and "Another CPU 9000" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_merge_names_the_shards_it_lacks(tmp_path, capsys):
+    config = write_config(tmp_path, ["numpy"], n=[16, 24, 32])
+    code, _, err = qkbench(capsys, "run", str(config), "--shard", "2/3", "--out",
+                           str(tmp_path / "s2"), "--no-progress")
+    assert code == 0, err
+    code, _, err = qkbench(capsys, "merge", str(tmp_path / "s2"), "--out", str(tmp_path / "m"))
+    assert code == 1 and "2 cell(s) of the sweep are in no shard" in err
+    assert "shard(s) absent or unfinished: 1, 3" in err
+    assert json.loads((tmp_path / "m" / "meta.json").read_text())["missing_shards"] == [1, 3]
 
 
 def test_cells_that_cannot_fit_in_memory_are_skipped_with_the_reason(tmp_path):

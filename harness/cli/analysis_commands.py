@@ -50,8 +50,10 @@ def add_parsers(commands: Any) -> None:
     history.add_argument("--config", metavar="NAME", help="only the runs of this config")
     history.add_argument("--normalize-by", metavar="BACKEND",
                          help="track each median relative to BACKEND's in the same run")
-    history.add_argument("--threshold", default="0.1", metavar="T",
-                         help="smallest lasting change reported (default 0.1)")
+    history.add_argument("--threshold", default="0.05", metavar="T",
+                         help="smallest lasting change reported (default 0.05)")
+    history.add_argument("--detector", choices=("l1", "segmentation"), default="l1",
+                         help="how steps are found (default l1; docs/history.md)")
     history.add_argument("--min-runs", type=int, default=3, metavar="K",
                          help="runs needed on each side of a step (default 3)")
     history.add_argument("--no-plots", action="store_true", help="write no trend plots")
@@ -131,7 +133,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     table = gather(find_runs(args.runs), args.normalize_by, args.config)
     if args.normalize_by is not None and args.normalize_by not in set(table["backend"]):
         raise UsageError(f"--normalize-by {args.normalize_by}: no run has that backend")
-    steps = detect(table, threshold, args.min_runs)
+    steps = detect(table, threshold, args.min_runs, args.detector)
     table = mark_steps(table, steps)
     try:
         args.out.mkdir(parents=True, exist_ok=True)

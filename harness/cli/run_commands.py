@@ -31,6 +31,8 @@ def add_parsers(commands: Any) -> None:
     run.add_argument("--env", action="append", default=[], metavar="NAME=PYTHON",
                      help="run every backend in this environment's interpreter too, "
                           "interleaved round by round (repeatable; two or more)")
+    run.add_argument("--store", type=Path, metavar="STORE",
+                     help="also file the finished run in this results store (see 'store')")
 
     run.set_defaults(handler=cmd_run)
 
@@ -101,7 +103,10 @@ def cmd_backends(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     from qkbench.machine.environment import fingerprint
 
-    print(json.dumps(fingerprint(), indent=2))
+    facts = fingerprint()
+    print(json.dumps(facts, indent=2))
+    for warning in facts["library_env_warnings"]:
+        print(warning, file=sys.stderr)
     return EXIT_OK
 
 
@@ -129,6 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from qkbench.present.console import (
         contention_note,
         machine_check_note,
+        quota_note,
         summary_table,
         time_split,
     )
@@ -142,7 +148,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if gpu_over_cpu:
             print("\n" + gpu_over_cpu)
         print("\n" + time_split(session.wall_s, session.seconds))
-    for note in (contention_note(summary), machine_check_note(summary)):
+    for note in (contention_note(summary), machine_check_note(summary),
+                 quota_note(summary, run.meta),
+                 *((run.meta.get("environment") or {}).get("library_env_warnings") or [])):
         if note:
             print("\n" + note, file=sys.stderr)
     print(f"\nrun directory: {folder}")
@@ -152,6 +160,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"interrupted: {len(summary)} finished cell(s) kept in {folder}; "
               f"finish it with: qkbench run --resume {folder}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if args.store is not None:
+        from qkbench.cli.store_commands import store_runs
+
+        store_runs([folder], args.store)
     failed = int(summary["status"].isin(FAILED_STATUSES).sum())
     if failed:
         print(f"{failed} cell(s) failed: see the reasons above", file=sys.stderr)
@@ -167,11 +179,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
     if missing:
         shown = "; ".join(missing[:5]) + ("; ..." if len(missing) > 5 else "")
         print(f"{len(missing)} cell(s) of the sweep are in no shard: {shown}", file=sys.stderr)
-        return EXIT_FAILED
-    if meta["state"] != "finished":
-        print("some shards were interrupted (resume them, then merge again)", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    unfinished = [str(index) for index in meta["missing_shards"]] + [
+        f"{(shard['shard'] or {}).get('index')} ({shard['state']})"
+        for shard in meta["merged_from"] if shard["state"] != "finished"]
+    if unfinished:
+        print(f"shard(s) absent or unfinished: {', '.join(unfinished)} (resume them, then "
+              "merge again)", file=sys.stderr)
+    return EXIT_FAILED if missing or meta["state"] != "finished" else EXIT_OK
 
 
 def cmd_peaks(args: argparse.Namespace) -> int:

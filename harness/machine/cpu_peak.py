@@ -2,9 +2,12 @@
 
     peak = cores × FMA units per core × vector lanes × 2 (an FMA is two flops) × clock
 
-* **cores** — the CPUs this process may run on (its affinity mask). SMT siblings share their
-  core's FMA units, so counting logical CPUs can only overstate the ceiling, never understate
-  it; a VM rarely tells which of its vCPUs are siblings, so the upper bound is the safe choice.
+* **cores** — the cores this process may use: its affinity mask, capped by its cgroup's CPU
+  quota (`qkbench.machine.cpu_quota`; a container limited to 1.5 cores computes on one). SMT
+  siblings share their core's FMA units, so counting logical CPUs can only overstate the
+  ceiling, never understate it; a VM rarely tells which of its vCPUs are siblings, so the
+  upper bound is the safe choice. A cell is held to the peak of the cores its threads could
+  use (`for_threads`): a one-thread cell on eight cores to one core's peak.
 * **FMA units and datapath width** — from `MICROARCHITECTURES` by vendor, family and model
   (public optimisation manuals); an unknown core gets `DEFAULT_UNITS` units of its widest
   vector, which no core in the table exceeds (an upper bound again).
@@ -25,24 +28,29 @@ factors fall back to `platform` and `os.cpu_count()` and say so.
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qkbench.machine.cpu_quota import cpu_limits
+
 # (vendor, family, first model, last model) → (FMA units per core, datapath bits, source).
-MICROARCHITECTURES: list[tuple[str, int, int, int, int, int, str]] = [
-    ("AuthenticAMD", 0x17, 0x00, 0x2F, 2, 128, "Zen/Zen+: two 128-bit FMA pipes"),
-    ("AuthenticAMD", 0x17, 0x30, 0xFF, 2, 256, "Zen 2: two 256-bit FMA pipes"),
-    ("AuthenticAMD", 0x19, 0x00, 0x0F, 2, 256, "Zen 3 (Milan): two 256-bit FMA pipes"),
-    ("AuthenticAMD", 0x19, 0x10, 0x1F, 2, 256, "Zen 4 (Genoa): AVX-512 on two 256-bit pipes"),
-    ("AuthenticAMD", 0x19, 0x20, 0x5F, 2, 256, "Zen 3: two 256-bit FMA pipes"),
-    ("AuthenticAMD", 0x19, 0x60, 0xFF, 2, 256, "Zen 4: AVX-512 on two 256-bit pipes"),
-    ("AuthenticAMD", 0x1A, 0x00, 0xFF, 2, 512, "Zen 5: two 512-bit FMA pipes (server/desktop)"),
+# The last field is archspec's name for the core where one family/model range is one core
+# (qkbench.machine.microarch names a CPU by it when a VM hides the flags archspec needs).
+MICROARCHITECTURES: list[tuple[str, int, int, int, int, int, str, str]] = [
+    ("AuthenticAMD", 0x17, 0x00, 0x2F, 2, 128, "Zen/Zen+: two 128-bit FMA pipes", "zen"),
+    ("AuthenticAMD", 0x17, 0x30, 0xFF, 2, 256, "Zen 2: two 256-bit FMA pipes", "zen2"),
+    ("AuthenticAMD", 0x19, 0x00, 0x0F, 2, 256, "Zen 3 (Milan): two 256-bit FMA pipes", "zen3"),
+    ("AuthenticAMD", 0x19, 0x10, 0x1F, 2, 256, "Zen 4 (Genoa): AVX-512 on two 256-bit pipes",
+     "zen4"),
+    ("AuthenticAMD", 0x19, 0x20, 0x5F, 2, 256, "Zen 3: two 256-bit FMA pipes", "zen3"),
+    ("AuthenticAMD", 0x19, 0x60, 0xFF, 2, 256, "Zen 4: AVX-512 on two 256-bit pipes", "zen4"),
+    ("AuthenticAMD", 0x1A, 0x00, 0xFF, 2, 512, "Zen 5: two 512-bit FMA pipes (server/desktop)",
+     "zen5"),
     # Intel family 6: every core since Haswell has two FMA ports; server cores with AVX-512
     # (Skylake-SP to Emerald Rapids and Granite Rapids) two 512-bit ones on most SKUs.
-    ("GenuineIntel", 6, 0x00, 0xFF, 2, 512, "Intel since Haswell: two FMA ports"),
+    ("GenuineIntel", 6, 0x00, 0xFF, 2, 512, "Intel since Haswell: two FMA ports", ""),
 ]
 DEFAULT_UNITS = 2  # x86: no core issues more than two FMAs of its widest vector per cycle
 DEFAULT_ARM_UNITS = 4  # Neoverse V1/V2, Apple M-series: four 128-bit pipes
@@ -74,22 +82,24 @@ class CpuFacts:
     vendor: str = ""
     family: int | None = None
     model: int | None = None
+    stepping: int | None = None
     model_name: str = ""
     flags: frozenset[str] = frozenset()
     cpu_mhz: float | None = None  # the highest `cpu MHz` over the CPUs
     max_freq_mhz: float | None = None  # cpufreq's cpuinfo_max_freq, highest over the CPUs
     cores: int = 1
     machine: str = ""
+    cores_how: str = "CPUs in this process's affinity mask"
 
 
 def read_facts(proc: Path = Path("/proc"), sys: Path = Path("/sys")) -> CpuFacts:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else (os.cpu_count() or 1)
+    limits = cpu_limits()
+    cores = limits.usable
     try:
         text = (proc / "cpuinfo").read_text()
     except OSError:
         return CpuFacts(model_name=platform.processor(), cores=cores,
-                        machine=platform.machine())
+                        machine=platform.machine(), cores_how=limits.describe())
     first: dict[str, str] = {}
     mhz: list[float] = []
     for line in text.splitlines():
@@ -111,10 +121,11 @@ def read_facts(proc: Path = Path("/proc"), sys: Path = Path("/sys")) -> CpuFacts
             continue
     flags = first.get("flags") or first.get("Features") or ""
     return CpuFacts(vendor=first.get("vendor_id", ""), family=_int(first.get("cpu family")),
-                    model=_int(first.get("model")), model_name=first.get("model name", ""),
+                    model=_int(first.get("model")), stepping=_int(first.get("stepping")),
+                    model_name=first.get("model name", ""),
                     flags=frozenset(flags.split()), cpu_mhz=max(mhz) if mhz else None,
                     max_freq_mhz=max(freqs) if freqs else None, cores=cores,
-                    machine=platform.machine())
+                    machine=platform.machine(), cores_how=limits.describe())
 
 
 def _int(text: str | None) -> int | None:
@@ -138,14 +149,28 @@ def _vector_bits(facts: CpuFacts) -> tuple[int, str]:
 
 def _units(facts: CpuFacts) -> tuple[int, int | None, str]:
     """(FMA units per core, datapath bits or None, how found)."""
-    for vendor, family, low, high, units, bits, source in MICROARCHITECTURES:
-        if (facts.vendor == vendor and facts.family == family and facts.model is not None
-                and low <= facts.model <= high):
-            return units, bits, (f"table: {source} (family {family:#x}, model "
-                                 f"{facts.model:#x})")
+    row = table_row(facts)
+    if row is not None:
+        _vendor, family, _low, _high, units, bits, source, _name = row
+        return units, bits, f"table: {source} (family {family:#x}, model {facts.model:#x})"
     if facts.machine in ("aarch64", "arm64") or "asimd" in facts.flags:
         return DEFAULT_ARM_UNITS, None, "not in the table: 4, the most any Arm core has"
     return DEFAULT_UNITS, None, "not in the table: 2, the most any x86 core has"
+
+
+def table_row(facts: CpuFacts) -> tuple[str, int, int, int, int, int, str, str] | None:
+    """The row of MICROARCHITECTURES for this CPU's vendor, family and model, or None."""
+    for row in MICROARCHITECTURES:
+        vendor, family, low, high = row[:4]
+        if (facts.vendor == vendor and facts.family == family and facts.model is not None
+                and low <= facts.model <= high):
+            return row
+    return None
+
+
+def vector_bits(facts: CpuFacts | None = None) -> int:
+    """The widest vector the CPU's ISA flags advertise, in bits."""
+    return _vector_bits(facts or read_facts())[0]
 
 
 def _clock_mhz(facts: CpuFacts) -> tuple[float | None, str]:
@@ -192,8 +217,8 @@ def physical_peak(dtype: str = "float32", facts: CpuFacts | None = None) -> Ceil
         dtype_bits = 32
         lane_how = f"{bits} bits / 32: no native {dtype} arithmetic flag, computed in float32"
     lanes = bits // dtype_bits
-    factors = {"cores": (float(facts.cores), "CPUs in this process's affinity mask (logical: "
-                                              "an upper bound where SMT shares a core)"),
+    factors = {"cores": (float(facts.cores), f"{facts.cores_how} (logical CPUs: an upper "
+                                              "bound where SMT shares a core)"),
                "fma_units_per_core": (float(units), units_how),
                "lanes": (float(lanes), f"{lane_how} ({width_how})"),
                "flops_per_fma": (2.0, "an FMA is a multiply and an add"),
@@ -225,3 +250,12 @@ def with_measured(ceiling: Ceiling, measured_gflops: float | None) -> Ceiling:
                             f"({measured_gflops:.1f} GFLOP/s); the OS reported "
                             f"{clock:.3f} GHz, below the boost clock")
     return _product(factors)
+
+
+def for_threads(machine_gflops: float | None, threads: int | None, cores: int) -> float | None:
+    """The peak of the cores `threads` could use, out of a machine peak over `cores` cores:
+    threads × the per-core peak, capped by the cores (more threads than cores share them).
+    Unknown threads (a library default nothing reported) get the whole machine's."""
+    if not machine_gflops or not threads or threads <= 0 or cores <= 0:
+        return machine_gflops
+    return machine_gflops * min(threads, cores) / cores

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import qkbench
+from qkbench.machine import cpu_peak, library_env, microarch
+from qkbench.machine.cpu_quota import cpu_limits
 
 LIBRARIES = ("numpy", "numba", "llvmlite", "torch", "cupy-cuda12x", "cupy-cuda11x", "cupy",
              "pandas", "pyarrow", "pydantic", "pyyaml", "threadpoolctl")
@@ -29,9 +31,11 @@ LIBRARIES = ("numpy", "numba", "llvmlite", "torch", "cupy-cuda12x", "cupy-cuda11
 
 # The fields that decide whether two runs' numbers are comparable: the same hardware and the
 # same software. Hostname, time, clock readings and the git commit are deliberately left out.
-HARDWARE_FIELDS = ("cpu.model", "cpu.flags", "cpu.logical_cores", "cpu.caches", "memory_gib",
-                   "gpus")
-SOFTWARE_FIELDS = ("os", "python", "libraries", "blas")
+HARDWARE_FIELDS = ("cpu.model", "cpu.family", "cpu.model_number", "cpu.stepping",
+                   "cpu.microarchitecture", "cpu.flags", "cpu.logical_cores", "cpu.usable_cores",
+                   "cpu.caches", "memory_gib", "gpus")
+# library_env: the variables that change what a library computes (machine.library_env).
+SOFTWARE_FIELDS = ("os", "python", "libraries", "blas", "library_env")
 
 
 def fingerprint() -> dict[str, Any]:
@@ -47,10 +51,19 @@ def fingerprint() -> dict[str, Any]:
         "blas": blas_info(),
         "libraries": library_versions(),
         "gpus": gpu_info(),
+        "library_env": library_env.library_variables(),
     }
+    facts["library_env_warnings"] = environment_warnings(facts)
     facts["hardware_key"] = digest(facts, HARDWARE_FIELDS)
     facts["comparability_key"] = digest(facts, HARDWARE_FIELDS + SOFTWARE_FIELDS)
     return facts
+
+
+def environment_warnings(facts: dict[str, Any]) -> list[str]:
+    """One line per variable that holds a library below this CPU (machine.library_env)."""
+    cpu = facts.get("cpu") or {}
+    return library_env.warnings(facts.get("library_env") or {}, cpu_peak.vector_bits(),
+                                int(cpu.get("usable_cores") or 1))
 
 
 def lookup(facts: dict[str, Any], dotted: str) -> Any:
@@ -145,10 +158,11 @@ def library_versions() -> dict[str, str]:
 
 
 def cpu_info() -> dict[str, Any]:
+    limits = cpu_limits()
+    # usable_cores: the affinity mask capped by the cgroup's CPU quota (machine.cpu_quota),
+    # with the quota and the file it came from.
     info: dict[str, Any] = {"model": platform.processor() or platform.machine(),
-                            "logical_cores": os.cpu_count(),
-                            "usable_cores": len(os.sched_getaffinity(0))
-                            if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+                            "logical_cores": os.cpu_count(), **limits.as_record()}
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -159,6 +173,7 @@ def cpu_info() -> dict[str, Any]:
         info["model"] = fields["model name"]
     if "cpu MHz" in fields:
         info["clock_mhz"] = _number(fields["cpu MHz"])
+    info.update(microarch.describe())
     info["caches"] = cache_sizes()
     flags = set(fields.get("flags", "").split())
     info["flags"] = sorted(flags & {"avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile",

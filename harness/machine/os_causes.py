@@ -36,7 +36,6 @@ never an error.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from pathlib import Path
 
 # One reading of the tick rate, /proc's and the round watch's alike.
 from qkbench.machine.contention import _ticks_per_second, process_cpu_s, system_busy_s
+from qkbench.machine.cpu_quota import affinity_cores, cpu_cgroup_folders
 
 _PROC, _SYS = Path("/proc"), Path("/sys")
 
@@ -61,9 +61,8 @@ class Reading:
 
 
 def _usable_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    # Steal and foreign work take whole CPUs of the affinity mask, whatever the quota.
+    return affinity_cores()
 
 
 def steal_s(proc: Path = _PROC) -> float | None:
@@ -79,62 +78,16 @@ def steal_s(proc: Path = _PROC) -> float | None:
         return None
 
 
-def _mounts(proc: Path) -> list[tuple[str, str, str, set[str]]]:
-    """(mount root, mount point, fstype, super options) of every cgroup mount."""
-    try:
-        lines = (proc / "self" / "mountinfo").read_text().splitlines()
-    except OSError:
-        return []
-    mounts = []
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        before, after = left.split(), right.split()
-        if len(before) < 5 or len(after) < 3 or after[0] not in ("cgroup", "cgroup2"):
-            continue
-        mounts.append((before[3], before[4], after[0], set(after[2].split(","))))
-    return mounts
-
-
 def cpu_stat_files(proc: Path = _PROC) -> list[Path]:
     """cpu.stat of the cgroup this process is in and of each ancestor inside the mount, the
-    process's own first; v1's cpu controller when it is mounted, else the v2 hierarchy."""
-    try:
-        entries = (proc / "self" / "cgroup").read_text().splitlines()
-    except OSError:
+    process's own first (located by qkbench.machine.cpu_quota, which reads the quota from the
+    same folders)."""
+    version, folders = cpu_cgroup_folders(proc)
+    found = [folder / "cpu.stat" for folder in folders if (folder / "cpu.stat").is_file()]
+    # In a hybrid layout the v2 tree has no cpu controller: no throttling figures.
+    if version == "v2" and not any(_has_throttling(path) for path in found):
         return []
-    v1_path = v2_path = None
-    for entry in entries:
-        parts = entry.split(":", 2)
-        if len(parts) != 3:
-            continue
-        if parts[0] == "0" and parts[1] == "":
-            v2_path = parts[2]
-        elif "cpu" in parts[1].split(","):
-            v1_path = parts[2]
-    for root, point, fstype, options in _mounts(proc):
-        if fstype == "cgroup" and v1_path is not None and "cpu" in options:
-            return _up_to_root(Path(point), root, v1_path)
-    for root, point, fstype, _options in _mounts(proc):
-        if fstype == "cgroup2" and v2_path is not None:
-            found = _up_to_root(Path(point), root, v2_path)
-            # In a hybrid layout the v2 tree has no cpu controller: no throttling figures.
-            if any(_has_throttling(path) for path in found):
-                return found
-    return []
-
-
-def _up_to_root(mount_point: Path, mount_root: str, cgroup_path: str) -> list[Path]:
-    relative = cgroup_path
-    if mount_root != "/" and relative.startswith(mount_root):
-        relative = relative[len(mount_root):]  # a container sees its own cgroup as the root
-    folder = mount_point / relative.lstrip("/")
-    out = []
-    while True:
-        if (folder / "cpu.stat").is_file():
-            out.append(folder / "cpu.stat")
-        if folder == mount_point or mount_point not in folder.parents:
-            return out
-        folder = folder.parent
+    return found
 
 
 def _has_throttling(path: Path) -> bool:
@@ -180,11 +133,14 @@ class RoundCauses:
 
     def __init__(self, share: float, proc: Path = _PROC, sys: Path = _SYS,
                  clock: Callable[[], float] = time.monotonic, cpus: int | None = None,
-                 own_pids: Callable[[], Iterable[int]] | None = None) -> None:
+                 own_pids: Callable[[], Iterable[int]] | None = None,
+                 threads: int | None = None) -> None:
+        """`threads`: the most threads a cell of the group computes with (None: every CPU)."""
         self.share = share
         self._own_pids = own_pids  # None: other processes' CPU is not watched
         self._proc, self._sys, self._clock = proc, sys, clock
         self._cpus = cpus or _usable_cpus()
+        self._threads = min(threads, self._cpus) if threads and threads > 0 else self._cpus
         self._tick_s = 1.0 / _ticks_per_second()  # the steal counter's resolution
         self._stat_files = cpu_stat_files(proc)
         self._start: Reading | None = None
@@ -236,8 +192,12 @@ class RoundCauses:
         foreign = _foreign_s(before, after)
         if foreign is not None:
             used, ran = foreign
-            # Each CPU's and each own process's counter is rounded to a tick on its own.
-            if used - (self._cpus + ran) * self._tick_s > self.share * wall * self._cpus:
+            # Each CPU's and each own process's counter is rounded to a tick on its own. The
+            # CPUs the group's threads leave idle take other work without slowing it: only
+            # what spills onto the threads' own cores counts, against their capacity.
+            spilled = used - (self._cpus + ran) * self._tick_s \
+                - (self._cpus - self._threads) * wall
+            if spilled > self.share * wall * self._threads:
                 causes["foreign"] = used
         return causes
 

@@ -108,7 +108,8 @@ class PreparedCell:
                 raise SamplerFailed("crashed", "the worker process died between requests "
                                     "and lost its cell")
             try:
-                return self.limit.request(worker, ("sample", count, round_number))
+                return self.limit.request(worker, ("sample", count, round_number,
+                                                    self.limit.sample_wall_s()))
             except CellFailure as failure:
                 raise SamplerFailed(failure.status, failure.reason) from None
         return take
@@ -159,6 +160,14 @@ class CellTimeout:
         if message[0] != "setup":
             self.longest_s = max(self.longest_s, took)
         return answer
+
+    def sample_wall_s(self) -> float:
+        """The wall time one sample request may take before the worker answers with the blocks
+        it has: a quarter of what is left. A request's block count is planned from the usual
+        block length, and a machine that turns busy mid-request can stretch it many times;
+        capped, a healthy cell's request leaves it three quarters of its time, so
+        `nearly_out` ends its sampling instead of the hard limit recording a timeout."""
+        return max(self.left_s, 0.0) / 4.0
 
     def nearly_out(self) -> bool:
         """True when the next sample or check could run into the hard limit: less is left
@@ -229,3 +238,29 @@ def start_workers(backends: dict[str, BackendWorkers], labels: list[str],
         for worker in backend.workers:
             worker.startup_s = 0.0
     return time.monotonic() - started
+
+
+def release(workers: list[WorkerHandle]) -> dict[str, Any]:
+    """Free the cell in its workers; their closing figures (telemetry, peak memory)."""
+    closing: dict[str, Any] = {}
+    for worker in workers:
+        if not worker.alive:  # a crashed or killed worker has nothing left to release
+            continue
+        try:
+            figures = worker.request(("release",), RELEASE_TIMEOUT_S)
+        except CellFailure:
+            continue  # the next request restarts the worker if this one died
+        peak = max(closing.get("peak_device_bytes") or 0,
+                   figures.get("peak_device_bytes") or 0)
+        closing.update(figures)
+        if peak:
+            closing["peak_device_bytes"] = peak
+    return closing
+
+
+def threads_in_force(cell: Cell, figures: dict[str, Any]) -> int | None:
+    """The threads the backend reported computing with, else those the cell asked for."""
+    reported = (figures.get("info") or {}).get("threads")
+    if isinstance(reported, int) and not isinstance(reported, bool) and reported > 0:
+        return reported
+    return cell.variant.threads

@@ -11,6 +11,7 @@ inside the timed region.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -212,10 +213,20 @@ class KernelTimer:
             elif spent >= warmup_s:
                 return calls, elapsed
 
-    def samples(self, count: int, calls: int, round_number: int) -> list[Sample]:
+    def samples(self, count: int, calls: int, round_number: int,
+                wall_limit_s: float = math.inf) -> list[Sample]:
+        """Up to `count` timed blocks; fewer when `wall_limit_s` of wall time has passed (at
+        least one block is always taken). Why a wall limit: `count` is planned from the blocks'
+        usual length, and a machine that turns busy mid-request (threads of an oversubscribed
+        BLAS waiting out each other's time slices) can stretch a few thousand microsecond
+        blocks by 100x, into the cell's hard time limit; returning early keeps a healthy cell
+        from being recorded as a timeout, while a call that hangs still meets that limit."""
         out = []
+        began = time.perf_counter()
         for _ in range(count):
             start, elapsed, host = self.time_block_both(calls)
             out.append(Sample(round_number, start, elapsed / calls, calls,
                               None if host is None else host / calls))
+            if time.perf_counter() - began >= wall_limit_s:
+                break
         return out

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from qkbench.measure.cell import cold_copies
 from qkbench.plan.config import ITEMSIZE
-from qkbench.plan.sweep import Shape
+from qkbench.plan.sweep import Cell, Shape
 
 # Leave this share of the available memory to everything else (page cache, other processes).
 SAFETY = 0.8
@@ -55,6 +56,15 @@ def cell_bytes(shape: Shape, dtype: str, input_copies: int, max_reference_elemen
     outputs = 2 * shape.s_elements * size
     check = 4 * 8 * reference_rows(shape, max_reference_elements) * shape.m
     return inputs + outputs + check
+
+
+def input_copies(cell: Cell, host_cache_bytes: int) -> int:
+    """The input sets a cell holds: one, or for a cold cache as many as outrun the cache."""
+    if cell.variant.cache != "cold":
+        return 1
+    shape = cell.shape
+    return cold_copies((shape.q_elements + shape.k_elements) * ITEMSIZE[cell.dtype],
+                       host_cache_bytes)
 
 
 def too_big(needed: int, available: int | None) -> str | None:

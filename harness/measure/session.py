@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qkbench.machine.cpu_quota import cpu_limits
 from qkbench.measure import checks, inputs
 from qkbench.measure.cell import (
     CellFailure,
@@ -64,7 +65,7 @@ class _Session(Verification):
                 self.release()  # a failed cell leaves no thread limit or arrays behind
                 raise
         if kind == "sample":
-            return self.sample(request[1], request[2])
+            return self.sample(*request[1:])
         if kind == "check":
             return self.check()
         if kind == "verify":
@@ -88,8 +89,9 @@ class _Session(Verification):
         backend = self.backend
         clock = time.perf_counter
         started = clock()
-        backend.set_threads(plan.threads)
-        self.threads_set = plan.threads is not None
+        threads = plan.threads if plan.threads is not None else quota_threads(backend)
+        backend.set_threads(threads)
+        self.threads_set = threads is not None
         self.cell_threads = plan.threads
         self.check_margin = plan.check_margin
         self.to_host_s = []
@@ -163,9 +165,11 @@ class _Session(Verification):
             raise CellFailure("skipped", f"needs about {needed / 2**30:.1f} GiB of device "
                               f"memory, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
 
-    def sample(self, count: int, round_number: int) -> list[Any]:
+    def sample(self, count: int, round_number: int,
+               wall_limit_s: float | None = None) -> list[Any]:
         assert self.timer is not None, "sample before setup"
-        samples = self.timer.samples(count, self.calls, round_number)
+        samples = self.timer.samples(count, self.calls, round_number,
+                                     math.inf if wall_limit_s is None else wall_limit_s)
         self.fastest_call_s = min([self.fastest_call_s, *(s.seconds for s in samples)])
         return samples
 
@@ -199,3 +203,20 @@ class _Session(Verification):
         self.backend.cleanup()
         return figures
 
+
+def quota_threads(backend: Any) -> int | None:
+    """The threads a library-default cell runs on: None (the library's own default) unless
+    the cgroup's CPU quota allows fewer cores than that default would use; then the usable
+    cores (qkbench.machine.cpu_quota). Libraries size their pools from the affinity mask or
+    the CPU count, which a container's quota does not change: two threads under a 1.5-core
+    quota are throttled in every period, and the cell would time the quota."""
+    if getattr(backend, "device", "cpu") != "cpu":
+        return None
+    limits = cpu_limits()
+    if not limits.quota_binds:
+        return None
+    backend.set_threads(None)
+    default = _safe_info(backend).get("threads")
+    if isinstance(default, int) and 0 < default <= limits.usable:
+        return None
+    return limits.usable

@@ -10,7 +10,8 @@ Requests: ``("ping",)`` — answered at once (measures start-up); ``("load",)`` 
 ask `unavailable()`; ``("setup", folder, plan, first)``
 — load the shape's inputs, cast, prepare, first call, agreement check (every reference row in
 the cell's `first` worker, a random share in the others), warm-up and block size;
-``("sample", count, round)`` — timed samples; ``("check",)`` — whether this process gets its
+``("sample", count, round, wall_limit_s)`` — up to `count` timed samples, fewer once `wall_limit_s`
+has passed; ``("check",)`` — whether this process gets its
 threads' parallel speed-up now (see qkbench.machine.canary); ``("verify", once)`` — after
 sampling, the checks that the timed work was real (untouched inputs, a timed call's answer, and
 with `once`, in one worker per cell, idle after sync() and the fresh input set; see

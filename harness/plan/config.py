@@ -27,6 +27,7 @@ from pydantic import (
 from qkbench.backends import registry
 from qkbench.errors import UsageError
 from qkbench.plan import presets
+from qkbench.plan.config_errors import one_line, shown
 from qkbench.plan.environments import EnvironmentEntry, unique_environments
 from qkbench.plan.environments import with_environments  # noqa: F401  (re-exported)
 from qkbench.plan.yaml_file import parse_yaml_text, read_yaml  # noqa: F401  (re-exported)
@@ -42,7 +43,11 @@ Size = Field(gt=0, le=MAX_SIZE)
 # More (n, m, d_k, dtype) combinations than this is a typo in a range, not a plan: a sweep that
 # big would never finish, and expanding it would exhaust memory before the first cell ran.
 MAX_POINTS = 100_000
-
+# The largest count (a cell's FLOP, its bytes) an int64 column of the tables holds.
+MAX_COUNT = 2**63 - 1
+# A time limit or budget past a week is a typo, not a plan; past 2^31 ms (about 25 days) the
+# OS's wait for a worker's answer cannot even take it (an OverflowError at the first wait).
+MAX_SECONDS = 7 * 24 * 3600.0
 
 class _Strict(BaseModel):
     # No .inf/.nan: an infinite timeout is no limit at all, and an infinite factor overflows.
@@ -112,7 +117,8 @@ SizeAxis = Annotated[
                   custom_error_message="expected a list of sizes, or a range "
                                        "{start, stop, factor} or {start, stop, step}"),
 ]
-_UNION_TAGS = {"size-list", "geometric-range", "linear-range", "backend-name", "backend-mapping"}
+# The tags of the union branches: pydantic puts the one it chose in an error's key path.
+UNION_TAGS = {"size-list", "geometric-range", "linear-range", "backend-name", "backend-mapping"}
 
 
 def _axis_values(axis: SizeAxis) -> list[int]:
@@ -159,7 +165,7 @@ class Sweep(_Strict):
         if isinstance(value, int) and not isinstance(value, bool):
             return [value]
         raise ValueError(f"expected a size (a whole number), a list of sizes, or a range "
-                         f"{{start, stop, factor}} or {{start, stop, step}}; got {value!r}")
+                         f"{{start, stop, factor}} or {{start, stop, step}}; got {shown(value)}")
 
     @field_validator("dtype", "phase", "cache", "preset", mode="before")
     @classmethod
@@ -172,7 +178,7 @@ class Sweep(_Strict):
         if isinstance(value, bool):
             return [value]
         if not isinstance(value, list):
-            raise ValueError(f"expected true, false or a list of them; got {value!r}")
+            raise ValueError(f"expected true, false or a list of them; got {shown(value)}")
         return value
 
     @field_validator("preset")
@@ -240,6 +246,25 @@ class Sweep(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _counts_fit_the_tables(self) -> Sweep:
+        # Sizes within MAX_SIZE can multiply past the int64 flops and bytes columns (bounded
+        # from above: the most heads, the largest d_k, K per query head, 8-byte items).
+        heads = max(h for h, _ in self.head_pairs())
+        d_k = max(presets.lookup(p).d_k for p in self.preset) if self.preset is not None \
+            else max(self.sizes("d_k")) if self.d_k is not None else 1
+        largest = 0
+        for n in self.sizes("n"):
+            m = max(self.sizes("m")) if self.m is not None else n
+            batch = max(1, self.tokens // n) if self.tokens is not None \
+                else max(self.sizes("batch"))
+            largest = max(largest, 2 * batch * heads * d_k * n * m,
+                          8 * batch * heads * (d_k * (n + m) + n * m))
+        if largest > MAX_COUNT:
+            raise ValueError(f"a cell would count {largest:.3g} FLOP or bytes, more than the "
+                             "2^63 the tables hold; is a size a typo?")
+        return self
+
+    @model_validator(mode="after")
     def _attention_consistent(self) -> Sweep:
         # After _not_absurd: the axes' values are only taken once they are known to be few.
         for heads, kv_heads in self.head_pairs():
@@ -291,13 +316,13 @@ BackendItem = Annotated[
 
 
 class Timing(_Strict):
-    budget_s: float = Field(default=1.0, gt=0)  # timed seconds per cell before giving up on precision
-    timeout_s: float = Field(default=300.0, gt=0)  # hard limit per cell, compilation included
+    budget_s: float = Field(default=1.0, gt=0, le=MAX_SECONDS)  # timed s a cell may sample
+    timeout_s: float = Field(default=300.0, gt=0, le=MAX_SECONDS)  # hard limit per cell
     target_rel_ci: float = Field(default=0.02, gt=0, lt=1)  # 95% CI half-width / median
     min_samples: int = Field(default=10, ge=6)  # 6 is the fewest with a 95% median interval
     max_samples: int = Field(default=10_000, ge=6)
-    warmup_s: float = Field(default=0.05, ge=0)
-    min_sample_s: float = Field(default=1e-3, gt=0)  # shorter calls are timed in blocks
+    warmup_s: float = Field(default=0.05, ge=0, le=MAX_SECONDS)
+    min_sample_s: float = Field(default=1e-3, gt=0, le=MAX_SECONDS)  # shorter: timed in blocks
     # Worker processes per backend that a cell's rounds take turns in. A process's buffers
     # land at addresses of its own, and measured here the same single-threaded torch product
     # ran 12% faster in some processes than in others, steadily; one process per run makes
@@ -330,6 +355,15 @@ class AgreementSettings(_Strict):
 class Output(_Strict):
     dir: str = "results"
 
+    @field_validator("dir")
+    @classmethod
+    def _a_path(cls, value: str) -> str:
+        # No file system takes a NUL in a path: refused here, not as a traceback when the run
+        # creates its directory.
+        if "\x00" in value:
+            raise ValueError("a path cannot contain a NUL character")
+        return value
+
 
 class Config(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -345,38 +379,13 @@ class Config(_Strict):
     environments: Annotated[list[EnvironmentEntry], AfterValidator(unique_environments)] = []
 
 
-def _format_location(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in _UNION_TAGS:
-            continue  # the union branch pydantic chose; not part of the user's key path
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _one_line(exc: ValidationError) -> str:
-    """Pydantic's multi-line report → one line: the first problem's key path and expectation."""
-    errors = exc.errors(include_url=False)
-    # Prefer the error whose path is longest: for a union it is the branch the user meant.
-    first = max(errors, key=lambda e: len(e["loc"]))
-    message = first["msg"].removeprefix("Value error, ")
-    where = _format_location(first["loc"])
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    return f"{where}: {message}{more}"
-
-
 def parse(data: Any, source: str = "config") -> Config:
     if not isinstance(data, dict):
         raise UsageError(f"{source}: expected a mapping with name, sweep and backends at the top")
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise UsageError(f"{source}: {_one_line(exc)}") from None
+        raise UsageError(f"{source}: {one_line(exc, UNION_TAGS)}") from None
     return config
 
 

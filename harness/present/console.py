@@ -106,6 +106,22 @@ def machine_check_note(summary: pd.DataFrame) -> str:
     return "\n".join(notes)
 
 
+def quota_note(summary: pd.DataFrame, meta: dict[str, Any]) -> str:
+    """A line when cells ran more threads than the cgroup's CPU quota gives cores (column
+    quota_measured): their times measure the quota, not the hardware; or ''."""
+    if "quota_measured" not in summary:
+        return ""
+    hit = summary[summary["quota_measured"].fillna(False).astype(bool)]
+    if hit.empty:
+        return ""
+    cpu = (meta.get("environment") or {}).get("cpu") or {}
+    threads = sorted({int(t) for t in pd.to_numeric(hit["threads"], errors="coerce").dropna()})
+    return (f"note: {len(hit)} cell(s) ran {'/'.join(map(str, threads)) or 'more'} thread(s) "
+            f"under a CPU quota of {cpu.get('quota_cores', '?')} core(s) "
+            f"({cpu.get('quota_source', 'unknown')}; {cpu.get('usable_cores', '?')} usable): "
+            "their times measure the quota, not the hardware (column quota_measured).")
+
+
 def _varying(summary: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c in columns if c in summary and summary[c].astype(str).nunique() > 1]
 

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 from qkbench.present import plots
 from qkbench.present.figures import style
+from qkbench.present.runset import cpu_identity
 from qkbench.records.record import FAILED_STATUSES
 from qkbench.units import format_seconds
 
@@ -131,7 +132,10 @@ def machine_facts(run: plots.RunInfo) -> dict[str, str]:
     core_text = f"{cores} logical cores" if cores else ""
     if usable and cores and usable != cores:
         core_text += f" ({usable} usable)"
-    cpu_text = ", ".join(p for p in (str(cpu.get("model") or ""), core_text) if p)
+    if cpu.get("quota_cores") is not None:
+        core_text += f", CPU quota {cpu['quota_cores']:g} cores ({cpu.get('quota_source')})"
+    cpu_text = ", ".join(p for p in (str(cpu.get("model") or ""), cpu_identity(cpu), core_text)
+                         if p)
     if cpu_text:
         facts["CPU"] = cpu_text
     if cpu.get("flags"):
@@ -158,6 +162,13 @@ def machine_facts(run: plots.RunInfo) -> dict[str, str]:
         facts["NumPy's BLAS"] = "; ".join(
             f"{b.get('library')} {b.get('version') or ''} ({b.get('threads')} threads"
             + (f", {b['architecture']}" if b.get("architecture") else "") + ")" for b in blas)
+    variables = env.get("library_env") if isinstance(env.get("library_env"), dict) else {}
+    if variables:
+        facts["library environment"] = " ".join(f"{k}={v}" for k, v in variables.items())
+    for warning in env.get("library_env_warnings") or []:
+        facts.setdefault("environment warnings", "")
+        facts["environment warnings"] += ("; " if facts["environment warnings"] else "") + \
+            str(warning).removeprefix("warning: ")
     libraries = env.get("libraries") if isinstance(env.get("libraries"), dict) else {}
     if libraries:
         facts["libraries"] = ", ".join(f"{k} {v}" for k, v in libraries.items())

@@ -73,8 +73,9 @@ def machine_hardware(meta: dict[str, Any]) -> str:
     cpu = env.get("cpu") if isinstance(env.get("cpu"), dict) else {}
     parts = []
     model = " ".join(str(cpu.get("model") or "").replace("(R)", "").replace("(TM)", "").split())
-    if model:
-        parts.append(model)
+    core = cpu_identity(cpu)
+    if model or core:
+        parts.append(", ".join(part for part in (model, core) if part))
     names = [str(gpu.get("name")) for gpu in env.get("gpus") or []
              if isinstance(gpu, dict) and gpu.get("name")]
     if names:
@@ -82,6 +83,15 @@ def machine_hardware(meta: dict[str, Any]) -> str:
                    for name in dict.fromkeys(names)]
         parts.append(", ".join(counted))
     return " / ".join(parts)
+
+
+def cpu_identity(cpu: dict[str, Any]) -> str:
+    """'zen5 family 26 model 2 stepping 1': the microarchitecture and the vendor's numbers,
+    which tell apart CPUs a VM names alike ('AMD EPYC'); '' for runs that lack them."""
+    numbers = " ".join(f"{word} {cpu[key]}" for word, key in
+                       (("family", "family"), ("model", "model_number"), ("stepping", "stepping"))
+                       if cpu.get(key) is not None)
+    return " ".join(str(part) for part in (cpu.get("microarchitecture"), numbers) if part)
 
 
 def load_runs(folders: list[Path | str]) -> RunSet:

@@ -13,8 +13,8 @@ from typing import Any
 
 from qkbench.errors import UsageError
 from qkbench.records.meta import SCHEMA_VERSION
-from qkbench.records.record import CellKey
-from qkbench.records.results import RunWriter, key_of, read_jsonl
+from qkbench.records.record import CELL_KEY, CellKey
+from qkbench.records.results import RunWriter, key_of
 
 
 def _meta(folder: Path) -> dict[str, Any]:
@@ -38,6 +38,57 @@ def expected_keys(meta: dict[str, Any]) -> set[CellKey]:
     return {key_of(cell.key()) for cell in expand(config, labels)}
 
 
+def _same_machine_kind(folders: list[Path], metas: list[dict[str, Any]]) -> None:
+    """Today's comparability rule (the fingerprint's `comparability_key`: the same hardware and
+    software): shards timed on different kinds of machine cannot make one table."""
+    from qkbench.machine.environment import differences
+
+    first = metas[0].get("environment") or {}
+    for folder, meta in zip(folders[1:], metas[1:]):
+        environment = meta.get("environment") or {}
+        key_a, key_b = first.get("comparability_key"), environment.get("comparability_key")
+        if key_a is None or key_b is None or key_a == key_b:
+            continue  # a run from before the key existed cannot be checked
+        changed = "; ".join(differences(first, environment)[:3]) or f"{key_a} vs {key_b}"
+        raise UsageError(f"{folder} ran on another kind of machine than {folders[0]} "
+                         f"({changed}); merge only shards of one machine kind (one partition)")
+
+
+def _read_log(folder: Path) -> tuple[list[str], list[dict[str, Any]], list[str],
+                                     list[dict[str, Any]]]:
+    """A shard's log lines and their records: (row lines, rows, sample lines, samples). The
+    lines are kept to be written out as they are, without encoding them again; a torn line
+    (a killed shard) is skipped."""
+    out: list[list[Any]] = []
+    for name in ("cells.jsonl", "samples.jsonl"):
+        path = folder / name
+        lines, records = [], []
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        for line in text.splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+            lines.append(line)
+        out += [lines, records]
+    return out[0], out[1], out[2], out[3]
+
+
+class _Keys:
+    """Cell keys of log records, computed once per distinct key: a sweep's samples outnumber
+    its cells by the samples per cell, and a `CellKey` costs a validation each."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[Any, ...], CellKey] = {}
+
+    def of(self, record: dict[str, Any]) -> CellKey:
+        raw = tuple(str(record.get(name)) for name in CELL_KEY)
+        key = self._known.get(raw)
+        if key is None:
+            key = self._known[raw] = key_of(record)
+        return key
+
+
 def merge(folders: list[Path], out: Path) -> tuple[dict[str, Any], int, list[str]]:
     """Write the merged run directory at `out`; return (its meta, cells in the merged table,
     the cells of the sweep that no shard holds, described)."""
@@ -52,21 +103,32 @@ def merge(folders: list[Path], out: Path) -> tuple[dict[str, Any], int, list[str
         if (meta.get("shard") or {}).get("count") != (first.get("shard") or {}).get("count"):
             raise UsageError(f"{folder} was split into a different number of shards than "
                              f"{folders[0]}")
-    rows, samples, owner = [], [], {}
+    _same_machine_kind(folders, metas)
+    keys = _Keys()
+    rows: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
+    row_lines: list[str] = []
+    sample_lines: list[str] = []
+    owner: dict[CellKey, Path] = {}
     for folder in folders:
-        for row in read_jsonl(folder / "cells.jsonl"):
-            key = key_of(row)
+        shard_rows, shard_row_records, shard_samples, shard_sample_records = _read_log(folder)
+        for line, row in zip(shard_rows, shard_row_records):
+            key = keys.of(row)
             if key in owner:
                 raise UsageError(f"{folder} and {owner[key]} both hold the cell "
                                  f"{key.label()}; shards must not overlap")
             owner[key] = folder
             rows.append(row)
-        samples.extend(s for s in read_jsonl(folder / "samples.jsonl") if key_of(s) in owner)
+            row_lines.append(line)
+        # The samples of a cell whose row never made it (a shard killed in between) are left
+        # out, as the shard's own resume would drop them.
+        for line, sample in zip(shard_samples, shard_sample_records):
+            if owner.get(keys.of(sample)) is folder:
+                samples.append(sample)
+                sample_lines.append(line)
     writer = RunWriter(out)
-    for row in rows:
-        writer.append(row, [])
-    writer.append_samples(samples)
-    writer.finish()
+    writer.append_log(row_lines, sample_lines)
+    writer.finish((rows, samples))
     states = {meta.get("state") for meta in metas}
     merged = {**{k: v for k, v in first.items() if k not in ("shard", "wall_s", "time_split_s",
                                                             "cells_by_status")},
@@ -80,5 +142,8 @@ def merge(folders: list[Path], out: Path) -> tuple[dict[str, Any], int, list[str
                               for folder, meta in zip(folders, metas)]}
     missing = sorted(expected_keys(first) - set(owner))
     merged["missing_cells"] = len(missing)
+    count = (first.get("shard") or {}).get("count") or 1
+    given = {(meta.get("shard") or {}).get("index") for meta in metas}
+    merged["missing_shards"] = [index for index in range(1, count + 1) if index not in given]
     writer.write_meta(merged)
     return merged, len(rows), [key.label() for key in missing]

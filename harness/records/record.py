@@ -211,14 +211,23 @@ class SummaryRecord:
     intensity: float | None = _column("flop/B", "flops / bytes")
     gflops: float | None = _column("GFLOP/s", "flops / median_s / 10⁹")
     gbps: float | None = _column("GB/s", "bytes / median_s / 10⁹")
-    peak_gflops: float | None = _column("GFLOP/s", "this machine's peak for the device and "
-                                        "precision (`qkbench peaks`)")
-    pct_peak: float | None = _column("%", "gflops as a percentage of peak_gflops")
+    peak_gflops: float | None = _column("GFLOP/s", "the peak of what the cell could use: on "
+                                        "a CPU, the per-core physical peak × the cores its "
+                                        "threads in force could run on (threads, capped by "
+                                        "the usable cores; all of them when the threads are "
+                                        "unknown); a GPU's whole peak (`qkbench peaks`)")
+    pct_peak: float | None = _column("%", "gflops as a percentage of peak_gflops (the peak "
+                                     "of the cores the cell's threads could use)")
     max_err: float | None = _column("1", "largest scaled error |S − ref| / (‖q_i‖·‖k_j‖)")
     mean_err: float | None = _column("1", "mean scaled error")
     err_bound: float | None = _column("1", "the bound max_err was held to (d_k and precision)")
     checked_rows: int | None = _column("rows", "rows of S checked against the reference")
     threads: int | None = _column("threads", "threads the backend reported in force")
+    quota_measured: bool | None = _column("", "the cell's threads needed more CPU than the "
+                                          "cgroup's CPU quota gives (meta.json "
+                                          "environment.cpu.quota_cores): its time measures the "
+                                          "quota, not the hardware; empty when no quota below "
+                                          "the affinity mask is set")
     library_version: str | None = _column("", "the backend library's version")
     device_name: str | None = _column("", "the GPU's model, for gpu backends")
     peak_device_bytes: int | None = _column("B", "peak device memory during the cell")

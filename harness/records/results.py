@@ -185,11 +185,26 @@ class RunWriter:
         write_atomically(self.folder / "meta.json",
                          lambda tmp: tmp.write_text(json.dumps(meta, indent=2, default=str)))
 
-    def finish(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Build and write the final tables from the log; returns (summary, samples)."""
+    def append_log(self, cell_lines: list[str], sample_lines: list[str]) -> None:
+        """Persist many cells at once, as log lines already in the log's JSON (a merge): one
+        write and one fsync per file instead of one per cell, samples first as in `append`."""
+        for handle, lines in ((self._samples, sample_lines), (self._cells, cell_lines)):
+            handle.write("".join(line if line.endswith("\n") else line + "\n"
+                                 for line in lines))
+            self._flush(handle)
+
+    def finish(self, logged: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Build and write the final tables from the log; returns (summary, samples).
+        `logged`: the log's rows and samples, already read (a merge has them parsed: reading
+        the log back would parse every sample a second time)."""
         self._cells.close()
         self._samples.close()
-        summary, samples = read_log(self.folder)
+        if logged is None:
+            summary, samples = read_log(self.folder)
+        else:
+            summary = typed_summary(pd.DataFrame(logged[0]))
+            samples = typed_samples(pd.DataFrame(logged[1]))
         write_atomically(self.folder / "summary.parquet", lambda t: summary.to_parquet(t, index=False))
         write_atomically(self.folder / "summary.csv", lambda t: summary.to_csv(t, index=False))
         write_atomically(self.folder / "samples.parquet", lambda t: samples.to_parquet(t, index=False))
@@ -216,6 +231,7 @@ def typed_summary(frame: pd.DataFrame) -> pd.DataFrame:
     frame["info"] = pd.array([info_text(v) for v in frame["info"]], dtype="string")
     frame["above_peak"] = frame["above_peak"].astype("boolean")  # empty: no peak known
     frame["kv_materialised"] = frame["kv_materialised"].astype("boolean")  # empty: not grouped
+    frame["quota_measured"] = frame["quota_measured"].astype("boolean")  # empty: no quota
     for column in ("l2_flush", "cuda_graph"):  # empty: a run from before GPU timing
         frame[column] = frame[column].astype("boolean")
     return frame
@@ -255,9 +271,31 @@ def load_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     to the current record (records/migrate.py) and typed. The one loader: every tool reads
     runs through it. Raises UsageError when the folder is not a readable run directory."""
     from qkbench.errors import UsageError
+
+    summary, samples, meta = _read_tables(Path(folder), with_samples=True)
+    try:
+        summary, samples = typed_summary(summary), typed_samples(samples)
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"cannot read run directory {folder}: {exc}") from None
+    return summary, samples, meta
+
+
+def read_summary_table(folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(summary, meta) like `load_run`, migrated but not yet typed: for readers of many runs,
+    who type them all at once (records.run.load_summaries)."""
+    summary, _, meta = _read_tables(Path(folder), with_samples=False)
+    return summary, meta
+
+
+def empty_samples() -> pd.DataFrame:
+    return typed_samples(pd.DataFrame())
+
+
+def _read_tables(folder: Path, with_samples: bool
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    from qkbench.errors import UsageError
     from qkbench.records.migrate import migrate
 
-    folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"run directory not found: {folder}")
     if not (folder / "summary.parquet").is_file():
@@ -269,10 +307,10 @@ def load_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
             raise ValueError("meta.json is not a mapping")  # noqa: TRY004  (one except below)
         samples_path = folder / "samples.parquet"
         summary, samples = migrate(pd.read_parquet(folder / "summary.parquet"),
-                                   pd.read_parquet(samples_path) if samples_path.is_file()
+                                   pd.read_parquet(samples_path)
+                                   if with_samples and samples_path.is_file()
                                    else pd.DataFrame(), meta)
-        summary, samples = typed_summary(summary), typed_samples(samples)
-        if summary["backend"].isna().any():
+        if "backend" not in summary or summary["backend"].isna().any():
             raise ValueError("summary.parquet has rows without a backend")
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"cannot read run directory {folder}: {exc}") from None

@@ -18,7 +18,7 @@ from matplotlib.lines import Line2D
 
 from qkbench.analysis import crossover
 from qkbench.present.figures.roofline import bandwidths
-from qkbench.present.figures.style import _NoFigure
+from qkbench.present.figures.style import _NoFigure, compute_ceilings
 from qkbench.present.runset import RunSet
 
 CAPTIONS = {
@@ -109,9 +109,9 @@ def attention_throughput(runs: RunSet) -> Figure:
             ax.plot(line["n"].astype(float), line["gflops"], marker="o", markersize=4,
                     color=runs.colors.get(backend), linestyle=_CAUSAL_STYLE[bool(causal)])
             handles.setdefault(label, Line2D([], [], color=runs.colors.get(backend), marker="o"))
-        for (machine, device), peak in _peaks(runs, dtype).items():
-            ax.axhline(peak, color="0.35", linestyle=(0, (6, 3)), linewidth=1.1)
-            ax.annotate(f"{device} peak: {peak:,.0f}", (0.02, peak), fontsize=7.5, va="bottom",
+        for ceiling in compute_ceilings(runs, dtype):
+            ax.axhline(ceiling.gflops, color="0.35", linestyle=(0, (6, 3)), linewidth=1.1)
+            ax.annotate(ceiling.text, (0.02, ceiling.gflops), fontsize=7.5, va=ceiling.va,
                         xycoords=("axes fraction", "data"))
             handles.setdefault("measured peak GFLOP/s",
                                Line2D([], [], color="0.35", linestyle=(0, (6, 3))))
@@ -125,13 +125,6 @@ def attention_throughput(runs: RunSet) -> Figure:
     handles["causal"] = Line2D([], [], color="0.3", linestyle="--")
     _legend(fig, handles)
     return fig
-
-
-def _peaks(runs: RunSet, dtype: str) -> dict[tuple[str, str], float]:
-    """The measured peak GFLOP/s per (machine, device) of a dtype, from the rows."""
-    frame = runs.summary[(runs.summary["dtype"] == dtype) & (runs.summary["peak_gflops"] > 0)]
-    return {key: float(group["peak_gflops"].max())
-            for key, group in frame.groupby(["machine", "device"], sort=True)}
 
 
 def decode_bandwidth(runs: RunSet) -> Figure:

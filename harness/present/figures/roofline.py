@@ -17,12 +17,14 @@ from qkbench.present.figures.style import (
     _log_axis,
     _Look,
     _NoFigure,
+    compute_ceilings,
 )
 from qkbench.present.runset import RunInfo, RunSet
 
 
 def _peaks(runs: RunSet, dtype: str) -> dict[tuple[str, str], float]:
-    """Known peak GFLOP/s per (machine, device) for a dtype, from the summary's peak_gflops."""
+    """The highest known peak GFLOP/s per (machine, device) for a dtype (all its usable
+    cores), from the summary's peak_gflops: where the memory roof meets the compute one."""
     frame = runs.summary[(runs.summary["dtype"] == dtype) & (runs.summary["peak_gflops"] > 0)]
     return {(machine, device): float(group["peak_gflops"].max())
             for (machine, device), group in frame.groupby(["machine", "device"], sort=True)}
@@ -72,13 +74,15 @@ def roofline(runs: RunSet) -> Figure:
                     marker=style["marker"], fillstyle=style["fillstyle"], linestyle="none",
                     markersize=6, alpha=0.9, label=style["label"])
         peaks = _peaks(runs, dtype)
-        for (machine, device), peak in peaks.items():
-            ax.axhline(peak, color="0.3", linestyle=(0, (6, 3)), linewidth=1.1,
-                       label=f"compute peak {machine} {device}")
-            ax.annotate(f"{machine} {device}: {_format_number(peak)} GFLOP/s", (0.98, peak),
+        # One line per thread count's peak (a one-thread cell's is one core's), one label for
+        # machines that share a peak, and close labels on alternate sides of their lines.
+        for ceiling in compute_ceilings(runs, dtype):
+            ax.axhline(ceiling.gflops, color="0.3", linestyle=(0, (6, 3)), linewidth=1.1,
+                       label=f"compute peak {ceiling.who}")
+            ax.annotate(ceiling.text, (0.98, ceiling.gflops),
                         xycoords=("axes fraction", "data"), fontsize=7.5, color="0.25",
-                        va="bottom", ha="right")
-            y_values.append(peak)
+                        va=ceiling.va, ha="right")
+            y_values.append(ceiling.gflops)
         for index, ((machine, device), bandwidth) in enumerate(memory.items()):
             peak = peaks.get((machine, device or "cpu"))
             roof = bandwidth * xs if peak is None else np.minimum(bandwidth * xs, peak)

@@ -289,6 +289,57 @@ def _format_number(value: float) -> str:
     return f"{value:,.0f}" if value >= 1e4 else f"{value:g}"
 
 
+@dataclass(frozen=True)
+class ComputeCeiling:
+    """One compute-peak line of a panel: its GFLOP/s, whose peak it is ("vm, vm2 cpu · 1
+    thread"), and the side of the line its label sits on (ceilings close together alternate,
+    so their labels never overprint)."""
+
+    gflops: float
+    who: str
+    va: str  # "bottom" (above the line) or "top" (below it)
+
+    @property
+    def text(self) -> str:
+        return f"{self.who}: {_format_number(self.gflops)} GFLOP/s"
+
+
+# Two ceilings closer than this factor share a label band on a log axis: the second label
+# goes below its line.
+CLOSE_CEILINGS = 1.3
+
+
+def compute_ceilings(runs: RunSet, dtype: str) -> list[ComputeCeiling]:
+    """The compute peaks of a dtype's rows: one per machine, device and thread count (a CPU
+    cell is held to the cores its threads could use, see the `peak_gflops` column), and one
+    line for every group of them with the same peak, naming them all. Thread counts are named
+    only where a machine's device has more than one peak."""
+    summary = runs.summary
+    frame = summary[(summary["dtype"] == dtype) & (summary["peak_gflops"] > 0)].copy()
+    frame["_peak"] = frame["peak_gflops"].astype(float).round(1)
+    names: dict[float, dict[str, list[str]]] = {}
+    for (machine, device), rows in frame.groupby(["machine", "device"], sort=True):
+        several = rows["_peak"].nunique() > 1
+        for value, same in rows.groupby("_peak", sort=True):
+            words = str(device)
+            if several:
+                threads = sorted({int(t) for t in pd.to_numeric(same.get("threads"),
+                                                                errors="coerce").dropna()})
+                count = "/".join(map(str, threads)) or "all usable cores"
+                words += f" · {count} thread{'' if threads == [1] else 's'}" if threads \
+                    else f" · {count}"
+            machines = names.setdefault(float(value), {}).setdefault(words, [])
+            machines.append(str(machine))
+    ceilings: list[ComputeCeiling] = []
+    for value in sorted(names):
+        who = "; ".join(f"{', '.join(machines)} {words}"
+                        for words, machines in names[value].items())
+        below = bool(ceilings) and value / ceilings[-1].gflops < CLOSE_CEILINGS \
+            and ceilings[-1].va == "bottom"
+        ceilings.append(ComputeCeiling(value, who, "top" if below else "bottom"))
+    return ceilings
+
+
 def _size_label(variants: _Variants) -> str:
     return ("n (rows of Q; m in the legend), log scale" if variants.m_differs
             else "n = m (rows of Q and of K), log scale")

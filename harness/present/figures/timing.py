@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from qkbench.present.figures.roofline import _peaks
 from qkbench.present.figures.style import (
     _finite,
     _format_number,
@@ -17,6 +16,7 @@ from qkbench.present.figures.style import (
     _NoFigure,
     _panels,
     _size_label,
+    compute_ceilings,
 )
 from qkbench.present.runset import RunSet
 
@@ -92,13 +92,13 @@ def throughput(runs: RunSet) -> Figure:
             ax.errorbar(x, y, yerr=err, capsize=2.5, color=style["color"],
                         marker=style["marker"], markersize=4.5, linestyle=style["linestyle"],
                         linewidth=1.3, label=style["label"])
-        for (machine, device), peak in _peaks(runs, dtype).items():
-            ax.axhline(peak, color="0.35", linestyle=(0, (6, 3)), linewidth=1.1,
-                       label=f"peak {machine} {device}")
-            ax.annotate(f"{machine} {device}: {_format_number(peak)}", (0.02, peak),
+        for ceiling in compute_ceilings(runs, dtype):
+            ax.axhline(ceiling.gflops, color="0.35", linestyle=(0, (6, 3)), linewidth=1.1,
+                       label=f"peak {ceiling.who}")
+            ax.annotate(ceiling.text, (0.02, ceiling.gflops),
                         xycoords=("axes fraction", "data"), fontsize=7.5, color="0.25",
-                        va="bottom")
-            values.append(peak)
+                        va=ceiling.va)
+            values.append(ceiling.gflops)
             peaks_drawn = True
         ax.set_title(f"d_k = {d_k} · {dtype}", fontsize=10)
         _log_size_axis(ax, cell["n"].tolist())
