@@ -30,7 +30,9 @@ from qkbench.errors import UsageError
 from qkbench.records.record import CellKey, missing
 from qkbench.records.run import Run
 
-PAIRED_THRESHOLD = 0.03
+# The smallest threshold at which none of 20 A/A paired runs of the shrunk `ci` sweep raised an
+# alarm on the 2-vCPU VM (benchmarks/paired_false_alarms.py; docs/regressions-in-ci.md).
+PAIRED_THRESHOLD = 0.07
 
 
 def compare_between(run: Path | Run, base: str, candidate: str, rule: Rule | None = None
