@@ -175,3 +175,11 @@ def test_the_index_and_regressions_pages_in_a_browser(site, tmp_path):
     rows = re.findall(r'<tr class="qk-regression">(.*?)</tr>', dom, re.S)
     assert len(rows) == 1 and "other float32 n=256" in rows[0] and "+4" in rows[0]
 
+
+
+def test_a_store_given_by_a_relative_path(tmp_path, monkeypatch):
+    fill_store(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["publish", "store", "--out", "site", "--detector", "segmentation"]) == 0
+    [step] = json.loads((tmp_path / "site" / "regressions.json").read_text())["regressions"]
+    assert step["view"] == "raw" and step["commit"] == f"{STEP_AT:02d}" + "ab" * 5

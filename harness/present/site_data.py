@@ -93,7 +93,7 @@ def build(store: Path, normalize_by: str | None = None, threshold: float = STEP_
     stored = entries(store)
     if not stored:
         raise UsageError(f"{store}: the store holds no runs (add some with 'qkbench store add')")
-    by_path = {str(e.path.resolve()): e for e in stored}
+    by_path = {str(e.path): e for e in stored}  # gather keeps each run's path as given
     # One pass over the runs: `value` is normalised when asked, median_s is always the raw time.
     table = gather(load_summaries([e.path for e in stored]), normalize_by)
     # Steps within one store machine never cross an environment change (its folder is the
