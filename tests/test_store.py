@@ -138,3 +138,18 @@ def test_reading_many_summaries_at_once_gives_what_the_loader_gives(tmp_path):
         alone = load_run(folder).keyed()
         pd.testing.assert_frame_equal(run.summary, alone.summary, check_dtype=True)
         assert run.meta == alone.meta and run.path == Path(folder)
+
+
+@given(model=st.text(max_size=80), cores=st.one_of(st.none(), st.integers(1, 512)),
+       key=st.text("0123456789abcdef", min_size=12, max_size=12),
+       gpu=st.one_of(st.none(), st.text(max_size=40)))
+@settings(max_examples=100, deadline=None)
+def test_a_machine_name_is_one_safe_folder_name_that_carries_its_key(model, cores, key, gpu):
+    env = {"cpu": {"model": model, "logical_cores": cores}, "comparability_key": key,
+           "gpus": [{"name": gpu}] if gpu is not None else []}
+    name = machine_name(env)
+    assert name and "/" not in name and not name.startswith(".") and name.isascii()
+    assert all(c.isalnum() or c == "-" for c in name)
+    assert name.endswith(key[:8])
+    other = machine_name({**env, "comparability_key": ("f" if key[0] != "f" else "0") + key[1:]})
+    assert other != name
