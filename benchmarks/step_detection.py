@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-
 from qkbench.analysis.history import find_steps
 from qkbench.analysis.l1_steps import find_steps_l1
 

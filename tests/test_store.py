@@ -7,9 +7,9 @@ import shutil
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from qkbench.cli import main
 from qkbench.records.store import commit_name, entries, machine_name
+
 from tests.test_compare import ENVIRONMENT, write_run
 
 OTHER_MACHINE = {**ENVIRONMENT, "cpu": {"model": "Other CPU 42", "logical_cores": 8},
@@ -124,7 +124,6 @@ def test_reading_many_summaries_at_once_gives_what_the_loader_gives(tmp_path):
     from pathlib import Path
 
     import pandas as pd
-
     from qkbench.records.run import load_run, load_summaries
 
     data = Path(__file__).resolve().parent / "data" / "runs"
