@@ -102,6 +102,10 @@ def test_an_unfinished_run_or_a_missing_one_is_refused(tmp_path, capsys):
     assert main(["store", "add", str(run), str(tmp_path / "store")]) == 2
     assert "resume it before storing" in capsys.readouterr().err
     assert main(["store", "add", str(tmp_path / "nope"), str(tmp_path / "store")]) == 2
+    other = one_run(tmp_path / "b", environment("1111111111111111aaaa"))
+    assert main(["store", "add", str(other), str(run)]) == 2  # the store was forgotten
+    assert "the last argument is the store" in capsys.readouterr().err
+    assert main(["store", "add", str(tmp_path / "store")]) == 2
     assert main(["store", "list", str(tmp_path / "nothing")]) == 2
     assert "not a results store" in capsys.readouterr().err
 
