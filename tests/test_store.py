@@ -47,6 +47,21 @@ def test_runs_are_filed_by_machine_and_commit(tmp_path, capsys):
     assert "Other CPU 42" in text
 
 
+def test_history_reads_every_run_of_a_store(tmp_path, capsys):
+    runs = [one_run(tmp_path / "runs" / f"r{i}", environment(f"{i:02d}" * 10, day=i + 1),
+                    value=2e-3 * (1.3 if i >= 4 else 1.0), seed=i) for i in range(8)]
+    store = tmp_path / "store"
+    assert main(["store", "add", *map(str, runs), str(store)]) == 0
+    assert main(["history", str(store), "--out", str(tmp_path / "h"), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "8 run(s)" in text and "1 lasting change(s)" in text and "commit 0404040404" in text
+    other = one_run(tmp_path / "elsewhere", environment("99" * 10, machine=OTHER_MACHINE))
+    assert main(["store", "add", str(other), str(store)]) == 0
+    one_machine = store / machine_name(ENVIRONMENT)
+    assert main(["history", str(one_machine), "--out", str(tmp_path / "h"), "--no-plots"]) == 0
+    assert "8 run(s)" in capsys.readouterr().out
+
+
 def test_adding_a_run_twice_keeps_one_copy(tmp_path, capsys):
     a = one_run(tmp_path / "a", environment("1111111111111111aaaa"))
     store = tmp_path / "store"
