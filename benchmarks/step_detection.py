@@ -15,6 +15,7 @@ smallest change reported) and at history's former 10%; `l1` also weighted by 1/i
 
     python benchmarks/step_detection.py                   # 300 series per size, 600 A/A
     python benchmarks/step_detection.py --series 100 --sigma 0.03
+    python benchmarks/step_detection.py --runs 200 --series 50 --aa 200
 
 Targets (issue 27): 10% steps P and R ≥ 0.9, 25% ≥ 0.95, ≥ 95% of A/A series without a step.
 """
@@ -28,11 +29,11 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-
 from qkbench.analysis.history import find_steps
 from qkbench.analysis.l1_steps import find_steps_l1
 
-RUNS, MIN_GAP, EDGE, TOLERANCE = 60, 8, 5, 2
+MIN_GAP, EDGE, TOLERANCE = 8, 5, 2
+RUNS = 60  # per series (--runs)
 
 
 def series(rng: np.random.Generator, size: float, sigma: float, spell: float,
@@ -83,7 +84,9 @@ def main() -> int:
     parser.add_argument("--spell", type=float, default=0.10,
                         help="share of runs with 4x the scatter")
     parser.add_argument("--seed", type=int, default=27)
+    parser.add_argument("--runs", type=int, default=RUNS, help="runs per series (≥ 30)")
     args = parser.parse_args()
+    globals()["RUNS"] = args.runs
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     cases = {size: [series(rng, size, args.sigma, args.spell, int(rng.integers(1, 3)))

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from qkbench.analysis.l1_steps import find_steps_l1
 
 series_length = st.integers(min_value=6, max_value=80)

@@ -88,6 +88,8 @@ def test_the_wheel_holds_only_qkbench_and_its_configs(wheels):
     assert {t for t in tops if not t.endswith(".dist-info")} == {"qkbench"}
     shipped = {Path(n).name for n in names if n.startswith("qkbench/configs/")}
     assert {f.name for f in (REPO / "configs").glob("*.yaml")} <= shipped
+    # The published site's chart script and style (qkbench publish copies them).
+    assert {"qkbench/present/site/qkbench-chart.js", "qkbench/present/site/style.css"} <= set(names)
     (top_level,) = [n for n in names if n.endswith("top_level.txt")] or [None]
     if top_level:
         assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["qkbench"]

@@ -10,9 +10,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from qkbench.cli import main
 from qkbench.records.store import machine_name
+
 from tests.test_compare import ENVIRONMENT, write_run
 from tests.test_store import OTHER_MACHINE
 
@@ -110,7 +110,7 @@ def test_each_cell_page_carries_every_machine_and_both_views(site):
     [page] = [p for p in pages if "n-256" in p.name]
     text = page.read_text()
     data = json.loads(re.search(r'<script id="qk-data" type="application/json">(.*?)</script>',
-                                text, re.S).group(1))
+                                text, re.DOTALL).group(1))
     assert {s["machine"] for s in data["series"]} == {machine_name(ENVIRONMENT),
                                                       machine_name(OTHER_MACHINE)}
     assert all(len(s["points"]) == RUNS for s in data["series"])
@@ -172,6 +172,14 @@ def test_the_index_and_regressions_pages_in_a_browser(site, tmp_path):
     assert console == [] and dom.count('class="qk-badge"') == 1
     dom, console = browse(site / "regressions.html", tmp_path / "profile")
     assert console == []
-    rows = re.findall(r'<tr class="qk-regression">(.*?)</tr>', dom, re.S)
+    rows = re.findall(r'<tr class="qk-regression">(.*?)</tr>', dom, re.DOTALL)
     assert len(rows) == 1 and "other float32 n=256" in rows[0] and "+4" in rows[0]
 
+
+
+def test_a_store_given_by_a_relative_path(tmp_path, monkeypatch):
+    fill_store(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["publish", "store", "--out", "site", "--detector", "segmentation"]) == 0
+    [step] = json.loads((tmp_path / "site" / "regressions.json").read_text())["regressions"]
+    assert step["view"] == "raw" and step["commit"] == f"{STEP_AT:02d}" + "ab" * 5

@@ -7,9 +7,9 @@ import shutil
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from qkbench.cli import main
 from qkbench.records.store import commit_name, entries, machine_name
+
 from tests.test_compare import ENVIRONMENT, write_run
 
 OTHER_MACHINE = {**ENVIRONMENT, "cpu": {"model": "Other CPU 42", "logical_cores": 8},
@@ -45,6 +45,21 @@ def test_runs_are_filed_by_machine_and_commit(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "3 run(s) on 2 machine(s)" in text and "222222222222" in text
     assert "Other CPU 42" in text
+
+
+def test_history_reads_every_run_of_a_store(tmp_path, capsys):
+    runs = [one_run(tmp_path / "runs" / f"r{i}", environment(f"{i:02d}" * 10, day=i + 1),
+                    value=2e-3 * (1.3 if i >= 4 else 1.0), seed=i) for i in range(8)]
+    store = tmp_path / "store"
+    assert main(["store", "add", *map(str, runs), str(store)]) == 0
+    assert main(["history", str(store), "--out", str(tmp_path / "h"), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "8 run(s)" in text and "1 lasting change(s)" in text and "commit 0404040404" in text
+    other = one_run(tmp_path / "elsewhere", environment("99" * 10, machine=OTHER_MACHINE))
+    assert main(["store", "add", str(other), str(store)]) == 0
+    one_machine = store / machine_name(ENVIRONMENT)
+    assert main(["history", str(one_machine), "--out", str(tmp_path / "h"), "--no-plots"]) == 0
+    assert "8 run(s)" in capsys.readouterr().out
 
 
 def test_adding_a_run_twice_keeps_one_copy(tmp_path, capsys):
@@ -102,6 +117,10 @@ def test_an_unfinished_run_or_a_missing_one_is_refused(tmp_path, capsys):
     assert main(["store", "add", str(run), str(tmp_path / "store")]) == 2
     assert "resume it before storing" in capsys.readouterr().err
     assert main(["store", "add", str(tmp_path / "nope"), str(tmp_path / "store")]) == 2
+    other = one_run(tmp_path / "b", environment("1111111111111111aaaa"))
+    assert main(["store", "add", str(other), str(run)]) == 2  # the store was forgotten
+    assert "the last argument is the store" in capsys.readouterr().err
+    assert main(["store", "add", str(tmp_path / "store")]) == 2
     assert main(["store", "list", str(tmp_path / "nothing")]) == 2
     assert "not a results store" in capsys.readouterr().err
 
@@ -124,7 +143,6 @@ def test_reading_many_summaries_at_once_gives_what_the_loader_gives(tmp_path):
     from pathlib import Path
 
     import pandas as pd
-
     from qkbench.records.run import load_run, load_summaries
 
     data = Path(__file__).resolve().parent / "data" / "runs"
@@ -138,3 +156,18 @@ def test_reading_many_summaries_at_once_gives_what_the_loader_gives(tmp_path):
         alone = load_run(folder).keyed()
         pd.testing.assert_frame_equal(run.summary, alone.summary, check_dtype=True)
         assert run.meta == alone.meta and run.path == Path(folder)
+
+
+@given(model=st.text(max_size=80), cores=st.one_of(st.none(), st.integers(1, 512)),
+       key=st.text("0123456789abcdef", min_size=12, max_size=12),
+       gpu=st.one_of(st.none(), st.text(max_size=40)))
+@settings(max_examples=100, deadline=None)
+def test_a_machine_name_is_one_safe_folder_name_that_carries_its_key(model, cores, key, gpu):
+    env = {"cpu": {"model": model, "logical_cores": cores}, "comparability_key": key,
+           "gpus": [{"name": gpu}] if gpu is not None else []}
+    name = machine_name(env)
+    assert name and "/" not in name and not name.startswith(".") and name.isascii()
+    assert all(c.isalnum() or c == "-" for c in name)
+    assert name.endswith(key[:8])
+    other = machine_name({**env, "comparability_key": ("f" if key[0] != "f" else "0") + key[1:]})
+    assert other != name

@@ -33,6 +33,7 @@ from qkbench.analysis.l1_steps import find_steps_l1
 from qkbench.errors import UsageError
 from qkbench.records.record import CELL_KEY, CellKey
 from qkbench.records.run import Run
+from qkbench.records.store import stored_runs
 from qkbench.units import value_text
 
 MIN_RUNS = 3
@@ -118,7 +119,8 @@ def find_steps(values: Sequence[float], threshold: float = DEFAULT_THRESHOLD,
 
 
 def find_runs(paths: Sequence[Path]) -> list[Path]:
-    """Run directories given directly, or found one level inside a folder (e.g. results/)."""
+    """Run directories given directly, found one level inside a folder (e.g. results/), or
+    every run of a results store or of one machine's folder in it (records/store.py)."""
     found: list[Path] = []
     for path in paths:
         path = Path(path)
@@ -126,6 +128,10 @@ def find_runs(paths: Sequence[Path]) -> list[Path]:
             raise UsageError(f"not a directory: {path}")
         if _is_run(path):
             found.append(path)
+            continue
+        stored = stored_runs(path)  # a results store, or one machine's folder in it
+        if stored is not None:
+            found += stored
             continue
         inside = sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
         if not inside:

@@ -64,6 +64,9 @@ def cmd_store_add(args: argparse.Namespace) -> int:
     *runs, store = args.paths
     if store.exists() and not store.is_dir():
         raise UsageError(f"the store {store} is not a folder")
+    if (store / "summary.parquet").is_file():
+        raise UsageError(f"{store} is a run directory; the last argument is the store: "
+                         "qkbench store add RUN... STORE")
     added = store_runs(find_runs(runs), store)
     print(f"{added} run(s) added to {store}")
     return EXIT_OK

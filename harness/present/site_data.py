@@ -32,7 +32,7 @@ from qkbench.analysis.history import (
 from qkbench.errors import UsageError
 from qkbench.records.record import CellKey
 from qkbench.records.run import load_summaries
-from qkbench.records.store import StoredRun, entries, machines
+from qkbench.records.store import entries, machines
 
 
 @dataclass
@@ -93,7 +93,7 @@ def build(store: Path, normalize_by: str | None = None, threshold: float = STEP_
     stored = entries(store)
     if not stored:
         raise UsageError(f"{store}: the store holds no runs (add some with 'qkbench store add')")
-    by_path = {str(e.path.resolve()): e for e in stored}
+    by_path = {str(e.path): e for e in stored}  # gather keeps each run's path as given
     # One pass over the runs: `value` is normalised when asked, median_s is always the raw time.
     table = gather(load_summaries([e.path for e in stored]), normalize_by)
     # Steps within one store machine never cross an environment change (its folder is the
@@ -110,8 +110,7 @@ def build(store: Path, normalize_by: str | None = None, threshold: float = STEP_
         views["norm"] = table.assign(value=table["value_norm"])
     steps = {name: _steps(view, threshold, min_runs, detector) for name, view in views.items()}
     pages = _pages(table, steps, normalize_by is not None)
-    regressions = _open_regressions(pages, threshold, "norm" if normalize_by else "raw",
-                                    by_path)
+    regressions = _open_regressions(pages, "norm" if normalize_by else "raw")
     return pages, regressions, machines(store)
 
 
@@ -154,8 +153,7 @@ def _pages(table: pd.DataFrame, steps: dict[str, list[FoundStep]],
     return pages
 
 
-def _open_regressions(pages: Sequence[CellPage], threshold: float, view: str,
-                      by_path: dict[str, StoredRun]) -> list[Regression]:
+def _open_regressions(pages: Sequence[CellPage], view: str) -> list[Regression]:
     found = []
     key = "vn" if view == "norm" else "v"
     for page in pages:

@@ -155,6 +155,17 @@ def _run_folders(store: Path) -> Iterator[Path]:
                     yield run
 
 
+def stored_runs(folder: Path) -> list[Path] | None:
+    """The runs of a store, or of one machine's folder in it; None when the folder is
+    neither (what `qkbench history STORE` and `history STORE/<machine>` read)."""
+    folder = Path(folder)
+    if (folder / MACHINE_FILE).is_file():
+        return [e.path for e in entries(folder.parent) if e.machine == folder.name]
+    if any((child / MACHINE_FILE).is_file() for child in folder.iterdir() if child.is_dir()):
+        return [e.path for e in entries(folder)]
+    return None
+
+
 def machines(store: Path) -> dict[str, dict[str, Any]]:
     """machine folder name → its machine.json."""
     found = {}

@@ -87,8 +87,10 @@
     }
     var x0 = Math.min.apply(null, pts.map(function (p) { return p.x; }));
     var x1 = Math.max.apply(null, pts.map(function (p) { return p.x; }));
-    if (this.zoom) { x0 = this.zoom[0]; x1 = this.zoom[1]; }
     if (x1 === x0) { x0 -= 1; x1 += 1; }
+    var edge = (x1 - x0) * 0.02;  // the first and last runs sit inside the frame
+    x0 -= edge; x1 += edge;
+    if (this.zoom) { x0 = this.zoom[0]; x1 = this.zoom[1]; }
     var shown = pts.filter(function (p) { return p.x >= x0 && p.x <= x1; });
     if (!shown.length) { shown = pts; }
     var y0 = Math.min.apply(null, shown.map(function (p) { return p.lo; }));
@@ -108,14 +110,20 @@
       el("line", {x1: MARGIN.left, x2: MARGIN.left + plotW, y1: sy(yv), y2: sy(yv),
                   "class": "qk-grid"}, axes);
       el("text", {x: MARGIN.left - 6, y: sy(yv) + 4, "text-anchor": "end"}, axes,
-         this.format(yv));
+         this.view === "norm" ? yv.toPrecision(3) + "×" : seconds(yv));
     }
     for (var u = 0; u <= 5; u++) {
       var xv = x0 + (x1 - x0) * u / 5;
       var label = this.xmode === "time" ? new Date(xv).toISOString().slice(0, 10)
                                         : "#" + Math.round(xv);
-      el("text", {x: sx(xv), y: MARGIN.top + plotH + 18, "text-anchor": "middle"}, axes, label);
+      el("text", {x: sx(xv), y: MARGIN.top + plotH + 18,
+                  "text-anchor": u === 0 ? "start" : u === 5 ? "end" : "middle"}, axes, label);
     }
+    el("text", {x: 14, y: MARGIN.top + plotH / 2, "text-anchor": "middle",
+                transform: "rotate(-90 14 " + (MARGIN.top + plotH / 2) + ")",
+                "class": "qk-axis-title"}, axes,
+       this.view === "norm" ? "time ÷ " + data.normalize_by + "'s in the same run"
+                            : "median time");
     el("text", {x: MARGIN.left + plotW / 2, y: height - 6, "text-anchor": "middle",
                 "class": "qk-axis-title"}, axes,
        this.xmode === "time" ? "date of the run" : "run (in time order)");
