@@ -222,11 +222,11 @@ class KernelTimer:
         blocks by 100x, into the cell's hard time limit; returning early keeps a healthy cell
         from being recorded as a timeout, while a call that hangs still meets that limit."""
         out = []
-        began = time.perf_counter()
+        began = self._clock()
         for _ in range(count):
             start, elapsed, host = self.time_block_both(calls)
             out.append(Sample(round_number, start, elapsed / calls, calls,
                               None if host is None else host / calls))
-            if time.perf_counter() - began >= wall_limit_s:
+            if self._clock() - began >= wall_limit_s:
                 break
         return out

@@ -16,8 +16,8 @@ from qkbench.backends.base import Backend
 
 # The status a cell of each fault must end with at the faulty size; every other cell is `ok`.
 # "turns-slow": every call after the first `sleep_s` seconds of the cell also sleeps
-# `slow_call_s`, as calls stretch when the machine turns busy in the middle of sampling; the
-# cell is healthy.
+# `slow_factor` times what a call took at prepare, as calls stretch when the machine turns busy
+# in the middle of sampling; the cell is healthy.
 FAULT_STATUS = {"none": "ok", "hang": "timeout", "segfault": "crashed", "exit": "crashed",
                 "raise": "error", "oom": "oom", "nan": "mismatch", "slow-setup": "ok",
                 "turns-slow": "ok"}
@@ -58,10 +58,11 @@ class FaultAtSize(Backend):
     dtypes = ("float32", "float64")
 
     def __init__(self, fault: str = "none", at_n: int = 512, sleep_s: float = 2.0,
-                 slow_call_s: float = 0.5) -> None:
+                 slow_factor: float = 500.0) -> None:
         if fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}")
-        self.fault, self.at_n, self.sleep_s, self.slow_call_s = fault, at_n, sleep_s, slow_call_s
+        self.fault, self.at_n, self.sleep_s, self.slow_factor = fault, at_n, sleep_s, slow_factor
+        self._slow_s = 0.0
 
     def _faulty(self, q) -> bool:
         return self.fault != "none" and q.shape[-2] == self.at_n
@@ -69,6 +70,15 @@ class FaultAtSize(Backend):
     def prepare(self, q, k):
         if self.fault == "slow-setup" and self._faulty(q):
             time.sleep(self.sleep_s)
+        if self.fault == "turns-slow" and self._faulty(q):
+            # Relative to the call's own time: a request's wall time then stretches by the same
+            # factor on any machine, whatever its block length.
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                q @ k.T
+                times.append(time.perf_counter() - start)
+            self._slow_s = self.slow_factor * sorted(times)[2]
         self._slow_from = time.monotonic() + self.sleep_s
         return q, k
 
@@ -85,7 +95,7 @@ class FaultAtSize(Backend):
             elif self.fault == "oom":
                 raise MemoryError
             elif self.fault == "turns-slow" and time.monotonic() >= self._slow_from:
-                time.sleep(self.slow_call_s)
+                time.sleep(self._slow_s)
             elif self.fault == "nan":
                 s = q @ k.T
                 s[0, 0] = np.nan
