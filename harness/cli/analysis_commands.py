@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from qkbench.cli.common import add_step_options
 from qkbench.errors import UsageError
 
 
@@ -50,12 +51,7 @@ def add_parsers(commands: Any) -> None:
     history.add_argument("--config", metavar="NAME", help="only the runs of this config")
     history.add_argument("--normalize-by", metavar="BACKEND",
                          help="track each median relative to BACKEND's in the same run")
-    history.add_argument("--threshold", default="0.05", metavar="T",
-                         help="smallest lasting change reported (default 0.05)")
-    history.add_argument("--detector", choices=("l1", "segmentation"), default="l1",
-                         help="how steps are found (default l1; docs/history.md)")
-    history.add_argument("--min-runs", type=int, default=3, metavar="K",
-                         help="runs needed on each side of a step (default 3)")
+    add_step_options(history)
     history.add_argument("--no-plots", action="store_true", help="write no trend plots")
     history.set_defaults(handler=cmd_history)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from qkbench.errors import UsageError
 
@@ -20,3 +20,13 @@ def one_line(message: str) -> str:
     key, a file name), and that may hold a line break; the report must stay one line."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
                    for c in message)
+
+
+def add_step_options(parser: Any) -> None:
+    """The options of lasting-step detection, shared by `history` and `publish`."""
+    parser.add_argument("--threshold", default="0.05", metavar="T",
+                        help="smallest lasting change reported (default 0.05)")
+    parser.add_argument("--detector", choices=("l1", "segmentation"), default="l1",
+                        help="how steps are found (default l1; docs/history.md)")
+    parser.add_argument("--min-runs", type=int, default=3, metavar="K",
+                        help="runs needed on each side of a step (default 3)")

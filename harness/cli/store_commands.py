@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from qkbench.cli.common import EXIT_OK
+from qkbench.cli.common import EXIT_OK, add_step_options
 from qkbench.errors import UsageError
 
 
@@ -33,12 +33,7 @@ def add_parsers(commands: Any) -> None:
                               "(the default view; steps are found in it)")
     publish.add_argument("--commit-url", metavar="TEMPLATE",
                          help="link commits, e.g. https://github.com/ORG/REPO/commit/{commit}")
-    publish.add_argument("--threshold", default="0.05", metavar="T",
-                         help="smallest lasting change reported (default 0.05)")
-    publish.add_argument("--detector", choices=("l1", "segmentation"), default="l1",
-                         help="how steps are found (default l1; docs/history.md)")
-    publish.add_argument("--min-runs", type=int, default=3, metavar="K",
-                         help="runs needed on each side of a step (default 3)")
+    add_step_options(publish)
     publish.set_defaults(handler=cmd_publish)
 
 
