@@ -44,31 +44,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
-
 import qkbench  # noqa: E402
 from qkbench.errors import UsageError  # noqa: E402
 from tests.conftest import cli_env  # noqa: E402
 from tests.forked_cli import run_many  # noqa: E402
-from tests.fuzzed_configs import config_files  # noqa: E402
+from tests.fuzzed_configs import draw_files  # noqa: E402
 
 PREFIX = "qkbench: error: "
 CELLS = re.compile(r"valid — (\d+) cells")
-
-
-def generate(count: int, at_seed: int) -> list[bytes]:
-    """`count` config files, the same ones for the same seed."""
-    drawn: list[bytes] = []
-
-    @seed(at_seed)
-    @settings(max_examples=count, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
-    @given(data=config_files())
-    def collect(data):
-        drawn.append(data)
-
-    collect()
-    return drawn[:count]
 
 
 def judge(code: int, stdout: str, stderr: str) -> str | None:
@@ -127,7 +110,7 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.monotonic()
-    files = generate(args.count, args.seed)
+    files = draw_files(args.count, args.seed)
     generated_s = time.monotonic() - started
     folder = (args.keep or Path(tempfile.mkdtemp(prefix="qkbench-fuzz-"))).resolve()
     folder.mkdir(parents=True, exist_ok=True)

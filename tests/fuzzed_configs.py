@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from hypothesis import event
+from hypothesis import HealthCheck, event, given, seed, settings
 from hypothesis import strategies as st
 
 # Backends that cost no library import in a forked child: the built-in numpy, a plugin of the
@@ -314,3 +314,18 @@ def _in_sweep(text: str, place: str, value: str) -> str:
             return "\n".join(lines[:index + 1] + [f"{place}: {value}"] + lines[index + 1:]) \
                 + "\n"
     return text + f"sweep:\n{place}: {value}\n"
+
+
+def draw_files(count: int, at_seed: int | None = None) -> list[bytes]:
+    """`count` generated config files outside a test: with `at_seed`, the ones that seed
+    draws; without, the derandomized draw (the same files every run, as CI draws them)."""
+    drawn: list[bytes] = []
+
+    @settings(max_examples=count, derandomize=at_seed is None, database=None, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(data=config_files())
+    def collect(data):
+        drawn.append(data)
+
+    (collect if at_seed is None else seed(at_seed)(collect))()
+    return drawn[:count]

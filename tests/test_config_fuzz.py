@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 import qkbench
@@ -27,7 +27,7 @@ from qkbench import cli
 from qkbench.errors import UsageError
 from tests.conftest import REPO, cli_env
 from tests.forked_cli import run_many
-from tests.fuzzed_configs import config_files
+from tests.fuzzed_configs import config_files, draw_files
 
 PREFIX = "qkbench: error: "
 # Far above what validating a config takes (milliseconds): only a config that never finishes
@@ -125,23 +125,9 @@ def test_validate_run_and_load_config_exit_0_or_2_in_one_line(files, data):
     assert not (out / "summary.parquet").exists()
 
 
-def forked_sample(count: int) -> list[bytes]:
-    """`count` generated files, drawn as the in-process test draws them (derandomized)."""
-    drawn: list[bytes] = []
-
-    @settings(max_examples=count, derandomize=True, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
-    @given(data=config_files())
-    def collect(data):
-        drawn.append(data)
-
-    collect()
-    return drawn[:count]
-
-
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_real_processes_keep_the_contract_on_a_sample(tmp_path, command):
-    sample = forked_sample(40)
+    sample = draw_files(40)
     paths = []
     for index, data in enumerate(sample):
         path = tmp_path / f"{index}.yaml"
@@ -171,7 +157,7 @@ SMALL_CELLS = 8
 @pytest.mark.slow
 def test_small_valid_configs_of_the_sample_run_without_a_traceback(tmp_path):
     chosen = []
-    for index, data in enumerate(forked_sample(60)):
+    for index, data in enumerate(draw_files(60)):
         path = tmp_path / f"{index}.yaml"
         path.write_bytes(data)
         validated = in_process("validate", str(path))
