@@ -131,6 +131,7 @@ class ThrottleLog(threading.Thread):
 
 
 def _sweep(tmp_path: Path, cgroup: Path | None) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     # NumPy on two BLAS threads, asked for: under 1.2 cores its quota runs out inside most
     # periods (a library-default cell would run on the one core the quota allows).
     config = write_config(tmp_path, ["numpy"], n=[256, 384], d_k=[64], dtype=["float32"],
@@ -168,22 +169,42 @@ def _rounds(samples: pd.DataFrame) -> pd.DataFrame:
                                                kept=("machine_fit", "all")).reset_index()
 
 
-def test_rounds_that_overlap_throttling_are_set_aside_naming_it(tmp_path, quota_cgroup):
-    summary, samples, stretches = _sweep(tmp_path, quota_cgroup)
-    assert stretches, "the quota never throttled the sweep: the fault was not reproduced"
+def _throttled_rounds(samples: pd.DataFrame, stretches: list) -> pd.DataFrame:
+    """The rounds that overlap a throttle by more than a millisecond (the poll's resolution)."""
     rounds = _rounds(samples)
-    # A round overlapping a throttle by more than a millisecond (the poll's resolution).
     hit = [any(min(end, t1) - max(start, t0) > 0.001 for t0, t1 in stretches)
            for start, end in zip(rounds["start"], rounds["end"])]
-    rounds = rounds.assign(hit=hit)
-    throttled = rounds[rounds["hit"]]
-    assert len(throttled) >= 3
+    return rounds[hit]
+
+
+EVIDENCE_ROUNDS = 3  # throttled rounds needed before the share caught means anything
+ATTEMPTS = 3
+
+
+def test_rounds_that_overlap_throttling_are_set_aside_naming_it(tmp_path, quota_cgroup):
+    # How often the quota binds depends on what else shares the machine (a neighbouring test
+    # process can hold the sweep under its quota for most of a run), so the sweep is repeated,
+    # each run checked in full, until the throttled rounds are enough to judge by.
+    throttled = []
+    for attempt in range(ATTEMPTS):
+        summary, samples, stretches = _sweep(tmp_path / f"attempt-{attempt}", quota_cgroup)
+        assert (summary["status"] == "ok").all()
+        # Two threads need more than the quota: the rows say it timed the quota, not the
+        # hardware.
+        assert summary["quota_measured"].all()
+        hits = _throttled_rounds(samples, stretches)
+        named = summary.set_index("n")["set_aside_causes"].fillna("")
+        for n in hits["n"].unique():
+            assert "throttled" in named[n], f"n={n}: set aside for {named[n]!r}"
+        throttled.append(hits)
+        if sum(map(len, throttled)) >= EVIDENCE_ROUNDS:
+            break
+    throttled = pd.concat(throttled)
+    assert len(throttled) >= EVIDENCE_ROUNDS, (
+        f"the quota throttled {len(throttled)} rounds in {ATTEMPTS} sweeps: "
+        "the fault was not reproduced")
     caught = (~throttled["kept"]).mean()
     assert caught >= 0.95, f"{caught:.0%} of {len(throttled)} throttled rounds set aside"
-    assert summary["set_aside_causes"].str.contains("throttled").all()
-    assert (summary["status"] == "ok").all()
-    # Two threads need more than the quota: the rows say it timed the quota, not the hardware.
-    assert summary["quota_measured"].all()
 
 
 def test_the_same_sweep_without_a_quota_sets_nothing_aside_for_throttling(tmp_path):
