@@ -177,7 +177,7 @@ class RunSession:
     specs: list[Any]
     folder: Path
     meta: dict[str, Any]
-    done: set[tuple[Any, ...]]
+    done: set[CellKey]
     shard: Shard
     interrupted: bool = False
     wall_s: float = 0.0

@@ -47,10 +47,9 @@ from qkbench.measure.timing import UNFIT_BUDGET_FACTOR, SamplingResult, StopRule
 from qkbench.measure.worker import WorkerHandle
 from qkbench.plan.config import Config
 from qkbench.plan.sweep import Cell, Shape, Shard, above_size_limit, expand, groups, size_limits
-from qkbench.plan.sweep import member_name
+from qkbench.cell_key import CellKey, member_name
 from qkbench.records.results import (
     RunWriter,
-    key_of,
     min_bytes,
     sample_rows,
     summary_row,
@@ -92,7 +91,7 @@ class Runner:
     def __init__(self, config: Config, specs: list[BackendSpec], writer: RunWriter,
                  on_cell_done: CellDone = lambda row: None, peaks: Peaks | None = None,
                  host_cache_bytes: int = 32 << 20, shard: Shard = WHOLE_SWEEP,
-                 done: set[tuple[Any, ...]] | None = None,
+                 done: set[CellKey] | None = None,
                  ceilings: Ceilings | None = None,
                  environments: Mapping[str, Environment] | None = None) -> None:
         """`shard` picks the part of the sweep to run; cells whose keys are in `done` (from an
@@ -124,7 +123,7 @@ class Runner:
     def cells(self) -> list[Cell]:
         """The cells this run will record: its shard of the sweep, less those already done."""
         return [cell for cell in expand(self.config, self.labels, self.shard)
-                if key_of(cell.key()) not in self.done]
+                if cell.key not in self.done]
 
     def run(self) -> RunCounts:
         # The shared inputs live inside the run directory, not in the temp directory: a run
@@ -143,7 +142,7 @@ class Runner:
                 for group in shape_groups:
                     runnable = []
                     for cell in group:
-                        if key_of(cell.key()) in self.done:
+                        if cell.key in self.done:
                             continue
                         reason = (self._skip_reason(cell) or shape_too_big
                                   or self._memory_reason(cell))
@@ -188,7 +187,7 @@ class Runner:
             return backend.unavailable
         if cell.dtype not in backend.dtypes:
             return f"{cell.backend} does not support {cell.dtype}"
-        if cell.variant.threads is not None and backend.device != "cpu":
+        if cell.variant.threads_requested is not None and backend.device != "cpu":
             return "the threads axis applies to CPU backends only"
         missing = cell.shape.problem().needs() - backend.attention
         if missing:
@@ -216,7 +215,7 @@ class Runner:
         timing, variant = self.config.timing, cell.variant
         return CellPlan(dtype=variant.dtype, min_sample_s=timing.min_sample_s,
                         warmup_s=timing.warmup_s, phase=variant.phase, cache=variant.cache,
-                        threads=variant.threads, host_cache_bytes=self.host_cache_bytes,
+                        threads=variant.threads_requested, host_cache_bytes=self.host_cache_bytes,
                         check_margin=timing.target_rel_ci,
                         cuda_graphs=timing.cuda_graphs)
 

@@ -18,7 +18,7 @@ from qkbench.errors import UsageError
 from qkbench.measure.timing import Sample, StopRule, interleave
 from qkbench.plan import config as config_module
 from qkbench.plan.sweep import expand, groups
-from qkbench.records.record import CellKey
+from qkbench.cell_key import CellKey
 from tests.conftest import FAST_TIMING, REPO, run_cli
 from tests.venvs import make_venv
 
@@ -41,7 +41,7 @@ def test_every_backend_runs_in_every_environment_of_a_group(names, backends):
         for group in shape_groups:
             members = [(cell.backend, cell.environment) for cell in group]
             assert sorted(members) == sorted((b, e) for b in backends for e in names)
-            keys = [CellKey.of(cell.key()) for cell in group]
+            keys = [cell.key for cell in group]
             assert len(set(keys)) == len(keys)  # the environment tells them apart
             assert {key.environment for key in keys} == set(names)
             assert len({key.group() for key in keys}) == 1  # one interleaving group
@@ -54,7 +54,7 @@ def test_without_environments_nothing_changes():
                                   "backends": ["numpy"]})
     (cell,) = expand(config, ["numpy"])
     assert cell.environment is None and cell.member == "numpy"
-    assert CellKey.of(cell.key()) == CellKey.of({k: v for k, v in cell.key().items()
+    assert cell.key == CellKey.of({k: v for k, v in cell.key.as_dict().items()
                                                  if k != "environment"})
 
 

@@ -42,7 +42,7 @@ def write_paired_run(folder: Path, factor: dict[str, float], rounds: int = 30,
     writer = RunWriter(folder)
     for backend, cost in zip(BACKENDS, (1e-4, 2e-4)):
         for environment in environments:
-            cell = Cell(backend, Shape(64, 64, 16), Variant("float32"), environment)
+            cell = Cell.of(backend, Shape(64, 64, 16), Variant("float32"), environment)
             slot_effect = rng.normal(1.0, 0.005, processes)
             extra = factor.get(backend, 1.0) if environment == environments[1] else 1.0
             samples = [Sample(r, float(r), cost * extra * level[r] * slot_effect[r % processes]

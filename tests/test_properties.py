@@ -169,7 +169,7 @@ def test_builtin_cpu_backends_are_ok_and_count_flops_and_bytes(cells, shape, dty
             cls = load_class(BUILTINS[name])
             if dtype not in cls.dtypes:
                 continue  # the runner records such a cell as skipped, never runs it
-            cell = Cell(name, shape, Variant(dtype))
+            cell = Cell.of(name, shape, Variant(dtype))
             status, reason, figures = cells.outcome(BUILTINS[name], folder, dtype)
             row = summary_row(cell, cls.device, status, reason, figures)
             assert row["status"] == "ok", f"{name} {dtype} {shape}: {reason}"

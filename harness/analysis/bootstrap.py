@@ -10,7 +10,7 @@ import zlib
 from collections.abc import Sequence
 
 import numpy as np
-from qkbench.records.record import CellKey
+from qkbench.cell_key import CellKey
 from scipy import stats
 
 CONFIDENCE = 0.95

@@ -49,7 +49,8 @@ from qkbench.errors import UsageError
 from qkbench.machine import calibration
 from qkbench.machine.environment import environment_differences  # re-exported
 from qkbench.machine.contention import BUSY_CORES
-from qkbench.records.record import CellKey, missing
+from qkbench.records.record import missing
+from qkbench.cell_key import CellKey
 from qkbench.records.results import kept_mask
 from qkbench.records.run import Run, load_run
 

@@ -31,7 +31,7 @@ import pandas as pd
 from qkbench.analysis.compare import DEFAULT_THRESHOLD, environment_differences, read_run
 from qkbench.analysis.l1_steps import find_steps_l1
 from qkbench.errors import UsageError
-from qkbench.records.record import CELL_KEY, CellKey
+from qkbench.cell_key import CELL_KEY, CellKey
 from qkbench.records.run import Run
 from qkbench.records.store import stored_runs
 from qkbench.units import value_text

@@ -27,7 +27,8 @@ import pandas as pd
 from qkbench.analysis.bootstrap import bootstrap_median, cell_seed
 from qkbench.analysis.compare import CellResult, Comparison, Rule, busy_note, read_run
 from qkbench.errors import UsageError
-from qkbench.records.record import CellKey, missing
+from qkbench.records.record import missing
+from qkbench.cell_key import CellKey
 from qkbench.records.run import Run
 
 # The smallest threshold at which none of 20 A/A paired runs of the shrunk `ci` sweep raised an

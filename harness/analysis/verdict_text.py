@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qkbench.records.record import CELL_KEY, KEY_DEFAULTS
+from qkbench.cell_key import CELL_KEY, KEY_DEFAULTS
 from qkbench.units import value_text
 
 if TYPE_CHECKING:

@@ -74,7 +74,7 @@ def round_order(seed: int, cells: list[Cell]) -> Callable[[list[str]], list[str]
     """The members' order within each round of a group that spans environments, shuffled by
     a generator seeded by the config's seed and the group: neither environment always runs
     first (right after the machine check's pause, or right after the other's turn)."""
-    rng = random.Random(f"{seed}:{cells[0].key() if cells else ''}")
+    rng = random.Random(f"{seed}:{cells[0].key.as_dict() if cells else ''}")
 
     def order(members: list[str]) -> list[str]:
         rng.shuffle(members)
@@ -263,4 +263,4 @@ def threads_in_force(cell: Cell, figures: dict[str, Any]) -> int | None:
     reported = (figures.get("info") or {}).get("threads")
     if isinstance(reported, int) and not isinstance(reported, bool) and reported > 0:
         return reported
-    return cell.variant.threads
+    return cell.variant.threads_requested

@@ -18,7 +18,7 @@ from qkbench.errors import UsageError
 from qkbench.present import plots
 from qkbench.present.report_html import render_html
 from qkbench.present.report_markdown import render_markdown
-from qkbench.records.record import CellKey
+from qkbench.cell_key import CellKey
 from qkbench.records.results import write_atomically
 from qkbench.records.run import load_run
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from qkbench.analysis.crossover import ATTENTION_COLUMNS, attention_words
+from qkbench.analysis.crossover import attention_words
+from qkbench.cell_key import ATTENTION_AXES
 from qkbench.errors import UsageError
 from qkbench.present.figures.style import _MARKERS, _PALETTE
 from qkbench.records.run import load_run
@@ -135,7 +136,7 @@ def _device_of(summary: pd.DataFrame, backend: str) -> str:
 def with_attention_key(frame: pd.DataFrame) -> pd.DataFrame:
     """`attention_key`: a row's attention axes as one text variant ("llama-3-8b causal"; ""
     for the 2-D product), so that one model's or one mask's cells never join another's line."""
-    columns = [c for c in ATTENTION_COLUMNS if c in frame]
+    columns = [c for c in ATTENTION_AXES if c in frame]
     words: dict[tuple[Any, ...], str] = {}
     keys = frame[columns].astype(object).itertuples(index=False, name=None)
     return frame.assign(attention_key=[

@@ -30,7 +30,7 @@ from qkbench.analysis.history import (
     gather,
 )
 from qkbench.errors import UsageError
-from qkbench.records.record import CellKey
+from qkbench.cell_key import CellKey
 from qkbench.records.run import load_summaries
 from qkbench.records.store import entries, machines
 

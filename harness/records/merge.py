@@ -13,8 +13,8 @@ from typing import Any
 
 from qkbench.errors import UsageError
 from qkbench.records.meta import SCHEMA_VERSION
-from qkbench.records.record import CELL_KEY, CellKey
-from qkbench.records.results import RunWriter, key_of
+from qkbench.cell_key import CELL_KEY, CellKey
+from qkbench.records.results import RunWriter
 
 
 def _meta(folder: Path) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def expected_keys(meta: dict[str, Any]) -> set[CellKey]:
 
     config = config_module.parse(config_module.parse_yaml_text(meta["config_text"], "meta.json"))
     labels = [backend["label"] for backend in meta.get("backends", [])]
-    return {key_of(cell.key()) for cell in expand(config, labels)}
+    return {cell.key for cell in expand(config, labels)}
 
 
 def _same_machine_kind(folders: list[Path], metas: list[dict[str, Any]]) -> None:
@@ -85,7 +85,7 @@ class _Keys:
         raw = tuple(str(record.get(name)) for name in CELL_KEY)
         key = self._known.get(raw)
         if key is None:
-            key = self._known[raw] = key_of(record)
+            key = self._known[raw] = CellKey.of(record)
         return key
 
 

@@ -27,18 +27,17 @@ import pandas as pd
 from qkbench.measure.timing import MIN_FIT_SAMPLES, SamplingResult
 from qkbench.plan.sweep import Cell
 
-# The columns, their types and the cell key are declared once, in records/record.py.
+# The cell key is declared once, in qkbench.cell_key; the columns and their types in
+# records/record.py.
+from qkbench.cell_key import CELL_KEY, KEY_DEFAULTS, CellKey
 from qkbench.records.record import (
-    CELL_KEY,
     FAILED_STATUSES,  # noqa: F401  (re-exported)
     FLOAT_COLUMNS,
     INTEGER_COLUMNS,
     KEY_FLAG_COLUMNS,
-    KEY_DEFAULTS,
     STATUSES,
     STRING_COLUMNS,
     SUMMARY_COLUMNS,
-    CellKey,
     SummaryRecord,
     info_text,
 )
@@ -66,7 +65,7 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
     assert status in STATUSES, status
     row: dict[str, Any] = {col: None for col in SUMMARY_COLUMNS}
     flops, nbytes = cell.shape.flops, min_bytes(cell)
-    row.update(cell.key(), device=device, precision=cell.dtype, status=status, reason=reason,
+    row.update(cell.key.as_dict(), device=device, precision=cell.dtype, status=status, reason=reason,
                flops=flops, bytes=nbytes, intensity=flops / nbytes, samples=0, converged=False,
                peak_gflops=peak_gflops, info={})
     figures = dict(figures or {})
@@ -111,7 +110,7 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
 
 def sample_rows(cell: Cell, device: str, precision: str,
                 sampling: SamplingResult) -> list[dict[str, Any]]:
-    key = {**cell.key(), "device": device, "precision": precision}
+    key = {**cell.key.as_dict(), "device": device, "precision": precision}
     aside = sampling.set_aside_rounds
     return [{**key, **asdict(sample), "machine_fit": sample.round not in aside,
              "set_aside_cause": _round_cause(sampling, sample.round)}
@@ -134,14 +133,9 @@ def kept_mask(samples: pd.DataFrame, cell_columns: list[str]) -> pd.Series:
     return fit | (fit_per_cell < MIN_FIT_SAMPLES)
 
 
-def key_of(row: dict[str, Any]) -> CellKey:
-    """A row's (or a sample's, or `Cell.key()`'s) cell key."""
-    return CellKey.of(row)
-
-
 def finished_keys(folder: Path) -> set[CellKey]:
     """The keys of the cells a run directory's log already holds."""
-    return {key_of(row) for row in read_jsonl(folder / "cells.jsonl")}
+    return {CellKey.of(row) for row in read_jsonl(folder / "cells.jsonl")}
 
 
 def repair_log(folder: Path) -> None:
@@ -149,8 +143,8 @@ def repair_log(folder: Path) -> None:
     samples of a cell whose row never made it (samples are written first), so that re-running
     that cell leaves no duplicates."""
     rows = read_jsonl(folder / "cells.jsonl")
-    done = {key_of(row) for row in rows}
-    samples = [s for s in read_jsonl(folder / "samples.jsonl") if key_of(s) in done]
+    done = {CellKey.of(row) for row in rows}
+    samples = [s for s in read_jsonl(folder / "samples.jsonl") if CellKey.of(s) in done]
     for name, records in (("cells.jsonl", rows), ("samples.jsonl", samples)):
         text = "".join(json.dumps(r, default=_json_default) + "\n" for r in records)
         write_atomically(folder / name, lambda tmp, text=text: tmp.write_text(text))
