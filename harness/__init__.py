@@ -19,8 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from qkbench.machine.idle_threads import quiet_idle_threads
-
-__version__ = "0.2.0"
+from qkbench.version import __version__
 
 # Before anything imports NumPy: reference products run with BLAS in this process too, and its
 # thread pool must not spin through the next backend's turn (see qkbench.machine.idle_threads).

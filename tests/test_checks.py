@@ -9,7 +9,7 @@ import pytest
 from qkbench.measure import agreement, checks, inputs, plausible
 from qkbench.measure.kernel_timer import KernelTimer
 from qkbench.measure.cell import CellFailure, CellPlan
-from qkbench.measure.session import _Session
+from qkbench.measure.session import Session
 
 QUIET = {"OPENBLAS_THREAD_TIMEOUT": "20", "GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
 
@@ -229,11 +229,11 @@ def test_fresh_inputs_are_independent_of_the_timed_ones(shape_folder):
 
 
 def _verify(path, folder):
-    session = _Session(path, {})
+    session = Session(path, {})
     session.setup(folder, CellPlan(dtype="float32", min_sample_s=1e-4, warmup_s=0.0))
     session.sample(6, 0)
     try:
-        return session.verify(True)
+        return session.handle(("verify", True))
     finally:
         session.release()
 

@@ -30,7 +30,7 @@ BUSY_CORES = 0.5
 _PROC = Path("/proc")
 
 
-def _ticks_per_second() -> int:
+def ticks_per_second() -> int:
     try:
         return os.sysconf("SC_CLK_TCK")
     except (AttributeError, ValueError, OSError):
@@ -49,7 +49,7 @@ def system_busy_s(proc: Path = _PROC) -> float | None:
     # counted in user, so it is not added twice.
     values = [int(v) for v in fields[1:9]] + [0] * max(0, 9 - len(fields))
     user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
-    return (user + nice + system + irq + softirq + steal) / _ticks_per_second()
+    return (user + nice + system + irq + softirq + steal) / ticks_per_second()
 
 
 def process_cpu_s(pid: int, proc: Path = _PROC) -> float | None:
@@ -61,7 +61,7 @@ def process_cpu_s(pid: int, proc: Path = _PROC) -> float | None:
     # The command name (field 2) is in parentheses and may hold spaces: split after it.
     fields = text[text.rfind(")") + 2:].split()
     try:
-        return (int(fields[11]) + int(fields[12])) / _ticks_per_second()  # utime, stime
+        return (int(fields[11]) + int(fields[12])) / ticks_per_second()  # utime, stime
     except (IndexError, ValueError):
         return None
 

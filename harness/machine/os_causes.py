@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # One reading of the tick rate, /proc's and the round watch's alike.
-from qkbench.machine.contention import _ticks_per_second, process_cpu_s, system_busy_s
+from qkbench.machine.contention import ticks_per_second, process_cpu_s, system_busy_s
 from qkbench.machine.cpu_quota import affinity_cores, cpu_cgroup_folders
 
 _PROC, _SYS = Path("/proc"), Path("/sys")
@@ -73,7 +73,7 @@ def steal_s(proc: Path = _PROC) -> float | None:
     if len(fields) < 9 or fields[0] != "cpu":
         return None  # kernels before 2.6.11 have no steal field
     try:
-        return int(fields[8]) / _ticks_per_second()
+        return int(fields[8]) / ticks_per_second()
     except ValueError:
         return None
 
@@ -141,7 +141,7 @@ class RoundCauses:
         self._proc, self._sys, self._clock = proc, sys, clock
         self._cpus = cpus or _usable_cpus()
         self._threads = min(threads, self._cpus) if threads and threads > 0 else self._cpus
-        self._tick_s = 1.0 / _ticks_per_second()  # the steal counter's resolution
+        self._tick_s = 1.0 / ticks_per_second()  # the steal counter's resolution
         self._stat_files = cpu_stat_files(proc)
         self._start: Reading | None = None
         self.mhz_readings: list[float] = []

@@ -1,11 +1,14 @@
-"""Step 2, in a worker: what one cell is — its plan, how it fails, and the small pieces the
-worker's setup and the checks after timing share (the timed call, the agreement check, the
-backend's facts). Imported by `qkbench.measure.session` and `qkbench.measure.verify`.
+"""In a worker: what one cell is — its plan, how it fails, the state of the cell set up last
+(`CellUnderTest`), and the pieces the worker's setup and the checks after timing share (the
+timed call, the agreement check, the backend's facts). Used by `qkbench.measure.session` and
+`qkbench.measure.verify`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import numpy as np
 
 from qkbench.backends.base import Problem
 from qkbench.measure import agreement, checks, inputs
+from qkbench.measure.kernel_timer import KernelTimer
 
 
 @dataclass(frozen=True)
@@ -48,16 +52,14 @@ class CellFailure(Exception):
         self.status, self.reason, self.details = status, reason, details or {}
 
 
-
-
-def _problem(shape: inputs.ShapeInputs) -> Problem:
+def problem_of(shape: inputs.ShapeInputs) -> Problem:
     """What the cell computes: the saved attention problem, or the plain product of Q and K."""
     if shape.reference.problem is not None:
         return shape.reference.problem
     return Problem(shape.q.shape[0], shape.k.shape[0], shape.q.shape[1])
 
 
-def _timed_call(backend: Any, phase: str, host_sets: list[tuple[Any, Any]]
+def timed_call(backend: Any, phase: str, host_sets: list[tuple[Any, Any]]
                 ) -> tuple[Any, list[tuple[Any, Any]], Any]:
     """(the function to time, its argument sets, how to bring its result to the host)."""
     if phase == "kernel":
@@ -72,24 +74,40 @@ def _timed_call(backend: Any, phase: str, host_sets: list[tuple[Any, Any]]
     return end_to_end, host_sets, lambda s: s
 
 
-@dataclass(frozen=True)
-class _CellState:
-    """What the checks after timing need to know of the cell set up last."""
+@dataclass
+class CellUnderTest:
+    """The cell a worker set up last: what sampling and the checks after timing read and
+    update."""
 
-    folder: Path
+    folder: Path  # the shape's inputs (and the fresh set the checks use)
     plan: CellPlan
     precision: str
     reference: inputs.Reference
-    to_host: Any
-    guard: checks.InputGuard
-    shape: tuple[int, ...]  # of S: (n, m), or (B, H, n, m)
+    to_host: Any  # brings a timed call's result to the host
+    guard: checks.InputGuard  # pristine bits of what the backend was given
+    s_shape: tuple[int, ...]  # of S: (n, m), or (B, H, n, m)
+    timer: KernelTimer
+    calls: int = 1  # calls per timed block
+    block_s: float = 0.0  # the calibrated block's length
+    # The fastest per-call time of the cell's blocks: what the checks after timing compare
+    # with (the fastest, since a preempted block on a busy machine says nothing of it).
+    fastest_call_s: float = math.inf
+    to_host_s: list[float] = field(default_factory=list)  # to_numpy times (first, timed, fresh)
+
+    def host_answer(self, result: Any, to_host: Any = None) -> Any:
+        """A result on the host, timing the conversion (`verify` compares those times with a
+        call's: work hidden in to_numpy shows there)."""
+        start = time.perf_counter()
+        host = (to_host or self.to_host)(result)
+        self.to_host_s.append(time.perf_counter() - start)
+        return host
 
 
 # Rows of S the other workers of a cell check in a timed call's answer (all when fewer).
 SOME_ROWS = 256
 
 
-def _some_rows(reference: inputs.Reference) -> inputs.Reference:
+def some_rows(reference: inputs.Reference) -> inputs.Reference:
     """A random share of a reference's rows, drawn from OS entropy."""
     if len(reference.rows) <= SOME_ROWS:
         return reference
@@ -98,19 +116,19 @@ def _some_rows(reference: inputs.Reference) -> inputs.Reference:
     return reference.subset(picked)
 
 
-def _failed(check: str, detail: str, figures: dict[str, Any] | None = None) -> CellFailure:
+def failed(check: str, detail: str, figures: dict[str, Any] | None = None) -> CellFailure:
     """The failure of one check: its status, a reason that opens with the check's name, and
     the check in `failed_check`."""
     return CellFailure(checks.status(check), checks.reason(check, detail),
                        {**(figures or {}), "failed_check": check})
 
 
-def _check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, ...], dtype: str,
+def check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, ...], dtype: str,
                      precision: str, figures: dict[str, Any], check: str) -> None:
     """Add the error figures to `figures`; raise the `check`'s failure when S is wrong."""
     bad_output = agreement.check_output(host, shape, dtype)
     if bad_output:
-        raise _failed(check, bad_output, figures)
+        raise failed(check, bad_output, figures)
     verdict = agreement.compare(host, reference, precision)
     errors = {"max_err": verdict.max_err, "mean_err": verdict.mean_err,
               "err_bound": verdict.bound, "checked_rows": verdict.checked_rows,
@@ -119,24 +137,24 @@ def _check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, .
               "worst_j": verdict.worst[1] if verdict.worst else None}
     if not verdict.passed:
         # The failing answer's figures replace the first call's: the row shows what gave it away.
-        raise _failed(check, verdict.reason or "", {**figures, **errors})
+        raise failed(check, verdict.reason or "", {**figures, **errors})
     figures.update(errors)
 
 
-def _device_clock(backend: Any) -> Any:
+def device_clock_of(backend: Any) -> Any:
     """The backend's device clock, or None (also for plugins written before the hook)."""
     hook = getattr(backend, "device_clock", None)
     return hook() if callable(hook) else None
 
 
-def _precision(backend: Any, dtype: str) -> str:
+def precision_of(backend: Any, dtype: str) -> str:
     """The precision the backend computes a dtype in (TF32 for float32, say); the agreement
     bound uses it, so a backend that declares less precision is held to a looser bound."""
     precision = getattr(backend, "precision", None)
     return str(precision(dtype)) if callable(precision) else dtype
 
 
-def _telemetry(backend: Any, when: str) -> dict[str, float]:
+def telemetry(backend: Any, when: str) -> dict[str, float]:
     """sm_clock_start_mhz, temperature_end_c, ...: a backend's readings, named by moment."""
     try:
         readings = backend.telemetry() or {}
@@ -150,7 +168,7 @@ def _telemetry(backend: Any, when: str) -> dict[str, float]:
     return out
 
 
-def _safe_info(backend: Any) -> dict[str, Any]:
+def safe_info(backend: Any) -> dict[str, Any]:
     """A backend's info() must never fail a cell: it is only facts about the row (a fact with
     a column of its own fills it, the rest is kept in the row's `info` mapping)."""
     try:

@@ -202,9 +202,9 @@ def _answer(environment: Environment, process: subprocess.Popen[str] | str) -> d
 
 
 def _own_version() -> str:
-    import qkbench
+    from qkbench.version import __version__
 
-    return str(qkbench.__version__)
+    return __version__
 
 
 def differences(environments: Mapping[str, Environment]) -> list[str]:

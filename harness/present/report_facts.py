@@ -42,13 +42,13 @@ def fastest(runs: plots.RunSet) -> pd.DataFrame:
         largest = group[group["flops"] == flops]
         rows.append(largest.loc[largest["median_s"].idxmin()])
     order = {m: i for i, m in enumerate(runs.machines)}
-    frame = _ranked(pd.DataFrame(rows))
+    frame = rank_rows(pd.DataFrame(rows))
     frame["_m"] = frame["machine"].map(order)
-    return frame.sort_values(["_m", *_RANKS], kind="stable")
+    return frame.sort_values(["_m", *RANK_COLUMNS], kind="stable")
 
 
 def variant_words(row: Any) -> str:
-    words = style._variant_words(row, ("phase", "cache", "threads_key", "precision"),
+    words = style.variant_word_list(row, ("phase", "cache", "threads_key", "precision"),
                                  all_words=False)
     return ", ".join(words)
 
@@ -75,26 +75,26 @@ def format_number(value: Any, digits: int = 3) -> str:
     return f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
 
 
-def _ranked(frame: pd.DataFrame) -> pd.DataFrame:
+def rank_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Sort keys that put defaults first: float16 < … < float64, kernel before end-to-end, warm
     before cold, the library's own thread count before explicit ones."""
     return frame.assign(
-        _t=frame["dtype"].map(style._dtype_rank),
+        _t=frame["dtype"].map(style.dtype_rank),
         _p=frame["phase"].map(lambda p: (p != "kernel", p)),
         _c=frame["cache"].map(lambda c: (c != "warm", c)),
         _h=frame["threads_key"].map(lambda t: (t != "", int(t) if t.isdigit() else 0)))
 
 
-_RANKS = ["_t", "d_k", "_p", "_c", "_h"]
+RANK_COLUMNS = ["_t", "d_k", "_p", "_c", "_h"]
 
 
 def sort_cells(frame: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
     order = {m: i for i, m in enumerate(machines)}
     backends = {b: i for i, b in enumerate(dict.fromkeys(frame["backend"]))}
-    ranked = _ranked(frame).assign(_m=frame["machine"].map(order),
+    ranked = rank_rows(frame).assign(_m=frame["machine"].map(order),
                                    _b=frame["backend"].map(backends))
-    return ranked.sort_values(["_m", *_RANKS, "n", "m", "_b"], kind="stable").drop(
-        columns=["_m", "_b", *[c for c in _RANKS if c.startswith("_")]])
+    return ranked.sort_values(["_m", *RANK_COLUMNS, "n", "m", "_b"], kind="stable").drop(
+        columns=["_m", "_b", *[c for c in RANK_COLUMNS if c.startswith("_")]])
 
 
 def problems(runs: plots.RunSet) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -112,7 +112,7 @@ def problems(runs: plots.RunSet) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _which(group: pd.DataFrame) -> str:
     """'float64 · n 16–1024 · d_k 16, 64': which cells a group covers, briefly."""
-    parts = [", ".join(sorted(set(group["dtype"]), key=style._dtype_rank))]
+    parts = [", ".join(sorted(set(group["dtype"]), key=style.dtype_rank))]
     for column in ("n", "d_k"):
         values = sorted({int(v) for v in group[column].dropna()})
         if len(values) > 3:

@@ -12,7 +12,7 @@ import pandas as pd
 from qkbench.analysis.crossover import attention_words
 from qkbench.cell_key import ATTENTION_AXES
 from qkbench.errors import UsageError
-from qkbench.present.figures.style import _MARKERS, _PALETTE
+from qkbench.present.figures.style import MARKERS, PALETTE
 from qkbench.records.run import load_run
 
 # ---------------------------------------------------------------------------------------------
@@ -123,8 +123,8 @@ def load_runs(folders: list[Path | str]) -> RunSet:
     sample = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
     backends = sorted(summary["backend"].unique(),
                       key=lambda b: (_device_of(summary, b) != "cpu", b))
-    colors = {b: _PALETTE[i % len(_PALETTE)] for i, b in enumerate(backends)}
-    markers = {run.host: _MARKERS[i % len(_MARKERS)] for i, run in enumerate(runs)}
+    colors = {b: PALETTE[i % len(PALETTE)] for i, b in enumerate(backends)}
+    markers = {run.host: MARKERS[i % len(MARKERS)] for i, run in enumerate(runs)}
     return RunSet(runs, summary, sample, colors, markers)
 
 
