@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from qkbench.errors import UsageError
 from qkbench.measure.timing import Sample, StopRule, interleave
+from qkbench.measure.worker import PROTOCOL_VERSION
 from qkbench.plan import config as config_module
 from qkbench.plan.sweep import expand, groups
 from qkbench.cell_key import CellKey
@@ -248,7 +249,7 @@ def test_a_qkbench_of_another_protocol_is_refused_naming_both(tmp_path, protocol
                                   {"name": "old", "python": sys.executable,
                                    "paths": [str(other)]}])
     assert "environment old" in message and "9.9.9" in message and words in message
-    assert "worker protocol 1" in message  # this side's version too
+    assert f"worker protocol {PROTOCOL_VERSION}" in message  # this side's version too
 
 
 def test_cli_env_flags_make_the_axis_and_resume_refuses_them(tmp_path):

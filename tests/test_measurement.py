@@ -48,7 +48,7 @@ def test_cold_cache_rotates_copies_and_records_how_many(shape_folder, cache, cop
                     host_cache_bytes=1 << 20)
     figures = session.setup(shape_folder, plan)
     expected = copies or cold_copies((64 + 48) * 16 * 4, 1 << 20)
-    assert figures["cache_copies"] == expected
+    assert figures.cache_copies == expected
     assert len(session.cell.timer._sets) == expected
     assert len({id(q) for q, _ in session.cell.timer._sets}) == expected  # distinct arrays
     session.release()
@@ -65,7 +65,7 @@ def test_thread_limit_is_in_force_during_the_cell_and_restored_after(shape_folde
     session = Session("qkbench.backends.numpy_backend:NumpyBackend", {})
     plan = CellPlan(dtype="float32", min_sample_s=1e-4, warmup_s=0.0, threads=1)
     figures = session.setup(shape_folder, plan)
-    assert figures["info"]["threads"] == 1 and set(blas_threads()) == {1}
+    assert figures.info["threads"] == 1 and set(blas_threads()) == {1}
     session.release()
     assert blas_threads() == before
 
@@ -80,7 +80,7 @@ def test_library_thread_pools_are_limited_and_restored(shape_folder, path, modul
     default = session.backend.info()["threads"]
     figures = session.setup(shape_folder, CellPlan(dtype="float32", min_sample_s=1e-4,
                                                     warmup_s=0.0, threads=1))
-    assert figures["info"]["threads"] == 1
+    assert figures.info["threads"] == 1
     session.release()
     assert session.backend.info()["threads"] == default
 

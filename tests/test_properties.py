@@ -130,7 +130,7 @@ class Cells:
         try:
             figures = session.setup(str(folder), plan, True)
             session.sample(2, 0)
-            figures.update(session.handle(("verify", False)))
+            figures.merge(session.handle(("verify", False)))
             return "ok", "", figures
         except CellFailure as failure:
             return failure.status, failure.reason, failure.details

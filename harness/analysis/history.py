@@ -1,4 +1,4 @@
-"""Step 7b: many run directories of one config → a timeline per cell, and the steps in it.
+"""Many run directories of one config → a timeline per cell, and the steps in it.
 
 `compare` answers "is this change slower than that one?"; history answers "when did this cell
 get slower, and did it stay slower?". Runs are ordered by when they were made

@@ -1,4 +1,4 @@
-"""Step 7, one run of several environments → a verdict per cell from paired rounds.
+"""One run of several environments → a verdict per cell from paired rounds.
 
 A run with environments (`qkbench run --env base=... --env pr=...`) samples every backend in
 each environment's workers, all of a group's members in the same rounds. For a cell, the

@@ -1,4 +1,4 @@
-"""Step 7, a comparison for people and machines: the console table, the Markdown a pull
+"""A comparison for people and machines: the console table, the Markdown a pull
 request comment shows, and JSON. Formatting only: the verdicts are made in analysis/compare.py."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Step 9b: a sharded sweep sent to Slurm with sbatch; a submission's missing shards resent.
+"""A sharded sweep sent to Slurm with sbatch; a submission's missing shards resent.
 
 `submit` writes the scripts (cluster.slurm_scripts) and the sweep's config into the output
 folder, then submits per partition a job array of the shards and a merge that waits for every

@@ -1,4 +1,4 @@
-"""Step 9a: one sharded sweep → the text of its Slurm batch scripts (nothing is submitted here).
+"""One sharded sweep → the text of its Slurm batch scripts (nothing is submitted here).
 
 Per partition (a kind of machine): a job-array script whose task I runs shard I/N of the sweep,
 and a merge script that joins the partition's shards. With several partitions, a report script

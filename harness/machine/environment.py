@@ -1,4 +1,4 @@
-"""Step 6b: the environment fingerprint stored with every run (and shown by `qkbench env`).
+"""The environment fingerprint stored with every run (and shown by `qkbench env`).
 
 Numbers are only comparable when the machine and software that produced them are known, so the
 fingerprint records the CPU, memory, OS, Python, library versions, the BLAS NumPy uses and its

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -44,12 +45,117 @@ def cold_copies(set_bytes: int, cache_bytes: int) -> int:
     return int(min(MAX_COLD_COPIES, max(2, -(-2 * cache_bytes // max(set_bytes, 1)))))
 
 
+@dataclass
+class CellFigures:
+    """What a cell's workers and the main process learn of it besides its samples: every name
+    declared here, with its type. Most are summary columns of the same name (the row takes
+    them as they are); `WORKING` are the runner's own (time accounting, the sampler, the speed
+    check) and have no column; a backend's telemetry under a name no column has, and its
+    `info()`, go to the row's `info` mapping. A name not declared is refused (`merge`)."""
+
+    precision: str | None = None
+    first_call_s: float | None = None
+    cache_copies: int | None = None
+    clock: str | None = None
+    l2_flush: bool | None = None
+    calls_per_sample: int | None = None
+    cuda_graph: bool | None = None
+    launch_overhead_s: float | None = None
+    # the agreement check's figures (of the check that failed, when one did)
+    max_err: float | None = None
+    mean_err: float | None = None
+    err_bound: float | None = None
+    checked_rows: int | None = None
+    outside_share: float | None = None
+    worst_i: int | None = None
+    worst_j: int | None = None
+    failed_check: str | None = None
+    cpu_after_sync_s: float | None = None
+    device_after_sync_s: float | None = None
+    # device telemetry, after warm-up (start) and after sampling (end)
+    peak_device_bytes: int | None = None
+    sm_clock_start_mhz: float | None = None
+    sm_clock_end_mhz: float | None = None
+    temperature_start_c: float | None = None
+    temperature_end_c: float | None = None
+    power_start_w: float | None = None
+    power_end_w: float | None = None
+    throttled: bool | None = None
+    # the machine while the group sampled, and the runner's verdicts on the cell
+    processes: int | None = None  # worker processes the cell was set up in
+    foreign_load: float | None = None
+    set_aside_causes: str | None = None
+    cpu_mhz: float | None = None
+    machine_check: str | None = None
+    speed_limit_s: float | None = None
+    quota_measured: bool | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    # WORKING: no column
+    setup_s: float = 0.0
+    agreement_s: float = 0.0
+    warmup_s: float = 0.0
+    verify_s: float = 0.0
+    block_s: float | None = None
+    cache_bytes: int | None = None
+    new_inputs_ratio: float | None = None
+
+    WORKING: ClassVar[tuple[str, ...]] = ("setup_s", "agreement_s", "warmup_s", "verify_s",
+                                          "block_s", "cache_bytes", "new_inputs_ratio")
+
+    def merge(self, other: CellFigures | Mapping[str, Any] | None) -> CellFigures:
+        """These figures with `other`'s set over them (None leaves a figure as it was;
+        `info` mappings merge). Raises ValueError on a name this type does not declare."""
+        if other is None:
+            return self
+        values = other.set_values() if isinstance(other, CellFigures) else dict(other)
+        declared = {spec.name for spec in fields(self)}
+        unknown = sorted(set(values) - declared)
+        if unknown:
+            raise ValueError(f"undeclared cell figures: {', '.join(unknown)}")
+        for name, value in values.items():
+            if name == "info":
+                self.info = {**self.info, **dict(value or {})}
+            elif value is not None:
+                setattr(self, name, value)
+        return self
+
+    def set_values(self) -> dict[str, Any]:
+        """The figures that hold a value (a default working figure counts as unset)."""
+        out = {}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            default = spec.default if spec.default is not MISSING else None
+            if spec.name == "info" and value:
+                out["info"] = dict(value)
+            elif spec.name != "info" and value is not None and value != default:
+                out[spec.name] = value
+        return out
+
+    def columns(self) -> dict[str, Any]:
+        """The figures that are summary columns, as the row takes them."""
+        return {name: value for name, value in self.set_values().items()
+                if name not in self.WORKING}
+
+    def add_telemetry(self, readings: Mapping[str, float]) -> None:
+        """A backend's telemetry named by moment: a declared figure where one fits, else kept
+        in `info` (a plugin may report anything)."""
+        declared = {spec.name for spec in fields(self)}
+        for name, value in readings.items():
+            if name in declared:
+                setattr(self, name, value)
+            else:
+                self.info[name] = value
+
+
 class CellFailure(Exception):
     """A cell ended without timings: `status` is error, crashed, timeout, oom or mismatch."""
 
-    def __init__(self, status: str, reason: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(self, status: str, reason: str,
+                 details: CellFigures | Mapping[str, Any] | None = None) -> None:
         super().__init__(reason)
-        self.status, self.reason, self.details = status, reason, details or {}
+        self.status, self.reason = status, reason
+        self.details = details if isinstance(details, CellFigures) else \
+            CellFigures().merge(details)
 
 
 def problem_of(shape: inputs.ShapeInputs) -> Problem:
@@ -116,15 +222,15 @@ def some_rows(reference: inputs.Reference) -> inputs.Reference:
     return reference.subset(picked)
 
 
-def failed(check: str, detail: str, figures: dict[str, Any] | None = None) -> CellFailure:
+def failed(check: str, detail: str, figures: CellFigures | None = None) -> CellFailure:
     """The failure of one check: its status, a reason that opens with the check's name, and
     the check in `failed_check`."""
-    return CellFailure(checks.status(check), checks.reason(check, detail),
-                       {**(figures or {}), "failed_check": check})
+    details = CellFigures().merge(figures).merge({"failed_check": check})
+    return CellFailure(checks.status(check), checks.reason(check, detail), details)
 
 
 def check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, ...], dtype: str,
-                     precision: str, figures: dict[str, Any], check: str) -> None:
+                     precision: str, figures: CellFigures, check: str) -> None:
     """Add the error figures to `figures`; raise the `check`'s failure when S is wrong."""
     bad_output = agreement.check_output(host, shape, dtype)
     if bad_output:
@@ -137,8 +243,8 @@ def check_agreement(host: Any, reference: inputs.Reference, shape: tuple[int, ..
               "worst_j": verdict.worst[1] if verdict.worst else None}
     if not verdict.passed:
         # The failing answer's figures replace the first call's: the row shows what gave it away.
-        raise failed(check, verdict.reason or "", {**figures, **errors})
-    figures.update(errors)
+        raise failed(check, verdict.reason or "", CellFigures().merge(figures).merge(errors))
+    figures.merge(errors)
 
 
 def device_clock_of(backend: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Step 4c, in the worker after timing: did the backend do the work it was timed on?
+"""In the worker after timing: did the backend do the work it was timed on?
 
 The first call's agreement (`qkbench.measure.agreement`) says a backend *can* compute S. These
 checks, run once per cell after its samples are taken and outside the timed region, say that

@@ -16,6 +16,7 @@ from qkbench.measure import checks, inputs
 from qkbench.measure import verify as checks_after_timing
 from qkbench.measure.cell import (
     CellFailure,
+    CellFigures,
     CellPlan,
     CellUnderTest,
     check_agreement,
@@ -72,7 +73,7 @@ class Session:
     def open(self) -> dict[str, Any]:
         return {"unavailable": self.backend.unavailable()}
 
-    def setup(self, shape_folder: str, plan: CellPlan, first: bool = True) -> dict[str, Any]:
+    def setup(self, shape_folder: str, plan: CellPlan, first: bool = True) -> CellFigures:
         """Set the cell up. The cell's `first` worker checks every reference row of the first
         call's answer; the others, which run the same code on the same inputs, a random share
         of them (as after timing), so the check costs about one full check per cell.
@@ -117,30 +118,30 @@ class Session:
                                          to_host, guard, problem.s_shape(), timer)
         prepared = clock()
         result, first_call_s = timer.first_call()
-        figures: dict[str, Any] = {"first_call_s": first_call_s, "precision": precision,
-                                   "cache_copies": copies, "setup_s": prepared - started,
-                                   "cache_bytes": backend.cache_bytes() or plan.host_cache_bytes,
-                                   "clock": getattr(device_clock, "name", "cuda-events")
-                                   if device_clock is not None else "host",
-                                   "l2_flush": flush, "info": safe_info(backend)}
+        figures = CellFigures(first_call_s=first_call_s, precision=precision,
+                              cache_copies=copies, setup_s=prepared - started,
+                              cache_bytes=backend.cache_bytes() or plan.host_cache_bytes,
+                              clock=getattr(device_clock, "name", "cuda-events")
+                              if device_clock is not None else "host",
+                              l2_flush=flush, info=safe_info(backend))
         checked = clock()
         host = cell.host_answer(result)
         check_agreement(host, shape.reference if first else some_rows(shape.reference),
                          problem.s_shape(), plan.dtype, precision, figures, "first_call")
-        figures["agreement_s"] = clock() - checked
+        figures.agreement_s = clock() - checked
         del result
         warm_start = clock()
         cell.calls, cell.block_s = timer.calibrate(plan.min_sample_s,
                                                    plan.warmup_s if first else 0.0)
         cell.fastest_call_s = cell.block_s / cell.calls
-        figures.update(calls_per_sample=cell.calls, block_s=cell.block_s,
-                       warmup_s=clock() - warm_start,
-                       # False when asked but the library could not capture: rows say so.
-                       cuda_graph=timer.uses_graphs)
+        figures.calls_per_sample, figures.block_s = cell.calls, cell.block_s
+        figures.warmup_s = clock() - warm_start
+        # False when asked but the library could not capture: rows say so.
+        figures.cuda_graph = timer.uses_graphs
         if device_clock is not None:
-            figures["launch_overhead_s"] = timer.launch_overhead()
+            figures.launch_overhead_s = timer.launch_overhead()
         # Read after warm-up, when the clocks have risen to what sampling will see.
-        figures.update(telemetry(backend, "start"))
+        figures.add_telemetry(telemetry(backend, "start"))
         return figures
 
     def _check_device_memory(self, q: Any, k: Any, copies: int, plan: CellPlan) -> None:
@@ -181,14 +182,14 @@ class Session:
             canary.warm_up()
         return bool(canary.fit())
 
-    def release(self) -> dict[str, Any]:
+    def release(self) -> CellFigures:
         """End the cell: its closing telemetry and peak memory; undo per-cell settings."""
-        figures: dict[str, Any] = {}
+        figures = CellFigures()
         if self.cell is not None:
-            figures.update(telemetry(self.backend, "end"))
+            figures.add_telemetry(telemetry(self.backend, "end"))
             peak = self.backend.peak_memory_bytes()
             if peak is not None:
-                figures["peak_device_bytes"] = int(peak)
+                figures.peak_device_bytes = int(peak)
         self.cell = None
         if self.threads_set:  # nothing leaks into the next cell
             self.backend.set_threads(None)

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from qkbench.measure import checks, inputs
-from qkbench.measure.cell import CellUnderTest, check_agreement, failed, some_rows, timed_call
+from qkbench.measure.cell import (CellFigures, CellUnderTest, check_agreement, failed, some_rows,
+                                  timed_call)
 
 # An honest CPU backend's to_numpy takes at most about a copy of S plus a library's fixed cost
 # of handing an array over; allowed: this many timed calls, this many copies, and this floor
@@ -35,14 +36,14 @@ REPLAY_FLOOR_S = 100e-6
 
 
 
-def verify(cell: CellUnderTest, backend: Any, once: bool) -> dict[str, Any]:
+def verify(cell: CellUnderTest, backend: Any, once: bool) -> CellFigures:
     """After sampling: the checks that the timed calls did the work they were timed on, in the
     order that names the root cause (changed inputs make every later answer wrong). Raises
     CellFailure naming the check; returns the figures of the checks that passed. `once`: in
     one of the cell's workers, also the checks whose cost is not per process."""
     timer = cell.timer
     started = time.perf_counter()
-    figures: dict[str, Any] = {}
+    figures = CellFigures()
     changed = cell.guard.changed(backend)
     if changed:
         raise failed("untouched_inputs", changed)
@@ -57,7 +58,7 @@ def verify(cell: CellUnderTest, backend: Any, once: bool) -> dict[str, Any]:
         _, block_s = timer.time_block(calls)
         timer.kept = None
         idle = checks.idle_after_sync(backend, block_s)
-        figures.update(cpu_after_sync_s=idle.cpu_s, device_after_sync_s=idle.device_s)
+        figures.merge({"cpu_after_sync_s": idle.cpu_s, "device_after_sync_s": idle.device_s})
         if idle.reason:
             raise failed("idle_after_sync", idle.reason, figures)
     if kept is not None:
@@ -65,7 +66,7 @@ def verify(cell: CellUnderTest, backend: Any, once: bool) -> dict[str, Any]:
         # backend cannot know which), so the cost stays that of about one check.
         reference = cell.reference if once else some_rows(cell.reference)
         check_agreement(cell.host_answer(kept), reference, cell.s_shape, cell.plan.dtype,
-                        cell.precision, {}, "timed_call")
+                        cell.precision, CellFigures(), "timed_call")
         del kept
     if once:
         host = _check_fresh(cell, backend)
@@ -75,7 +76,7 @@ def verify(cell: CellUnderTest, backend: Any, once: bool) -> dict[str, Any]:
         replayed = _replayed(cell, backend, figures)
         if replayed:
             raise failed("replay", replayed, figures)
-    figures["verify_s"] = time.perf_counter() - started
+    figures.verify_s = time.perf_counter() - started
     return figures
 
 
@@ -106,7 +107,7 @@ def _deferred_work(cell: CellUnderTest, backend: Any, host: Any) -> str | None:
             f"{min(copies):.3g} s: the work is done outside the timed call")
 
 
-def _replayed(cell: CellUnderTest, backend: Any, figures: dict[str, Any]) -> str | None:
+def _replayed(cell: CellUnderTest, backend: Any, figures: CellFigures) -> str | None:
     """Why the timed calls seem to replay answers rather than compute them: a call on new
     inputs (which no remembered answer fits) takes many times what the timed calls just
     before it took.
@@ -142,7 +143,7 @@ def _replayed(cell: CellUnderTest, backend: Any, figures: dict[str, Any]) -> str
         ratios.append((new_s / max(timed_s, 1e-12), new_s, timed_s))
     timer.kept = None
     ratio, new_s, timed_s = min(ratios)
-    figures["new_inputs_ratio"] = ratio
+    figures.new_inputs_ratio = ratio
     if new_s <= REPLAY_FACTOR * timed_s + REPLAY_FLOOR_S:
         return None
     return (f"a call on new inputs took {new_s:.3g} s, {ratio:,.0f}× the {timed_s:.3g} s of "
@@ -161,5 +162,5 @@ def _check_fresh(cell: CellUnderTest, backend: Any) -> Any:
     backend.sync()
     host = cell.host_answer(result, to_host)
     check_agreement(host, shape.reference, cell.s_shape, cell.plan.dtype,
-                     cell.precision, {}, "fresh_inputs")
+                     cell.precision, CellFigures(), "fresh_inputs")
     return host

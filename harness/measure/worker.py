@@ -45,8 +45,9 @@ from qkbench.machine.idle_threads import quiet_idle_threads
 from qkbench.measure.cell import CellFailure
 from qkbench.measure.session import Session
 
-# The version of the requests and replies between the main process and a worker.
-PROTOCOL_VERSION = 1
+# The version of the requests and replies between the main process and a worker (2: replies
+# carry CellFigures, not dicts).
+PROTOCOL_VERSION = 2
 
 
 def serve(fd: int) -> None:

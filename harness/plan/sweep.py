@@ -1,4 +1,4 @@
-"""Step 1: a validated Config → the list of cells to run, in the order they run.
+"""A validated Config → the list of cells to run, in the order they run.
 
 A cell is one backend × one shape (n, m, d_k, and for attention cells batch, heads, kv_heads,
 causal, scaled, preset) × one dtype × one phase × one cache state × one

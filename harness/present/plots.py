@@ -1,4 +1,4 @@
-"""Step 8: run directories → figures (PNG and SVG), one run or many machines in one place.
+"""Run directories → figures (PNG and SVG), one run or many machines in one place.
 
 Every figure has to stand on its own when it is pasted into a chat or a slide: a title that
 says what is measured, the machine(s) in the subtitle, units on the axes, a legend, and log

@@ -1,4 +1,4 @@
-"""Step 8: run directories → one self-contained HTML report, and a Markdown summary for CI.
+"""Run directories → one self-contained HTML report, and a Markdown summary for CI.
 
 This module gathers what a report shows (the runs, their figures, the comparison with a
 baseline); report_html.py and report_markdown.py render it, report_facts.py holds what both

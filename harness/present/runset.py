@@ -12,8 +12,12 @@ import pandas as pd
 from qkbench.analysis.crossover import attention_words
 from qkbench.cell_key import ATTENTION_AXES
 from qkbench.errors import UsageError
-from qkbench.present.figures.style import MARKERS, PALETTE
 from qkbench.records.run import load_run
+
+# What tells backends (colour) and machines (marker) apart in every figure of a run set.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 # ---------------------------------------------------------------------------------------------
 # Machines and run sets

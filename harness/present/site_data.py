@@ -1,4 +1,4 @@
-"""Step 8: a results store → what the published site shows: one series per config, cell and
+"""A results store → what the published site shows: one series per config, cell and
 machine (raw and normalised), the steps found in each, and the regressions still open.
 
 The values and steps come from analysis/history.py (`gather`, `detect`), so `qkbench history`

@@ -1,4 +1,4 @@
-"""Step 6c: join the shards of one sweep (`qkbench run --shard I/N`) into one run directory.
+"""Join the shards of one sweep (`qkbench run --shard I/N`) into one run directory.
 
 Shards may come from many machines (a Slurm job array, a Kubernetes indexed Job, a CI matrix).
 Merging refuses shards of different configs or shard counts and shards that share a cell, and

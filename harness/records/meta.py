@@ -1,4 +1,4 @@
-"""Step 3: the run directory's meta.json — the environment, the config and how the run ended.
+"""The run directory's meta.json — the environment, the config and how the run ended.
 
 `SCHEMA_VERSION` counts changes to the layout of a run directory (columns, meta keys); the one
 loader (`qkbench.records.results.load_run`) migrates every older version it knows on read.

@@ -1,4 +1,4 @@
-"""Step 6: rows → tidy tables in the run directory. Nothing finished is ever lost.
+"""Rows → tidy tables in the run directory. Nothing finished is ever lost.
 
 Each finished cell is appended to ``cells.jsonl`` (its summary row) and ``samples.jsonl`` (its
 raw samples) and flushed at once, so a run that dies keeps every finished cell. At the end the
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from qkbench.measure.cell import CellFigures
 from qkbench.measure.timing import MIN_FIT_SAMPLES, SamplingResult
 from qkbench.plan.sweep import Cell
 
@@ -58,7 +59,7 @@ def min_bytes(cell: Cell) -> int:
 
 
 def summary_row(cell: Cell, device: str, status: str, reason: str = "",
-                figures: dict[str, Any] | None = None,
+                figures: CellFigures | None = None,
                 sampling: SamplingResult | None = None,
                 peak_gflops: float | None = None) -> dict[str, Any]:
     """One cell's row; figures a status does not have stay empty (NaN), never zero."""
@@ -68,17 +69,15 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
     row.update(cell.key.as_dict(), device=device, precision=cell.dtype, status=status, reason=reason,
                flops=flops, bytes=nbytes, intensity=flops / nbytes, samples=0, converged=False,
                peak_gflops=peak_gflops, info={})
-    figures = dict(figures or {})
+    columns = (figures or CellFigures()).columns()
     # What the backend's info() reported: a fact with a column of its own goes there, anything
     # else is kept in the `info` mapping, never dropped.
-    for name, value in dict(figures.pop("info", None) or {}).items():
+    for name, value in columns.pop("info", {}).items():
         if name in row and name not in CELL_KEY and name != "info":
             row[name] = value
         else:
             row["info"][name] = value
-    for name, value in figures.items():
-        if name in row and name not in CELL_KEY and name != "info":
-            row[name] = value
+    row.update(columns)  # every figure but the working ones is a column (tests/test_records)
     if sampling is not None and sampling.samples:
         measured = sampling.measured
         row["samples"] = len(measured)

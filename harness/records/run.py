@@ -1,4 +1,4 @@
-"""Step 6: a run directory, read back — the one object every tool downstream reads.
+"""A run directory, read back — the one object every tool downstream reads.
 
 `load_run` is the one loader (any schema version, migrated by records/migrate.py); compare,
 history, plots, report and the public API (`qkbench.load_run`) all read runs through it.

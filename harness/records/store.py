@@ -1,4 +1,4 @@
-"""Step 6: a results store — run directories filed by the machine and the commit they measured.
+"""A results store — run directories filed by the machine and the commit they measured.
 
 A store is plain folders, one level per question a reader asks:
 

@@ -1,4 +1,4 @@
-"""Step 7 (figures) for attention cells: prefill throughput, decode bandwidth, GPU-vs-CPU per model.
+"""Figures for attention cells: prefill throughput, decode bandwidth, GPU-vs-CPU per model.
 
 Drawn by `qkbench plot` beside the general figures whenever a run has attention cells (batch,
 heads, causal or scaled; see docs/attention.md); runs of the plain 2-D product never get them.
@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from qkbench.analysis import crossover
 from qkbench.present.figures.roofline import bandwidths
 from qkbench.present.figures.style import NoFigure, compute_ceilings
-from qkbench.present.runset import RunSet
+from qkbench.present.runset import MARKERS, RunSet
 
 CAPTIONS = {
     "attention_throughput": "Prefill (n = m): GFLOP/s against sequence length per model, "
@@ -33,7 +33,6 @@ CAPTIONS = {
 }
 _SIZE = (4.8, 3.5)
 _CAUSAL_STYLE = {False: "-", True: "--"}
-_N_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def builders(runs: RunSet) -> dict[str, Any]:
@@ -148,7 +147,7 @@ def decode_bandwidth(runs: RunSet) -> Figure:
         for (machine, backend, n, causal), line in panel.groupby(
                 ["machine", "backend", "n", "causal"]):
             line = line.sort_values("m")
-            marker = _N_MARKERS[queries.index(n) % len(_N_MARKERS)]
+            marker = MARKERS[queries.index(n) % len(MARKERS)]
             ax.plot(line["m"].astype(float), line["gbps"], marker=marker, markersize=4,
                     color=runs.colors.get(backend),
                     linestyle=_CAUSAL_STYLE[bool(causal) and mixed])

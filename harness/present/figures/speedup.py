@@ -11,8 +11,6 @@ from matplotlib.lines import Line2D
 from qkbench.analysis import crossover
 from qkbench.present.figures.style import (
     LINESTYLES,
-    MARKERS,
-    PALETTE,
     PHASE_WORDS,
     DEFAULT_BASELINE_BACKEND,
     dtype_rank,
@@ -26,7 +24,7 @@ from qkbench.present.figures.style import (
     size_panels,
     size_label,
 )
-from qkbench.present.runset import RunSet
+from qkbench.present.runset import MARKERS, PALETTE, RunSet
 
 
 def speedups(runs: RunSet, baseline: str = DEFAULT_BASELINE_BACKEND) -> pd.DataFrame:

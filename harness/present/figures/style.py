@@ -28,9 +28,6 @@ NUMERIC_COLUMNS = ("median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s"
                    "gflops", "bytes", "intensity", "gbps", "peak_gflops", "pct_peak",
                    "max_err", "mean_err", "err_bound")
 
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-            "#7f7f7f", "#bcbd22", "#17becf")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
 MEMORY_STYLES = (":", (0, (1, 4)), (0, (4, 2, 1, 2)))
 _PANEL_SIZE = (4.6, 3.4)  # inches per panel: small multiples, still legible at 100 %
