@@ -34,7 +34,7 @@ class Axis:
     unit: str
     meaning: str
     part: str  # one of PARTS
-    problem: bool = False  # the backend's Problem carries it (backends compute with it)
+    problem: bool = False  # the backend's Problem carries it (a shape axis backends compute with)
     sweep_key: str | None = None  # the config's sweep key, where it is named otherwise
 
     @property
@@ -83,6 +83,8 @@ AXES: tuple[Axis, ...] = (
          "interpreter ran the cell; empty: the run's own", "member"),
 )
 assert all(axis.part in PARTS for axis in AXES)
+# What a backend computes with is part of the shape: one reference serves each shape.
+assert all(axis.part == "shape" for axis in AXES if axis.problem)
 # dataclass fields without a default must come first, in every type built from the table
 assert [a.required for a in AXES] == sorted((a.required for a in AXES), reverse=True)
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import product
+from typing import Any
 
 from qkbench.backends.base import Problem
-from qkbench.cell_key import AXES, CellKey, axis_fields
+from qkbench.cell_key import AXES, Axis, CellKey, axis_fields
 from qkbench.plan import presets
 from qkbench.backends.registry import BackendSpec
 from qkbench.plan.config import BackendEntry, Config
@@ -124,10 +125,24 @@ def shapes(config: Config) -> list[Shape]:
     def batches(n: int) -> list[int]:
         return [max(1, sweep.tokens // n)] if sweep.tokens is not None else sweep.sizes("batch")
 
-    return [Shape(n=n, m=m, d_k=d_k, batch=batch, heads=heads, kv_heads=kv_heads,
-                  causal=causal, scaled=scaled, preset=preset)
+    # The other shape axes (causal, scaled, and any added to the table) are a plain product of
+    # the values their sweep key lists.
+    others = [axis for axis in AXES if axis.part == "shape" and axis.name not in DERIVED_SHAPE]
+    other_values = list(product(*(_values(sweep, axis) for axis in others)))
+    return [Shape(n=n, m=m, d_k=d_k, batch=batch, heads=heads, kv_heads=kv_heads, preset=preset,
+                  **dict(zip((axis.name for axis in others), values)))
             for (n, m), (preset, heads, kv_heads, d_k) in product(pairs, _head_configs(config))
-            for batch, causal, scaled in product(batches(n), sweep.causal, sweep.scaled)]
+            for batch, values in product(batches(n), other_values)]
+
+
+# Shape axes whose values come from more than their own sweep key: m defaults to n, batch to
+# `tokens // n`, and a preset sets heads, kv_heads and d_k.
+DERIVED_SHAPE = ("n", "m", "d_k", "batch", "heads", "kv_heads", "preset")
+
+
+def _values(sweep: Any, axis: Axis) -> list[Any]:
+    """The values a sweep lists for an axis; its default where the sweep leaves it out."""
+    return list(getattr(sweep, axis.sweep_key or axis.name, None) or [axis.default])
 
 
 def variants(config: Config) -> list[Variant]:
@@ -135,7 +150,7 @@ def variants(config: Config) -> list[Variant]:
     sweep leaves out takes its default)."""
     sweep = config.sweep
     axes = [axis for axis in AXES if axis.part == "variant"]
-    values = [getattr(sweep, axis.sweep_key or axis.name) or [axis.default] for axis in axes]
+    values = [_values(sweep, axis) for axis in axes]
     return [Variant(**dict(zip((axis.name for axis in axes), combination)))
             for combination in product(*values)]
 
