@@ -57,8 +57,10 @@ class Shape:
         name = f"{self.n}x{self.m}x{self.d_k}"
         if not self.problem().plain:
             name += f"-b{self.batch}h{self.heads}kv{self.kv_heads}"
-            name += "-causal" if self.causal else ""
-            name += "-scaled" if self.scaled else ""
+        for axis in AXES:  # -causal, -scaled, and any other shape axis off its default
+            value = getattr(self, axis.name) if axis.part == "shape" else axis.default
+            if axis.name not in DERIVED_SHAPE and value != axis.default:
+                name += f"-{axis.name}" if value is True else f"-{axis.name}{value}"
         return name
 
 
