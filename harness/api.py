@@ -26,6 +26,7 @@ from qkbench.records.run import load_run as read_run
 
 if TYPE_CHECKING:  # pandas loads only when a run is made or read
     from qkbench.analysis.compare import Comparison
+    from qkbench.cell_key import CellKey
     from qkbench.cluster.slurm import Submission
     from qkbench.plan.sweep import Shard
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from qkbench.machine.cpu_quota import affinity_cores
 from qkbench.measure import checks, inputs
 from qkbench.measure.cell import (CellFigures, CellUnderTest, check_agreement, failed, some_rows,
                                   timed_call)
@@ -53,7 +54,7 @@ def verify(cell: CellUnderTest, backend: Any, once: bool) -> CellFigures:
         # queued. One more block as the timed ones are (a cheat's leftover grows with it),
         # lasting at least as long as honest idle threads may spin; then watch.
         allowance = checks.spin_allowance_s() or 0.0
-        calls = cell.calls * max(1, math.ceil(allowance * checks.usable_cores()
+        calls = cell.calls * max(1, math.ceil(allowance * affinity_cores()
                                               / max(cell.block_s, 1e-9)))
         _, block_s = timer.time_block(calls)
         timer.kept = None

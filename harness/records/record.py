@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
-from qkbench.cell_key import CELL_KEY, KEY_DEFAULTS, CellKey, axis_fields, plain_value
+from qkbench.cell_key import CELL_KEY, CellKey, axis_fields, plain_value
 from qkbench.units import missing  # the one rule for an absent value (re-exported)
 
 # tampered, unsynced and implausible: a check after timing found that the timed work was not
