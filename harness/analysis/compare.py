@@ -52,7 +52,7 @@ from qkbench.machine.contention import BUSY_CORES
 from qkbench.records.record import missing
 from qkbench.cell_key import CellKey
 from qkbench.records.results import kept_mask
-from qkbench.records.run import Run, load_run
+from qkbench.records.run import Run, find_runs, is_run_dir, load_run
 
 DEFAULT_THRESHOLD = 0.10
 MIN_SAMPLES = 6  # the fewest with an order-statistic 95% interval of the median (qkbench.measure.stats)
@@ -237,18 +237,15 @@ class _Side:
 
 
 def read_side(path: Path | Run) -> _Side:
-    """A run directory, or a folder holding run directories of one config (pooled)."""
+    """A run directory or a `Run` already read, or a folder holding run directories of one
+    config (pooled; found by `records.run.find_runs`)."""
     if isinstance(path, Run):
         return _Side(path.path, [read_run(path)])
     path = Path(path)
-    if not path.is_dir() or (path / "summary.parquet").is_file():
+    if not path.is_dir() or is_run_dir(path):
         return _Side(path, [read_run(path)])
-    inside = sorted(p for p in path.iterdir() if (p / "summary.parquet").is_file())
-    if not inside:
-        raise UsageError(f"{path} is not a finished run directory (no summary.parquet) nor a "
-                         "folder of run directories")
-    runs = [read_run(p) for p in inside]
-    names = sorted({str((run.meta.get("config") or {}).get("name")) for run in runs})
+    runs = [read_run(p) for p in find_runs([path])]
+    names = sorted({str(run.about.config_name) for run in runs})
     if len(names) > 1:
         raise UsageError(f"{path} holds runs of several configs ({', '.join(names)}); "
                          "pool the runs of one config only")
@@ -262,8 +259,9 @@ def read_side(path: Path | Run) -> _Side:
 def compare_runs(baseline: Path | Run, candidate: Path | Run, rule: Rule | None = None,
                  normalize_by: str | None = None, allow_different_machines: bool = False
                  ) -> Comparison:
-    """Give every cell of either side a verdict. Each side is a run directory, or a folder of
-    run directories of one config whose samples are pooled (see `bootstrap_ratio`)."""
+    """Give every cell of either side a verdict. Each side is a run directory, a `Run` already
+    in memory (nothing is read again), or a folder of run directories of one config whose
+    samples are pooled (see `bootstrap_ratio`)."""
     rule = rule or Rule()
     base, cand = read_side(baseline), read_side(candidate)
     first = base.runs[0]
@@ -297,8 +295,8 @@ def compare_runs(baseline: Path | Run, candidate: Path | Run, rule: Rule | None 
                                     candidate_status=cand.state(cell)[0]))
         else:
             cells.append(_compare_cell(key, cell, base, cand, values, rule, normalize_by))
-    shift = calibration.shift([run.meta.get("calibration") for run in base.runs],
-                              [run.meta.get("calibration") for run in cand.runs])
+    shift = calibration.shift([run.about.calibration for run in base.runs],
+                              [run.about.calibration for run in cand.runs])
     return Comparison(base.path, cand.path, rule, normalize_by, cells, differences,
                       (base.commit, cand.commit), (len(base.runs), len(cand.runs)), shift)
 

@@ -41,7 +41,7 @@ def compare_between(run: Path | Run, base: str, candidate: str, rule: Rule | Non
     """Every cell of environment `base` against the same cell of `candidate`, in one run."""
     rule = rule or Rule(threshold=PAIRED_THRESHOLD)
     run = read_run(run)
-    names = list((run.meta.get("environments") or {}))
+    names = list(run.about.environments)
     for name in (base, candidate):
         if name not in names:
             has = ", ".join(names) if names else "none (it was run without --env)"
@@ -130,7 +130,7 @@ def _load(row: pd.Series) -> float | None:
 
 
 def _environment(run: Run, name: str) -> dict[str, Any]:
-    return dict((run.meta.get("environments") or {}).get(name) or {})
+    return dict(run.about.environments.get(name) or {})
 
 
 def _commit(run: Run, name: str) -> str | None:

@@ -120,7 +120,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """`qkbench history`: 0 always once the runs are read (a step is news, not a failure)."""
-    from qkbench.analysis.history import detect, find_runs, gather, mark_steps, to_text
+    from qkbench.analysis.history import detect, gather, mark_steps, to_text
+    from qkbench.records.run import find_runs
     from qkbench.present.history_plots import write_plots
 
     threshold = parse_threshold(args.threshold)

@@ -172,26 +172,25 @@ def machine_facts(run: plots.RunInfo) -> dict[str, str]:
     libraries = env.get("libraries") if isinstance(env.get("libraries"), dict) else {}
     if libraries:
         facts["libraries"] = ", ".join(f"{k} {v}" for k, v in libraries.items())
-    git = env.get("git") if isinstance(env.get("git"), dict) else {}
+    about = run.about
     if env.get("qkbench_version"):
         version = f"qkbench {env['qkbench_version']}"
-        if git.get("commit"):
-            version += f" @ {str(git['commit'])[:10]}" + (" (uncommitted changes)"
-                                                           if git.get("dirty") else "")
+        if about.commit:
+            version += f" @ {about.commit[:10]}" + (" (uncommitted changes)"
+                                                    if about.dirty else "")
         facts["qkbench"] = version
     for key in ("hardware_key", "comparability_key"):
         if env.get(key):
             facts[key.replace("_", " ")] = str(env[key])
-    meta = run.meta
     run_text = f"{run.folder.name}"
     if run.config_name:
         run_text += f" · sweep '{run.config_name}'"
-    if env.get("created_utc"):
-        run_text += f" · started {env['created_utc']}"
-    if meta.get("state"):
-        run_text += f" · {meta['state']}"
-    if isinstance(meta.get("wall_s"), (int, float)):
-        run_text += f" in {format_seconds(float(meta['wall_s']))}"
+    if about.created_utc:
+        run_text += f" · started {about.created_utc}"
+    if about.state:
+        run_text += f" · {about.state}"
+    if about.wall_s is not None:
+        run_text += f" in {format_seconds(about.wall_s)}"
     facts["run"] = run_text
     return facts
 

@@ -12,7 +12,7 @@ import pandas as pd
 from qkbench.analysis.crossover import attention_words
 from qkbench.cell_key import ATTENTION_AXES
 from qkbench.errors import UsageError
-from qkbench.records.run import load_run
+from qkbench.records.run import Run, RunMeta, load_run
 
 # What tells backends (colour) and machines (marker) apart in every figure of a run set.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -25,23 +25,27 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 @dataclass(frozen=True)
 class RunInfo:
     folder: Path
-    meta: dict[str, Any]
+    meta: dict[str, Any]  # meta.json as a dict (`about` has it typed)
     host: str  # unique within a RunSet: the hostname, plus the folder name when two runs share it
     hardware: str  # CPU model, and GPU model(s) when the machine has any
+    # The run as loaded (keyed): what a report compares, so that nothing is read twice.
+    run: Run = field(compare=False, repr=False)
 
     @property
     def label(self) -> str:
         return f"{self.host} ({self.hardware})" if self.hardware else self.host
 
     @property
+    def about(self) -> RunMeta:
+        return self.run.about
+
+    @property
     def environment(self) -> dict[str, Any]:
-        env = self.meta.get("environment")
-        return env if isinstance(env, dict) else {}
+        return self.about.environment
 
     @property
     def config_name(self) -> str:
-        config = self.meta.get("config")
-        return str(config.get("name", "")) if isinstance(config, dict) else ""
+        return self.about.config_name or ""
 
 
 @dataclass
@@ -99,30 +103,29 @@ def cpu_identity(cpu: dict[str, Any]) -> str:
     return " ".join(str(part) for part in (cpu.get("microarchitecture"), numbers) if part)
 
 
-def load_runs(folders: list[Path | str]) -> RunSet:
-    """Load run directories (all checked before any is drawn) and label each by its machine."""
+def load_runs(folders: list[Path | str | Run]) -> RunSet:
+    """Load run directories (all checked before any is drawn; a `Run` given is used as it is)
+    and label each by its machine."""
     if not folders:
         raise UsageError("no run directory given")
-    loaded = []
-    for folder in folders:  # through the one loader, with the cell keys every figure matches on
-        run = load_run(folder).keyed()
-        loaded.append((run.path, run.summary, run.samples, run.meta))
-    hosts = []
-    for folder, _, _, meta in loaded:
-        env = meta.get("environment") if isinstance(meta.get("environment"), dict) else {}
-        hosts.append(str(env.get("hostname") or "unknown host"))
-    labels = [(h, machine_hardware(m)) for h, (_, _, _, m) in zip(hosts, loaded)]
+    # Through the one loader, with the cell keys every figure matches on.
+    loaded = [load_run(folder).keyed() for folder in folders]
+    hosts = [run.about.hostname or "unknown host" for run in loaded]
+    labels = [(h, machine_hardware(run.meta)) for h, run in zip(hosts, loaded)]
     runs = []
-    for i, ((folder, _, _, meta), (host, hardware)) in enumerate(zip(loaded, labels)):
+    for i, (run, (host, hardware)) in enumerate(zip(loaded, labels)):
+        folder = run.path
         if labels.count((host, hardware)) > 1 or hosts.count(host) > 1:
             host = f"{host} [{folder.name or folder.resolve().name}]"
-            if sum(1 for f, *_ in loaded if f.name == folder.name) > 1:
+            if sum(1 for other in loaded if other.path.name == folder.name) > 1:
                 host = f"{host[:-1]} #{i + 1}]"
-        runs.append(RunInfo(folder, meta, host, hardware))
+        runs.append(RunInfo(folder, run.meta, host, hardware, run))
     summaries, samples = [], []
-    for run, (folder, summary, sample, _) in zip(runs, loaded):
-        summaries.append(with_attention_key(summary).assign(machine=run.host, run=folder.name))
-        samples.append(with_attention_key(sample).assign(machine=run.host, run=folder.name))
+    for info, run in zip(runs, loaded):
+        summaries.append(with_attention_key(run.summary).assign(machine=info.host,
+                                                                run=run.path.name))
+        samples.append(with_attention_key(run.samples).assign(machine=info.host,
+                                                              run=run.path.name))
     summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
     sample = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
     backends = sorted(summary["backend"].unique(),

@@ -12,6 +12,9 @@ Run directory:
     summary.csv      the same, for people and spreadsheets
     samples.parquet  one row per raw sample (columns: SAMPLE_COLUMNS)
     cells.jsonl, samples.jsonl   the append-only log the tables are built from
+
+Reading a run directory back is records/run.py's (`load_run`), which also names these files
+for every other module; this writer and that reader are the only two that spell them.
 """
 
 from __future__ import annotations
@@ -257,57 +260,6 @@ def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         elif column in KEY_FLAG_COLUMNS:
             frame[column] = frame[column].astype("boolean").fillna(False).astype(bool)
     return frame[columns]
-
-
-def load_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """(summary, samples, meta) of a finished run directory of any schema version, migrated
-    to the current record (records/migrate.py) and typed. The one loader: every tool reads
-    runs through it. Raises UsageError when the folder is not a readable run directory."""
-    from qkbench.errors import UsageError
-
-    summary, samples, meta = _read_tables(Path(folder), with_samples=True)
-    try:
-        summary, samples = typed_summary(summary), typed_samples(samples)
-    except (ValueError, KeyError) as exc:
-        raise UsageError(f"cannot read run directory {folder}: {exc}") from None
-    return summary, samples, meta
-
-
-def read_summary_table(folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """(summary, meta) like `load_run`, migrated but not yet typed: for readers of many runs,
-    who type them all at once (records.run.load_summaries)."""
-    summary, _, meta = _read_tables(Path(folder), with_samples=False)
-    return summary, meta
-
-
-def empty_samples() -> pd.DataFrame:
-    return typed_samples(pd.DataFrame())
-
-
-def _read_tables(folder: Path, with_samples: bool
-                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    from qkbench.errors import UsageError
-    from qkbench.records.migrate import migrate
-
-    if not folder.is_dir():
-        raise UsageError(f"run directory not found: {folder}")
-    if not (folder / "summary.parquet").is_file():
-        raise UsageError(f"{folder} is not a finished run directory (no summary.parquet)")
-    try:
-        meta_path = folder / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        if not isinstance(meta, dict):
-            raise ValueError("meta.json is not a mapping")  # noqa: TRY004  (one except below)
-        samples_path = folder / "samples.parquet"
-        summary, samples = migrate(pd.read_parquet(folder / "summary.parquet"),
-                                   pd.read_parquet(samples_path)
-                                   if with_samples and samples_path.is_file()
-                                   else pd.DataFrame(), meta)
-        if "backend" not in summary or summary["backend"].isna().any():
-            raise ValueError("summary.parquet has rows without a backend")
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"cannot read run directory {folder}: {exc}") from None
-    return summary, samples, meta
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
