@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 _WHERE = {
-    "Backend": "qkbench.backends.base", "Comparison": "qkbench.analysis.compare",
+    "Backend": "qkbench.backends.base", "Comparison": "qkbench.analysis.verdicts",
     "Config": "qkbench.plan.config", "Run": "qkbench.records.run", "UsageError": "qkbench.errors",
     "compare": "qkbench.api", "load_config": "qkbench.api", "load_run": "qkbench.api",
     "resume": "qkbench.api", "run": "qkbench.api", "submit_slurm": "qkbench.api",
@@ -50,7 +50,7 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
-    from qkbench.analysis.compare import Comparison
+    from qkbench.analysis.verdicts import Comparison
     from qkbench.api import compare, load_config, load_run, resume, resume_slurm, run, submit_slurm
     from qkbench.backends.base import Backend
     from qkbench.errors import UsageError

@@ -24,7 +24,7 @@ from qkbench.plan.locate import DEFAULT_CONFIG, find_config
 from qkbench.records.run import META_FILE, Run, load_run, read_meta
 
 if TYPE_CHECKING:  # pandas loads only when a run is made or read
-    from qkbench.analysis.compare import Comparison
+    from qkbench.analysis.verdicts import Comparison
     from qkbench.cell_key import CellKey
     from qkbench.cluster.slurm import Submission
     from qkbench.plan.sweep import Shard
@@ -115,7 +115,8 @@ def compare(baseline: str | os.PathLike | Run, candidate: str | os.PathLike | Ru
     first. With `between=(BASE, CANDIDATE)`, `baseline` is one run of several environments and
     each cell's verdict comes from its paired rounds (analysis/paired.py; default threshold
     `PAIRED_THRESHOLD`)."""
-    from qkbench.analysis.compare import DEFAULT_THRESHOLD, Rule, compare_runs
+    from qkbench.analysis.verdicts import DEFAULT_THRESHOLD, Rule
+    from qkbench.analysis.compare import compare_runs
     from qkbench.analysis.paired import PAIRED_THRESHOLD, compare_between
 
     if between is not None:

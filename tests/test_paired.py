@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from qkbench.analysis.compare import Rule
+from qkbench.analysis.verdicts import Rule
 from qkbench.analysis.paired import PAIRED_THRESHOLD, compare_between
 from qkbench.errors import UsageError
 from qkbench.measure.timing import Sample, SamplingResult

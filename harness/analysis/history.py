@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from qkbench.analysis.compare import DEFAULT_THRESHOLD, environment_differences, read_run
+from qkbench.analysis.verdicts import DEFAULT_THRESHOLD
+from qkbench.machine.environment import environment_differences
+from qkbench.analysis.compare import read_run
 from qkbench.analysis.l1_steps import find_steps_l1
 from qkbench.errors import UsageError
 from qkbench.cell_key import CELL_KEY, CellKey

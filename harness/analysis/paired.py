@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from qkbench.analysis.bootstrap import bootstrap_median, cell_seed
-from qkbench.analysis.compare import CellResult, Comparison, Rule, busy_note, read_run
+from qkbench.analysis.verdicts import CellResult, Comparison, Rule
+from qkbench.analysis.compare import busy_note, read_run
 from qkbench.errors import UsageError
 from qkbench.records.record import missing
 from qkbench.cell_key import CellKey

@@ -86,8 +86,8 @@ def _write(path: Path, text: str) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """`qkbench compare`: 0 no cell slower, 1 some cell slower, 2 (UsageError) bad input."""
-    from qkbench.analysis.compare import (DEFAULT_THRESHOLD, Rule, compare_runs, to_json,
-                                          to_markdown, to_text)
+    from qkbench.analysis.compare import compare_runs
+    from qkbench.analysis.verdicts import DEFAULT_THRESHOLD, Rule, to_json, to_markdown, to_text
     from qkbench.analysis.paired import PAIRED_THRESHOLD, compare_between
 
     if args.between is not None:

@@ -7,33 +7,21 @@ renderings say. Times are stored in seconds and printed in a unit that suits the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-from qkbench.analysis.compare import Comparison, Rule, compare_runs, read_run
+from qkbench.analysis.verdicts import Comparison, Rule
+from qkbench.analysis.compare import compare_runs, read_run
 from qkbench.analysis.paired import compare_between
 from qkbench.errors import UsageError
 from qkbench.present import plots
+from qkbench.present.report_facts import Report
 from qkbench.present.report_html import render_html
 from qkbench.present.report_markdown import render_markdown
 from qkbench.cell_key import CellKey
 from qkbench.records.results import write_atomically
 from qkbench.records.run import Run
-
-
-@dataclass
-class Report:
-    runs: plots.RunSet
-    figures: plots.Figures
-    baseline: plots.RunSet | None  # --baseline RUN, compared cell by cell
-    comparison: pd.DataFrame  # empty without a baseline
-    created: str
-    rule: Rule = field(default_factory=Rule)  # the verdict rule: compare's
-    # The first run's environments compared round by round (`compare --between`), when it has
-    # two or more: the first two, or the two given.
-    paired: Comparison | None = None
 
 
 def build(folders: list[Path | str], baseline: Path | str | None = None,

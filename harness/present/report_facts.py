@@ -1,12 +1,15 @@
-"""Presentation, the facts both renderings of a report show: counts, the fastest backend per
-shape, the failed and skipped cells, the machine. Formatting only; nothing is measured here."""
+"""Presentation, what a report holds (`Report`, built by present/report.py) and the facts both
+renderings show: counts, the fastest backend per shape, the failed and skipped cells, the
+machine. Formatting only; nothing is measured here."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from qkbench.analysis.verdicts import Comparison, Rule
 from qkbench.present import plots
 from qkbench.present.figures import style
 from qkbench.present.runset import cpu_identity
@@ -15,6 +18,20 @@ from qkbench.units import format_seconds
 
 # Verdicts a report counts, in the order it lists them: compare's words (one rule, one vocabulary).
 VERDICTS = ("slower", "faster", "same", "not comparable")
+
+
+@dataclass
+class Report:
+    runs: plots.RunSet
+    figures: plots.Figures
+    baseline: plots.RunSet | None  # --baseline RUN, compared cell by cell
+    comparison: pd.DataFrame  # empty without a baseline
+    created: str
+    rule: Rule = field(default_factory=Rule)  # the verdict rule: compare's
+    # The first run's environments compared round by round (`compare --between`), when it has
+    # two or more: the first two, or the two given.
+    paired: Comparison | None = None
+
 
 
 def counts(summary: pd.DataFrame) -> dict[str, int]:

@@ -29,7 +29,7 @@ from qkbench.records.record import FAILED_STATUSES
 from qkbench.units import format_seconds
 
 if TYPE_CHECKING:
-    from qkbench.present.report import Report
+    from qkbench.present.report_facts import Report
 
 
 _CSS = """

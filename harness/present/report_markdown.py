@@ -25,7 +25,7 @@ from qkbench.units import format_seconds
 MARKDOWN_MAX_ROWS = 60  # a PR comment is read, not scrolled; the HTML report has every row
 
 if TYPE_CHECKING:
-    from qkbench.present.report import Report
+    from qkbench.present.report_facts import Report
 
 
 def _md(value: Any) -> str:
