@@ -247,5 +247,5 @@ def test_a_gpu_backend_reporting_queued_work_after_sync_is_unsynced(shape_folder
     with pytest.raises(CellFailure) as failure:
         _verify("tests.plugins.fake_gpu:PendingFakeGpu", shape_folder)
     assert failure.value.status == "unsynced"
-    assert failure.value.details["failed_check"] == "idle_after_sync"
+    assert failure.value.details.failed_check == "idle_after_sync"
     assert "queued device work" in failure.value.reason
