@@ -181,7 +181,7 @@ def test_meta_keeps_each_environments_fingerprint(paired_run):
     assert list(meta["environments"]) == ["base", "cand"]
     for name, facts in meta["environments"].items():
         assert facts["qkbench_file"].startswith(str(REPO / "harness"))
-        assert facts["protocol"] == 1
+        assert facts["protocol"] == PROTOCOL_VERSION
         fingerprint = facts["fingerprint"]
         assert fingerprint["libraries"]["numpy"] and fingerprint["blas"] is not None
         assert fingerprint["git"]["commit"] == meta["environment"]["git"]["commit"]

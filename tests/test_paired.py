@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from qkbench.measure.cell import CellFigures
 from qkbench.analysis.verdicts import Rule
 from qkbench.analysis.paired import PAIRED_THRESHOLD, compare_between
 from qkbench.errors import UsageError
@@ -51,7 +52,7 @@ def write_paired_run(folder: Path, factor: dict[str, float], rounds: int = 30,
             state = (status or {}).get((backend, environment), "ok")
             result = SamplingResult(samples=samples, stopped_by="budget", min_samples=6)
             if state == "ok":
-                row = summary_row(cell, "cpu", "ok", "", {"processes": processes}, result)
+                row = summary_row(cell, "cpu", "ok", "", CellFigures(processes=processes), result)
                 writer.append(row, sample_rows(cell, "cpu", "float32", result))
             else:
                 writer.append(summary_row(cell, "cpu", state, "why not"), [])
