@@ -1,5 +1,7 @@
 """Timing logic with a fake clock: no sleeping, no real kernel, fully deterministic."""
 
+import random
+
 import pytest
 
 from qkbench.measure.kernel_timer import KernelTimer
@@ -455,3 +457,56 @@ def test_rounds_lengthen_until_the_check_costs_a_small_share_of_them():
                                                budget_s=0.4),
                round_s=0.001, machine_fit=check, cost_clock=clock)
     assert sum(1 for name, r in log if r == 1) == 50  # 0.4 s / 8
+
+
+def test_steal_below_a_backends_own_noise_keeps_the_round_and_throttling_never_does():
+    from qkbench.measure.set_aside import disturbs, relative_spread
+
+    noisy = [1.0, 1.1, 0.9, 1.2, 0.8, 1.05, 0.95, 1.15, 0.85, 1.0]  # half-IQR ~ 12%
+    spread = relative_spread(noisy)
+    assert 0.08 < spread < 0.2
+    assert not disturbs({"steal": 0.02}, {"steal": 0.03}, spread)  # inside its own noise
+    assert disturbs({"steal": 0.2}, {"steal": 0.4}, spread)  # far beyond it
+    assert disturbs({"throttled": 0.001}, {"throttled": 0.01}, spread)  # always
+    assert disturbs({"steal": 0.02, "foreign": 0.1}, {"steal": 0.03, "foreign": 0.2}, spread)
+    assert disturbs({"steal": 0.02}, None, spread)  # a watch that cannot say how much
+    assert relative_spread(noisy[:5]) == 0.0  # too few to tell: every cause counts
+    assert not disturbs({}, {}, 0.0)
+
+
+def test_a_round_with_light_steal_is_kept_and_the_set_aside_ratio_says_what_was_taken():
+    class Watch:
+        """Steal of 2% of capacity in every fourth round, 50% in every seventh."""
+
+        def __init__(self):
+            self.round, self.last_shares = -1, {}
+
+        def start(self):
+            self.round += 1
+
+        def stop(self):
+            if self.round % 7 == 6:
+                self.last_shares = {"steal": 0.5}
+                return {"steal": 0.5}
+            if self.round % 4 == 3:
+                self.last_shares = {"steal": 0.02}
+                return {"steal": 0.01}
+            self.last_shares = {}
+            return {}
+
+    watch = Watch()
+    rng = random.Random(1)
+
+    def sampler(count, round_number):
+        slow = 2.0 if round_number % 7 == 6 else 1.0
+        return [Sample(round_number, 0.0, slow * (1.0 + 0.2 * rng.random()), 1)
+                for _ in range(count)]
+
+    rule = StopRule(target_rel_ci=1e-9, budget_s=1e9, max_samples=300, min_samples=10)
+    result = interleave({"a": sampler}, {"a": 1.0}, rule, min_rounds=60, round_watch=watch)["a"]
+    heavy = {r for r in range(60) if r % 7 == 6}
+    light = {r for r in range(60) if r % 4 == 3 and r % 7 != 6}
+    assert heavy <= set(result.caused_rounds)
+    # Once the backend has shown its noise (~5%), 2% steal no longer sets rounds aside.
+    assert len(light & result.light_rounds) >= len(light) - 3
+    assert 1.8 < result.set_aside_ratio() < 2.2

@@ -138,6 +138,10 @@ class RoundCauses:
         self._stat_files = cpu_stat_files(proc)
         self._start: Reading | None = None
         self.mhz_readings: list[float] = []
+        # Of the last round `stop()` named causes for: each cause's loss as a share of what it
+        # takes from (the round's wall time for throttling, its CPUs' for steal, the threads'
+        # cores for foreign work): how much it can have slowed the round.
+        self.last_shares: dict[str, float] = {}
 
     @property
     def readable(self) -> dict[str, bool]:
@@ -164,6 +168,7 @@ class RoundCauses:
             return {}
         before, after = self._start, self.read()
         self._start = None
+        self.last_shares = {}
         wall = after.wall_s - before.wall_s
         if after.mhz is not None:
             self.mhz_readings.append(after.mhz)
@@ -174,6 +179,7 @@ class RoundCauses:
             lost = after.throttled_s - before.throttled_s
             if lost > self.share * wall:
                 causes["throttled"] = lost
+                self.last_shares["throttled"] = lost / wall
         if before.steal_s is not None and after.steal_s is not None:
             lost = after.steal_s - before.steal_s
             # The counter moves in whole ticks (1/SC_CLK_TCK s, 10 ms on most kernels), so a
@@ -183,6 +189,7 @@ class RoundCauses:
             # most common set-aside cause.
             if lost - self._tick_s > self.share * wall * self._cpus:
                 causes["steal"] = lost
+                self.last_shares["steal"] = (lost - self._tick_s) / (wall * self._cpus)
         foreign = _foreign_s(before, after)
         if foreign is not None:
             used, ran = foreign
@@ -193,6 +200,7 @@ class RoundCauses:
                 - (self._cpus - self._threads) * wall
             if spilled > self.share * wall * self._threads:
                 causes["foreign"] = used
+                self.last_shares["foreign"] = spilled / (wall * self._threads)
         return causes
 
 

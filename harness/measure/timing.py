@@ -27,10 +27,12 @@ outside the events) and capture a block as a CUDA graph that each sample replays
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from qkbench.measure.set_aside import disturbs, relative_spread
 from qkbench.measure.stats import MedianCI, median_ci
 
 Clock = Callable[[], float]
@@ -128,6 +130,9 @@ class RoundWatch(Protocol):
 
     def stop(self) -> dict[str, float]: ...
 
+    # Optional: each cause's loss as a share of the round's capacity (`last_shares` of
+    # RoundCauses); a watch without it has every cause it names set the round aside.
+
 
 @dataclass
 class SamplingResult:
@@ -137,6 +142,8 @@ class SamplingResult:
     unfit_rounds: set[int] = field(default_factory=set)  # rounds the machine check set aside
     # Rounds set aside for a cause the OS reported: round → {cause: seconds lost}.
     caused_rounds: dict[int, dict[str, float]] = field(default_factory=dict)
+    # Rounds the OS named a cause for that took less than the backend's own noise: kept.
+    light_rounds: set[int] = field(default_factory=set)
     # Set when the machine check gave up on this group (see JUDGE_SHARE): why, in words.
     check_gave_up: str = ""
     min_samples: int = 0  # the rule's, so a row can say when it has fewer
@@ -148,6 +155,22 @@ class SamplingResult:
     @property
     def set_aside_rounds(self) -> set[int]:
         return self.unfit_rounds | set(self.caused_rounds)
+
+    def clean_seconds(self) -> list[float]:
+        """Per-call times of the rounds nothing was reported or checked for: the backend's
+        own noise, which an OS-reported loss must exceed to set a round aside."""
+        touched = self.set_aside_rounds | self.light_rounds
+        return [s.seconds for s in self.samples if s.round not in touched]
+
+    def set_aside_ratio(self) -> float | None:
+        """The median of the samples set aside over the median of the kept ones: how much
+        slower what the rule took out ran (its precision), or None when nothing or all was."""
+        aside = self.set_aside_rounds
+        out = [s.seconds for s in self.samples if s.round in aside]
+        kept = [s.seconds for s in self.samples if s.round not in aside]
+        if not out or not kept or statistics.median(kept) <= 0:
+            return None
+        return statistics.median(out) / statistics.median(kept)
 
     def fit_samples(self) -> list[Sample]:
         aside = self.set_aside_rounds
@@ -292,6 +315,7 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
                 continue
             sampled.append(name)
         causes = round_watch.stop() if round_watch is not None else {}
+        shares = getattr(round_watch, "last_shares", None) if causes else None
         checked_at = cost_clock() if cost_clock else 0.0
         fit_after = machine_fit(round_number) if judging and machine_fit else True
         if cost_clock and judging:
@@ -312,8 +336,10 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
             judging = _give_up(results, check_rounds, round_number + 1)
         for name in sampled:
             result = results[name]
-            if causes:
+            if causes and disturbs(causes, shares, relative_spread(result.clean_seconds())):
                 result.caused_rounds[round_number] = dict(causes)
+            elif causes:
+                result.light_rounds.add(round_number)
             elif judging and round_number in check_rounds:
                 result.unfit_rounds.add(round_number)
             kept = result.fit_samples()

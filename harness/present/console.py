@@ -76,13 +76,21 @@ def machine_check_note(summary: pd.DataFrame) -> str:
         unkept = int(((share > 0) & (kept < MIN_FIT_SAMPLES - 1e-9)).sum())
         causes = ok.get("set_aside_causes", pd.Series([""] * len(ok), index=ok.index))
         named = causes.fillna("").astype(str)
-        by_cause = {name: int(named.str.contains(name).sum()) for name in ("throttled", "steal")}
+        by_cause = {name: int(named.str.contains(name).sum())
+                    for name in ("throttled", "steal", "foreign")}
         why = ", ".join(f"{name} in {count}" for name, count in by_cause.items() if count)
         note = (f"note: rounds were set aside in {len(hit)} of {len(ok)} ok cell(s) "
                 f"(a median {hit.median():.0%} of their samples; column unfit_share)"
                 + (f"; causes the OS reported: {why} (column set_aside_causes)" if why else "")
                 + "; the rest by the machine check, which saw the machine lose part of its "
                 "parallel capacity. Those samples are not in the figures.")
+        ratio = pd.to_numeric(ok.get("set_aside_ratio"), errors="coerce").dropna() \
+            if "set_aside_ratio" in ok else pd.Series(dtype=float)
+        if not ratio.empty:
+            # The rule's own precision: what it took out should have run slower than what
+            # it kept.
+            note += (f" The samples set aside ran a median {ratio.median():.2f}x the time of "
+                     "the kept ones of their cells (column set_aside_ratio).")
         if unkept:
             note += (f" {unkept} cell(s) kept fewer than {MIN_FIT_SAMPLES} samples and report "
                      "all of theirs: rerun them on a quieter machine to trust them.")

@@ -161,6 +161,10 @@ class SummaryRecord:
                                     "cold GPU cell), outside the timed events")
     cuda_graph: bool | None = _column("", "each block was captured once as a CUDA graph and "
                                       "replayed (`timing.cuda_graphs`)")
+    set_aside_ratio: float | None = _column("1", "median of the samples set aside over the "
+                                            "median of the kept ones: how much slower the "
+                                            "rounds the rules took out ran (empty when none "
+                                            "or all were)")
     set_aside_causes: str | None = _column("", "what the OS reported for the rounds set aside "
                                            "(cgroup throttling, hypervisor steal, …, with "
                                            "amounts); `unknown (…)` where it cannot tell")

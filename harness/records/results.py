@@ -85,6 +85,7 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
         measured = sampling.measured
         row["samples"] = len(measured)
         row["unfit_share"] = sampling.unfit_share
+        row["set_aside_ratio"] = sampling.set_aside_ratio()
         row["stopped_by"] = sampling.stopped_by
         row["converged"] = sampling.converged
         ci = sampling.ci()
