@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -73,11 +74,11 @@ class CommitEnvironment:
     cached: bool = False
     facts: Mapping[str, Any] = field(default_factory=dict)
 
-    def entry(self, name: str, pythonpath: str | None) -> dict[str, Any]:
+    def entry(self, name: str, pythonpath: str) -> dict[str, Any]:
         """Its entry in a config's `environments`. PYTHONPATH is given outright, so that an
         entry of the caller's (its checkout of the same code, say) cannot shadow the commit's."""
-        variables = {} if pythonpath is None else {"PYTHONPATH": pythonpath}
-        return {"name": name, "python": self.python, "env": variables, "paths": list(self.paths)}
+        return {"name": name, "python": self.python, "env": {"PYTHONPATH": pythonpath},
+                "paths": list(self.paths)}
 
 
 def interpreter_key() -> str:
@@ -143,18 +144,23 @@ def _make(repo: Path, commit: str, folder: Path) -> dict[str, Any]:
     # first and this interpreter's packages (qkbench, its dependencies, pip) after it.
     lines = [f"import site; site.addsitedir({where!r})" for where in _own_site_folders()]
     (Path(purelib) / "qkbench_find_parent.pth").write_text("\n".join(lines) + "\n")
+    scratch = folder / "tmp"  # pip's temporary folders: gone with the build, even a killed one
+    scratch.mkdir()
     try:
         with worktree(repo, commit) as tree:
             if needs_build(tree):
                 _run([python, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
                       "--no-index", "--ignore-installed", "--disable-pip-version-check", "-q",
-                      str(tree)], "pip install failed", INSTALL_TIMEOUT_S, cwd=tree)
+                      str(tree)], "pip install failed", INSTALL_TIMEOUT_S, cwd=tree,
+                     env={**os.environ, "TMPDIR": str(scratch)})
                 facts = {"mode": "install", "root": purelib}
             else:
                 shutil.copytree(tree, folder / "src", ignore=shutil.ignore_patterns(".git"))
                 facts = {"mode": "path", "root": str(folder / "src")}
     except GitError as exc:
         raise BuildFailed(str(exc)) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     (folder / "built.json").write_text(json.dumps(facts) + "\n", encoding="utf-8")
     return facts
 
@@ -202,10 +208,20 @@ def _run(command: list[str], failure: str, timeout: float, cwd: Path | None = No
     except OSError as exc:
         raise BuildFailed(f"{failure}: {exc.strerror}") from None
     if done.returncode != 0:
-        lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        errors = [line for line in lines if "error" in line.lower()]
-        raise BuildFailed(f"{failure}: {(errors or lines or [f'exit code {done.returncode}'])[-1]}")
+        raise BuildFailed(f"{failure}: {_complaint(done.stderr + done.stdout, done.returncode)}")
     return done.stdout
+
+
+def _complaint(output: str, code: int) -> str:
+    """The line of a failed build that says what went wrong: the last exception, else the last
+    error line (pip's own notes about where an error came from say nothing of it)."""
+    lines = [line.strip(" ╰─>│") for line in output.splitlines()]
+    lines = [line for line in lines if line and not line.lower().startswith(("note:", "hint:"))]
+    for pattern in (r"^[\w.]*(Error|Exception)\b.*:", r"^(ERROR|error)\b"):
+        found = [line for line in lines if re.match(pattern, line)]
+        if found:
+            return found[-1]
+    return lines[-1] if lines else f"exit code {code}"
 
 
 @contextmanager

@@ -38,6 +38,9 @@ from qkbench.errors import UsageError
 
 GOOD_NAME, TESTED_NAME = "good", "tested"  # the two environments of every step's run
 RUN_TIMEOUT_S = 3600.0  # one paired run of one cell: seconds to minutes
+# A paired run whose sides ran but share too few rounds is made again (once): on a loaded
+# machine one side's turns can run out of budget early, which says nothing about the commit.
+ATTEMPTS = 2
 EXIT_FOUND, EXIT_NOT_FOUND = 0, 1
 
 
@@ -59,7 +62,7 @@ class Step:
     note: str = ""
     run: str | None = None  # the step's run directory
     wall_s: float = 0.0
-    paired_run: bool = False  # a run was made (a build failure costs none)
+    paired_runs: int = 0  # runs made for this decision (a build failure costs none)
 
 
 @dataclass
@@ -75,10 +78,11 @@ class FindResult:
     candidates: list[str] = field(default_factory=list)  # when skips leave several
     out: str = ""
     wall_s: float = 0.0
+    state: str = "running"  # finished, failed (FindFailed), interrupted
 
     @property
     def runs(self) -> int:
-        return sum(step.paired_run for step in self.steps)
+        return sum(step.paired_runs for step in self.steps)
 
     @property
     def exit_code(self) -> int:
@@ -135,7 +139,9 @@ def find(good: str, bad: str, config: str | os.PathLike, backend: str, *,
             except builds.BuildFailed as exc:
                 step.note = f"does not build: {exc}"
             else:
-                _decide(step, folder, data, base, tested, workers_path, orchestrator, rule)
+                while _decide(step, folder, data, base, tested, workers_path, orchestrator,
+                              rule):
+                    say("  too few rounds in common; the paired run is made again")
             step.wall_s = round(time.monotonic() - begun, 3)
             result.steps.append(step)
             bisection.record(index, {"slower": search.SLOWER, "skipped": search.SKIP}.get(
@@ -144,6 +150,13 @@ def find(good: str, bad: str, config: str | os.PathLike, backend: str, *,
         found = bisection.first_bad()
         result.first_bad = commits[found] if found is not None else None
         result.candidates = [commits[i] for i in bisection.candidates()]
+        result.state = "finished"
+    except KeyboardInterrupt:
+        result.state = "interrupted"
+        raise
+    except BaseException:
+        result.state = "failed"
+        raise
     finally:
         result.wall_s = round(time.monotonic() - started, 3)
         _write_json(folder / "find.json", result)
@@ -152,20 +165,24 @@ def find(good: str, bad: str, config: str | os.PathLike, backend: str, *,
 
 
 def _decide(step: Step, folder: Path, data: dict[str, Any], base: builds.CommitEnvironment,
-            tested: builds.CommitEnvironment, workers_path: str | None,
-            orchestrator: str | None, rule: Rule) -> None:
-    """One paired run of the cell, GOOD's environment against the tested commit's."""
+            tested: builds.CommitEnvironment, workers_path: str,
+            orchestrator: str | None, rule: Rule) -> bool:
+    """One paired run of the cell, GOOD's environment against the tested commit's; fills in
+    the step. True when the run should be made again (both sides ran, too few rounds)."""
     name = f"step-{step.number:02d}-{step.commit[:12]}"
+    if step.paired_runs:
+        name += f"-{step.paired_runs + 1}"
     run_dir = folder / name
     config_file = find_sweep.write(data, folder / f"{name}.yaml",
                                    [base.entry(GOOD_NAME, workers_path),
                                     tested.entry(TESTED_NAME, workers_path)])
     code, last = _run(config_file, run_dir, folder / f"{name}.log", orchestrator)
-    step.paired_run, step.run = True, str(run_dir)
+    step.paired_runs += 1
+    step.run = str(run_dir)
     if code == 2 or not (run_dir / "meta.json").is_file():
         if f"environment {TESTED_NAME}:" in last:  # the tested commit's qkbench refused
             step.note = f"cannot run: {last}"
-            return
+            return False
         raise FindFailed(f"the paired run of step {step.number} failed: {last} "
                          f"(log: {folder / f'{name}.log'})")
     cell = _the_cell(compare_between(run_dir, GOOD_NAME, TESTED_NAME, rule))
@@ -173,14 +190,18 @@ def _decide(step: Step, folder: Path, data: dict[str, Any], base: builds.CommitE
         raise FindFailed(f"the cell failed at GOOD in step {step.number} "
                          f"({cell.baseline_status}: {cell.note}); see {run_dir}")
     if cell.verdict == "not comparable":
-        if cell.candidate_status == "ok":  # both sides ran, too few rounds: the config's fault
-            raise FindFailed(f"step {step.number} cannot decide: {cell.note}; give the cell "
-                             "more rounds (a larger timing.budget_s, a smaller target_rel_ci)")
+        if cell.candidate_status == "ok":  # both sides ran, too few rounds: not the commit
+            if step.paired_runs < ATTEMPTS:
+                return True
+            raise FindFailed(f"step {step.number} cannot decide: {cell.note} in "
+                             f"{step.paired_runs} paired runs; give the cell more rounds (a "
+                             "larger timing.budget_s, a smaller target_rel_ci)")
         step.note = f"the cell fails there: {cell.note}"
-        return
+        return False
     step.outcome = cell.verdict
     step.ratio, step.ci_low, step.ci_high = cell.ratio, cell.ci_low, cell.ci_high
     step.note = cell.note
+    return False
 
 
 def _the_cell(comparison: Any) -> CellResult:
@@ -236,12 +257,11 @@ def _orchestrator_path(backend: str, base: builds.CommitEnvironment) -> str | No
     return None
 
 
-def _without(pythonpath: str | None, top: Path) -> str | None:
+def _without(pythonpath: str | None, top: Path) -> str:
     """PYTHONPATH without the entries inside the repository: the working tree's copy of the
-    code must not shadow the commit's in its environment."""
-    if pythonpath is None:
-        return None
-    kept = [entry for entry in pythonpath.split(os.pathsep)
+    code must not shadow the commit's in its environment. Given to the workers outright (""
+    when there is none), so they never inherit what the run's main process borrowed."""
+    kept = [entry for entry in (pythonpath or "").split(os.pathsep)
             if entry and not _inside(Path(entry), top)]
     return os.pathsep.join(kept)
 

@@ -60,9 +60,11 @@ def narrowed(source: str | Path, backend: str, cells: dict[str, Any]
     found = expand(config, [backend])
     if len(found) != 1:
         keys = [cell.key() for cell in found]
-        spread = {axis: sorted({str(k[axis]) for k in keys}) for axis in keys[0]
-                  if axis not in ("backend", "environment")} if keys else {}
-        several = {axis: values for axis, values in spread.items() if len(values) > 1}
+        derived = {"backend", "environment", *(() if config.sweep.m is not None else ("m",))}
+        spread = {axis: sorted({k[axis] for k in keys}, key=lambda v: (str(type(v)), v))
+                  for axis in keys[0] if axis not in derived} if keys else {}
+        several = {axis: [str(v) for v in values] for axis, values in spread.items()
+                   if len(values) > 1}
         shown = "; ".join(f"{axis}: {', '.join(values)}" for axis, values in several.items())
         axis = next(iter(several), "n")
         raise UsageError(f"find measures one cell, and the sweep gives {backend} {len(found)} "
