@@ -125,6 +125,8 @@ def find(good: str, bad: str, config: str | os.PathLike, backend: str, *,
     try:
         base = builds.build(top, good_commit, cache_root, name, workers_path)
     except builds.BuildFailed as exc:
+        if not any(folder.iterdir()):
+            folder.rmdir()  # nothing was measured: leave no empty folder behind
         raise UsageError(f"at GOOD {good_commit[:12]}: {exc}") from None
     orchestrator = _orchestrator_path(name, base)
     try:
