@@ -161,3 +161,12 @@ def test_ctrl_c_while_a_commit_builds_leaves_no_worktree(tmp_path):
     assert "Traceback" not in err
     _nothing_left(tmp_path, tmp_path / "repo")
     assert commits  # the repository's first commits stay as they were
+
+
+def test_the_api_refuses_what_the_command_refuses(tmp_path, small_repo):
+    import qkbench
+
+    repo, commits = small_repo
+    with pytest.raises(qkbench.UsageError, match="is not an ancestor of BAD"):
+        qkbench.find(commits[-1], commits[0], config=_config(tmp_path), backend="kernel",
+                     repo=repo, cache=tmp_path / "cache", out=tmp_path / "out")
