@@ -1,4 +1,4 @@
-"""Step 9, `qkbench find GOOD BAD`: the first commit between GOOD and BAD that made a cell slower.
+"""Step 10, `qkbench find GOOD BAD`: the first commit between GOOD and BAD that made a cell slower.
 
 The commits after GOOD up to BAD (BAD's first-parent line) are bisected. Each tested commit
 gets its own environment (`qkbench.bisect.builds`: a worktree of it, installed into a virtual

@@ -1,4 +1,4 @@
-"""Step 9, what `qkbench find` measures: the config cut down to one backend and one cell.
+"""Step 10, what `qkbench find` measures: the config cut down to one backend and one cell.
 
 A decision is one paired run of that cell (the tested commit's environment against GOOD's),
 so the config's sweep is narrowed by `--cell AXIS=VALUE` (each sets one axis of `sweep` to
