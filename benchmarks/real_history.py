@@ -42,7 +42,7 @@ from tests.find_repo import git  # noqa: E402
 
 SIZES = (0.05, 0.10, 0.25)
 TOLERANCE = 2
-MODULE = '''"""histkernel at commit {number}: NumPy's product, then busy for {extra:.4f} of its time."""
+MODULE = '''"""histkernel at commit {number}: NumPy's product, then busy for {extra:.4f} of it."""
 
 import time
 

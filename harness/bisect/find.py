@@ -306,7 +306,8 @@ def _step_line(step: Step) -> str:
     # How many rounds, and whether it was inconclusive; the load notes are in find.json.
     kept = [part for part in step.note.split("; ")
             if part and not part.startswith(("baseline sampled", "candidate sampled"))]
-    return f"{step.outcome} {_ratio(step)} against GOOD ({'; '.join([*kept, f'{step.wall_s:.1f} s'])})"
+    details = "; ".join([*kept, f"{step.wall_s:.1f} s"])
+    return f"{step.outcome} {_ratio(step)} against GOOD ({details})"
 
 
 def _answer(result: FindResult, top: Path) -> str:
