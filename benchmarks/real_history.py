@@ -15,6 +15,7 @@ direction (benchmarks/step_detection.py's rule).
 
     python benchmarks/real_history.py --series 2 --commits 30 --keep results/real-history
     python benchmarks/real_history.py --reuse results/real-history    # judge the runs again
+    python benchmarks/real_history.py --series 3 --seed 1 --keep results/real-history-2
 
 Run it under `flock /work/measure.lock`; the load average is printed with the results.
 """
@@ -151,10 +152,12 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=0.5, help="timing.budget_s (ci: 0.5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="keep the projects and runs here")
-    parser.add_argument("--reuse", type=Path, help="judge the runs kept by --keep again")
+    parser.add_argument("--reuse", type=Path, nargs="+",
+                        help="judge the runs kept by --keep again (one or more folders)")
     args = parser.parse_args()
     if args.reuse is not None:
-        folders = sorted(p for p in args.reuse.iterdir() if (p / "truth.json").is_file())
+        folders = sorted(p for root in args.reuse for p in root.iterdir()
+                         if (p / "truth.json").is_file())
     else:
         root = args.keep or Path(tempfile.mkdtemp(prefix="qkbench-real-history-"))
         rng = np.random.default_rng(args.seed)
@@ -179,7 +182,8 @@ def main() -> int:
     totals: dict[str, dict] = {}
     for folder in folders:
         for name, figures in judge(folder).items():
-            print(f"{folder.name} {name}: found at runs {figures['marks']}")
+            print(f"{folder.parent.name}/{folder.name} {name}: found at runs "
+                  f"{figures['marks']}")
             total = totals.setdefault(name, {"found": 0, "right": 0,
                                              "sizes": {str(s): [0, 0] for s in SIZES}})
             total["found"] += figures["found"]
