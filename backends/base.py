@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from qkbench.cell_key import axis_fields
+
 # Every dtype a cell may ask for, and the unit roundoff of each (used by the agreement bound).
 KNOWN_DTYPES = ("float16", "bfloat16", "float32", "float64")
 DEVICES = ("cpu", "gpu")
@@ -52,6 +54,7 @@ ATTENTION_FEATURES = ("batched", "grouped", "causal", "scaled")
 
 
 @dataclass(frozen=True)
+@axis_fields(lambda axis: axis.problem)  # n, m, d_k, batch, heads, kv_heads, causal, scaled
 class Problem:
     """What one cell asks `scores` to compute: the semantics of attention cells, defined once.
 
@@ -61,15 +64,6 @@ class Problem:
     a cache of m keys that ends with them (for n = m, the usual lower triangle); masked entries
     of S are −inf. With `scaled`, S = Q·Kᵀ / √d_k (the next step of attention divides by it).
     """
-
-    n: int
-    m: int
-    d_k: int
-    batch: int = 1
-    heads: int = 1
-    kv_heads: int = 1
-    causal: bool = False
-    scaled: bool = False
 
     @property
     def plain(self) -> bool:

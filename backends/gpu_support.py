@@ -7,7 +7,11 @@ Kept apart from the backends so that neither CuPy nor PyTorch is needed to read 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Callable
+from typing import Any
 
 
 def nvml_telemetry(device_index: int = 0) -> dict[str, float]:
@@ -155,3 +159,21 @@ FALLBACK_L2_BYTES = 128 << 20
 def flush_bytes(cache_bytes: int) -> int:
     """The size of the write that flushes a cache of `cache_bytes`: twice it."""
     return 2 * int(cache_bytes)
+
+
+def device_synchronizers() -> list[Callable[[], Any]]:
+    """A device-wide synchronize for every CUDA library this process has initialised (torch,
+    CuPy), for the check that a backend's sync() left nothing queued; empty where none has.
+    A library that cannot answer has no device work of this process to wait for."""
+    syncs: list[Callable[[], Any]] = []
+    torch = sys.modules.get("torch")
+    if torch is not None and getattr(torch, "cuda", None) is not None:
+        with contextlib.suppress(Exception):
+            if torch.cuda.is_initialized():
+                syncs.append(torch.cuda.synchronize)
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        with contextlib.suppress(Exception):
+            cupy.cuda.runtime.getDevice()  # raises where CUDA cannot be set up
+            syncs.append(cupy.cuda.runtime.deviceSynchronize)
+    return syncs

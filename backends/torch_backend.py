@@ -16,7 +16,7 @@ import numpy as np
 from qkbench.backends.base import ATTENTION_FEATURES, Backend, missing_package_reason
 
 
-def _torch_from_numpy(array: np.ndarray) -> Any:
+def torch_from_numpy(array: np.ndarray) -> Any:
     """A CPU tensor sharing memory with `array`; bfloat16 (from ml_dtypes) goes via its bits,
     since torch.from_numpy does not know ml_dtypes."""
     import torch
@@ -95,7 +95,7 @@ class TorchCpuBackend(_TorchBackend):
 
     def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
         # from_numpy shares memory, so prepare costs no copy; contiguity keeps matmul on BLAS.
-        return self._attention_layout(_torch_from_numpy(q), _torch_from_numpy(k))
+        return self._attention_layout(torch_from_numpy(q), torch_from_numpy(k))
 
     def info(self) -> dict[str, Any]:
         import torch
@@ -152,8 +152,8 @@ class TorchCudaBackend(_TorchBackend):
 
     def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
         self._set_tf32()
-        return self._attention_layout(_torch_from_numpy(q).to("cuda", non_blocking=False),
-                                      _torch_from_numpy(k).to("cuda", non_blocking=False))
+        return self._attention_layout(torch_from_numpy(q).to("cuda", non_blocking=False),
+                                      torch_from_numpy(k).to("cuda", non_blocking=False))
 
     def sync(self) -> None:
         import torch
@@ -239,8 +239,8 @@ class TorchMpsBackend(_TorchBackend):
         return None
 
     def prepare(self, q: np.ndarray, k: np.ndarray) -> tuple[Any, Any]:
-        return self._attention_layout(_torch_from_numpy(q).to("mps"),
-                                      _torch_from_numpy(k).to("mps"))
+        return self._attention_layout(torch_from_numpy(q).to("mps"),
+                                      torch_from_numpy(k).to("mps"))
 
     def sync(self) -> None:
         import torch

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from qkbench.backends.attention_args import ALL_ATTENTION, check_heads, semantics
-from qkbench.backends.torch_backend import TorchCpuBackend, TorchCudaBackend, _torch_from_numpy
+from qkbench.backends.torch_backend import TorchCpuBackend, TorchCudaBackend, torch_from_numpy
 
 # torch.compile's modes; "reduce-overhead" adds Inductor's own CUDA graphs.
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -48,7 +48,7 @@ def cuda_tensors(backend: TorchCudaBackend, q: Any, k: Any) -> tuple[Any, Any]:
     """Host arrays → CUDA tensors of the same shape, TF32 switched as the backend says (before
     the first matmul): for backends that take torch-cuda's device side but not its layout."""
     backend._set_tf32()
-    return _torch_from_numpy(q).to("cuda"), _torch_from_numpy(k).to("cuda")
+    return torch_from_numpy(q).to("cuda"), torch_from_numpy(k).to("cuda")
 
 
 class _Compiled:
@@ -100,7 +100,7 @@ class TorchCompileCpuBackend(_Compiled, TorchCpuBackend):
     def prepare(self, q: Any, k: Any) -> tuple[Any, Any]:
         # The arrays as they are (4-D for attention cells): the compiled product does its own
         # grouping, whatever layout eager torch-cpu prefers.
-        return _torch_from_numpy(q), _torch_from_numpy(k)
+        return torch_from_numpy(q), torch_from_numpy(k)
 
     def cleanup(self) -> None:
         self._reset_compile()

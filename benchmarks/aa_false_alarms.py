@@ -46,7 +46,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 from qkbench.analysis import compare
-from qkbench.analysis.compare import Rule, compare_runs
+from qkbench.analysis.verdicts import Rule
+from qkbench.analysis.compare import compare_runs
 
 # Every run takes part in dozens of pairs: read each one once. (compare never changes a run.)
 compare.read_run = functools.lru_cache(maxsize=None)(compare.read_run)

@@ -46,7 +46,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from qkbench.analysis.compare import Rule, compare_runs  # noqa: E402
+from qkbench.analysis.verdicts import Rule  # noqa: E402
+from qkbench.analysis.compare import compare_runs  # noqa: E402
 
 
 def run_once(config: str, out: Path, prefix: list[str] | None = None) -> tuple[Path, float]:

@@ -63,7 +63,7 @@ def write_shards(config: config_module.Config, specs: list, count: int, row: dic
         writer = RunWriter(path)
         cell_lines, sample_lines = [], []
         for cell in expand(config, labels, shard):
-            key = cell.key()
+            key = cell.key.as_dict()
             cell_lines.append(json.dumps({**row, **key}))
             sample_lines += [json.dumps({**sample, **key}) for sample in samples[:samples_per_cell]]
         writer.append_log(cell_lines, sample_lines)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from qkbench.machine import peaks
 from qkbench.machine.environment import fingerprint
-from qkbench.records.results import load_run
+from qkbench.records.run import load_run
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINES = ("numpy", "torch-cpu")
@@ -84,7 +84,7 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="numba-vs-blas-")) / "run"
     subprocess.run([sys.executable, "-m", "qkbench", "run", args.config, "--out", str(out),
                     "--quiet"], check=False)
-    summary, _, _ = load_run(out)
+    summary = load_run(out).summary
     ok = summary[summary["status"] == "ok"]
     table = ok.assign(pct_of_peak=100 * ok["gflops"] / ok["dtype"].map(peak))
     wide = table.pivot_table(index=["dtype", "n", "m", "d_k"], columns="backend",

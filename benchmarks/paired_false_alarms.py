@@ -44,7 +44,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 from qkbench.analysis import compare  # noqa: E402
-from qkbench.analysis.compare import Rule  # noqa: E402
+from qkbench.analysis.verdicts import Rule  # noqa: E402
 from qkbench.analysis.paired import PAIRED_THRESHOLD, compare_between  # noqa: E402
 
 compare.read_run = functools.lru_cache(maxsize=None)(compare.read_run)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from qkbench.records.results import CELL_KEY
+from qkbench.cell_key import CELL_KEY
 
 VARIANTS = {"on": [True], "off": [False], "both": [True, False]}
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from qkbench.machine.idle_threads import quiet_idle_threads
-
-__version__ = "0.2.0"
+from qkbench.version import __version__
 
 # Before anything imports NumPy: reference products run with BLAS in this process too, and its
 # thread pool must not spin through the next backend's turn (see qkbench.machine.idle_threads).
@@ -44,15 +43,16 @@ __all__ = [
 ]
 
 _WHERE = {
-    "Backend": "qkbench.backends.base", "Comparison": "qkbench.analysis.compare",
+    "Backend": "qkbench.backends.base", "Comparison": "qkbench.analysis.verdicts",
     "Config": "qkbench.plan.config", "Run": "qkbench.records.run", "UsageError": "qkbench.errors",
-    "compare": "qkbench.api", "find": "qkbench.api", "load_config": "qkbench.api", "load_run": "qkbench.api",
+    "compare": "qkbench.api", "find": "qkbench.api", "load_config": "qkbench.api",
+    "load_run": "qkbench.api",
     "resume": "qkbench.api", "run": "qkbench.api", "submit_slurm": "qkbench.api",
     "resume_slurm": "qkbench.api",
 }
 
 if TYPE_CHECKING:
-    from qkbench.analysis.compare import Comparison
+    from qkbench.analysis.verdicts import Comparison
     from qkbench.api import (compare, find, load_config, load_run, resume, resume_slurm, run,
                              submit_slurm)
     from qkbench.backends.base import Backend

@@ -8,7 +8,6 @@ checks and the same figures as the CLI.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
 import time
@@ -21,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 from qkbench.errors import UsageError
 from qkbench.plan import config as config_module
 from qkbench.plan.locate import DEFAULT_CONFIG, find_config
-from qkbench.records.run import Run
-from qkbench.records.run import load_run as read_run
+# The one loader is the public `qkbench.load_run` (re-exported, not wrapped).
+from qkbench.records.run import META_FILE, Run, load_run, read_meta
 
 if TYPE_CHECKING:  # pandas loads only when a run is made or read
-    from qkbench.analysis.compare import Comparison
+    from qkbench.analysis.verdicts import Comparison
     from qkbench.bisect.find import FindResult
+    from qkbench.cell_key import CellKey
     from qkbench.cluster.slurm import Submission
     from qkbench.plan.sweep import Shard
 
@@ -105,11 +105,6 @@ def resume(path: str | os.PathLike, *, progress: bool = False) -> Run:
     return result
 
 
-def load_run(path: str | os.PathLike) -> Run:
-    """A run directory, any schema version, as a `Run` (summary, samples, meta)."""
-    return read_run(path)
-
-
 def compare(baseline: str | os.PathLike | Run, candidate: str | os.PathLike | Run | None = None,
             threshold: float | None = None, normalize_by: str | None = None, *,
             per_backend: Mapping[str, float] | None = None,
@@ -121,7 +116,8 @@ def compare(baseline: str | os.PathLike | Run, candidate: str | os.PathLike | Ru
     first. With `between=(BASE, CANDIDATE)`, `baseline` is one run of several environments and
     each cell's verdict comes from its paired rounds (analysis/paired.py; default threshold
     `PAIRED_THRESHOLD`)."""
-    from qkbench.analysis.compare import DEFAULT_THRESHOLD, Rule, compare_runs
+    from qkbench.analysis.verdicts import DEFAULT_THRESHOLD, Rule
+    from qkbench.analysis.compare import compare_runs
     from qkbench.analysis.paired import PAIRED_THRESHOLD, compare_between
 
     if between is not None:
@@ -195,7 +191,7 @@ class RunSession:
     specs: list[Any]
     folder: Path
     meta: dict[str, Any]
-    done: set[tuple[Any, ...]]
+    done: set[CellKey]
     shard: Shard
     interrupted: bool = False
     wall_s: float = 0.0
@@ -224,26 +220,26 @@ class RunSession:
         from qkbench.plan.sweep import Shard
         from qkbench.records.results import finished_keys, repair_log
 
-        try:
-            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-            config_text, recorded_shard = meta["config_text"], meta.get("shard") or {}
-        except (OSError, ValueError, KeyError, TypeError):
-            raise UsageError(f"{folder} is not a qkbench run directory (no readable meta.json)"
-                             ) from None
-        config = config_module.parse(config_module.parse_yaml_text(config_text, str(folder)),
-                                     f"{folder}/meta.json")
+        about = read_meta(folder)  # UsageError when there is none
+        if about.config_text is None:
+            raise UsageError(f"{folder} is not a qkbench run directory (its {META_FILE} holds "
+                             "no config)")
+        config = config_module.parse(config_module.parse_yaml_text(about.config_text,
+                                                                   str(folder)),
+                                     f"{folder}/{META_FILE}")
         specs = config_module.resolve_backends(config)
-        recorded = Shard(**recorded_shard) if recorded_shard else Shard()
+        recorded = Shard(about.shard_index or 1, about.shard_count or 1)
         if shard is not None and parse_shard(shard) != recorded:
             raise UsageError(f"{folder} holds shard {recorded.index}/{recorded.count}, "
                              f"not {shard}")
         here = fingerprint()
-        if here["comparability_key"] != meta.get("environment", {}).get("comparability_key"):
-            changed = "; ".join(differences(meta.get("environment", {}), here)[:3])
+        if here["comparability_key"] != about.comparability_key:
+            changed = "; ".join(differences(about.environment, here)[:3])
             raise UsageError(f"{folder} was started on other hardware or software ({changed}); "
                              "resuming would mix machines in one table")
         environments = _probe_environments(config, specs)
         repair_log(folder)
+        meta = copy.deepcopy(about.raw)  # the record being continued
         meta.setdefault("resumed_utc", []).append(here["created_utc"])
         meta["state"] = "running"
         return cls(config, specs, folder, meta, finished_keys(folder), recorded,

@@ -1,4 +1,4 @@
-"""Step 5: run the cells of a sweep — the loop that ties inputs, agreement and timing together.
+"""Run the cells of a sweep — the loop that ties inputs, agreement and timing together.
 
 For each shape the main process builds the inputs and the float64 reference once (saved to a
 scratch folder that workers map). For each variant of that shape (dtype, phase, cache, threads)
@@ -26,7 +26,7 @@ from qkbench.machine.contention import LoadMeter
 from qkbench.machine.cpu_quota import cpu_limits
 from qkbench.machine.os_causes import RoundCauses
 from qkbench.measure import checks, inputs, plausible
-from qkbench.measure.cell import CellFailure, CellPlan
+from qkbench.measure.cell import CellFailure, CellFigures, CellPlan
 from qkbench.measure.environments import Environment
 from qkbench.measure.handles import (  # noqa: F401  (throttled, machine_check: re-exported)
     BackendWorkers,
@@ -47,10 +47,9 @@ from qkbench.measure.timing import UNFIT_BUDGET_FACTOR, SamplingResult, StopRule
 from qkbench.measure.worker import WorkerHandle
 from qkbench.plan.config import Config
 from qkbench.plan.sweep import Cell, Shape, Shard, above_size_limit, expand, groups, size_limits
-from qkbench.plan.sweep import member_name
+from qkbench.cell_key import CellKey, member_name
 from qkbench.records.results import (
     RunWriter,
-    key_of,
     min_bytes,
     sample_rows,
     summary_row,
@@ -92,7 +91,7 @@ class Runner:
     def __init__(self, config: Config, specs: list[BackendSpec], writer: RunWriter,
                  on_cell_done: CellDone = lambda row: None, peaks: Peaks | None = None,
                  host_cache_bytes: int = 32 << 20, shard: Shard = WHOLE_SWEEP,
-                 done: set[tuple[Any, ...]] | None = None,
+                 done: set[CellKey] | None = None,
                  ceilings: Ceilings | None = None,
                  environments: Mapping[str, Environment] | None = None) -> None:
         """`shard` picks the part of the sweep to run; cells whose keys are in `done` (from an
@@ -124,7 +123,7 @@ class Runner:
     def cells(self) -> list[Cell]:
         """The cells this run will record: its shard of the sweep, less those already done."""
         return [cell for cell in expand(self.config, self.labels, self.shard)
-                if key_of(cell.key()) not in self.done]
+                if cell.key not in self.done]
 
     def run(self) -> RunCounts:
         # The shared inputs live inside the run directory, not in the temp directory: a run
@@ -143,7 +142,7 @@ class Runner:
                 for group in shape_groups:
                     runnable = []
                     for cell in group:
-                        if key_of(cell.key()) in self.done:
+                        if cell.key in self.done:
                             continue
                         reason = (self._skip_reason(cell) or shape_too_big
                                   or self._memory_reason(cell))
@@ -188,7 +187,7 @@ class Runner:
             return backend.unavailable
         if cell.dtype not in backend.dtypes:
             return f"{cell.backend} does not support {cell.dtype}"
-        if cell.variant.threads is not None and backend.device != "cpu":
+        if cell.variant.threads_requested is not None and backend.device != "cpu":
             return "the threads axis applies to CPU backends only"
         missing = cell.shape.problem().needs() - backend.attention
         if missing:
@@ -216,7 +215,7 @@ class Runner:
         timing, variant = self.config.timing, cell.variant
         return CellPlan(dtype=variant.dtype, min_sample_s=timing.min_sample_s,
                         warmup_s=timing.warmup_s, phase=variant.phase, cache=variant.cache,
-                        threads=variant.threads, host_cache_bytes=self.host_cache_bytes,
+                        threads=variant.threads_requested, host_cache_bytes=self.host_cache_bytes,
                         check_margin=timing.target_rel_ci,
                         cuda_graphs=timing.cuda_graphs)
 
@@ -235,7 +234,7 @@ class Runner:
         if not ready:
             return
 
-        block_s = {label: p.figures["block_s"] for label, p in ready.items()}
+        block_s = {label: p.figures.block_s for label, p in ready.items()}
         load = LoadMeter(self._own_pids)
         load.start()
         checked = self._multi_threaded_cpu(ready)
@@ -252,20 +251,21 @@ class Runner:
         for label, result in results.items():
             prepared = ready[label]
             cell, figures = prepared.cell, prepared.figures
-            figures["foreign_load"] = foreign_load
-            figures.update(os_figures(result, watch))
-            figures["machine_check"] = (result.check_gave_up or "on") if id(prepared) in guarded \
+            figures.foreign_load = foreign_load
+            figures.merge(os_figures(result, watch))
+            figures.machine_check = (result.check_gave_up or "on") if id(prepared) in guarded \
                 else "off"
             self.counts.spend("timed work", sum(s.seconds * s.calls for s in result.samples))
             failure = self._verify(prepared, result) if result.failure is None else None
-            figures.update(release(prepared.workers))
+            figures.merge(release(prepared.workers))
             if result.failure is not None:
                 self._record(cell, result.failure.status, result.failure.reason, figures)
             elif failure is not None:
                 # Sampled, but not the work it claims: no time is shown as a result.
-                self._record(cell, failure.status, failure.reason, {**figures, **failure.details})
+                self._record(cell, failure.status, failure.reason,
+                             figures.merge(failure.details))
             else:
-                figures["throttled"] = throttled(figures)
+                figures.throttled = throttled(figures)
                 self._record(cell, "ok", "", figures, result)
 
     def _verify(self, prepared: PreparedCell, result: SamplingResult) -> CellFailure | None:
@@ -281,7 +281,7 @@ class Runner:
         limit = CellTimeout(self.config.timing.timeout_s)
         try:
             for index, worker in enumerate(prepared.workers):
-                prepared.figures.update(limit.request(worker, ("verify", index == 0)))
+                prepared.figures.merge(limit.request(worker, ("verify", index == 0)))
         except CellFailure as failure:
             return failure
         finally:
@@ -291,20 +291,20 @@ class Runner:
     def _implausible(self, prepared: PreparedCell, result: SamplingResult) -> CellFailure | None:
         cell, figures = prepared.cell, prepared.figures
         device = self.backends[cell.member].device
-        precision = figures.get("precision", cell.dtype)
+        precision = figures.precision or cell.dtype
         memory = plausible.memory_bytes(min_bytes(cell),
-                                        figures.get("cache_bytes") or self.host_cache_bytes)
+                                        figures.cache_bytes or self.host_cache_bytes)
         ceiling = self.ceilings.get(device, {})
         limit = plausible.speed_limit(cell.shape.flops, memory, ceiling.get(precision),
                                       ceiling.get("bandwidth_gbs"))
-        figures["speed_limit_s"] = limit.fastest_s
+        figures.speed_limit_s = limit.fastest_s
         median = result.median()
         why = None if median is None else plausible.implausible(
             median, cell.shape.flops, memory, limit, device, precision)
         if why is None:
             return None
         return CellFailure(checks.status("speed"), checks.reason("speed", why),
-                           {"failed_check": "speed"})
+                           CellFigures(failed_check="speed"))
 
     def _multi_threaded_cpu(self, ready: dict[str, PreparedCell]) -> list[PreparedCell]:
         """The cells of a group the machine check guards: only multi-threaded CPU work lost
@@ -352,7 +352,7 @@ class Runner:
         failed) when any of them fails. Each worker is a process of its own, so its buffers
         land at addresses of their own: see `Timing.processes`."""
         limit, plan = CellTimeout(self.config.timing.timeout_s), self._plan(cell)
-        first: dict[str, Any] | None = None
+        first: CellFigures | None = None
         workers: list[WorkerHandle] = []
         for worker in backend.workers:
             try:
@@ -369,7 +369,7 @@ class Runner:
             workers.append(worker)
             first = first or figures
         assert first is not None
-        first["processes"] = len(workers)
+        first.processes = len(workers)
         return PreparedCell(cell, first, limit, workers)
 
     def _own_pids(self) -> list[int]:
@@ -384,23 +384,23 @@ class Runner:
             cell.shape, cell.dtype, copies, self.config.agreement.max_reference_elements)
         return too_big(needed, available_bytes())
 
-    def _account_setup(self, figures: dict[str, Any]) -> None:
-        self.counts.spend("warm-up and compilation", figures.get("setup_s", 0.0)
-                          + figures.get("first_call_s", 0.0) + figures.get("warmup_s", 0.0))
-        self.counts.spend("agreement check", figures.get("agreement_s", 0.0))
+    def _account_setup(self, figures: CellFigures) -> None:
+        self.counts.spend("warm-up and compilation",
+                          figures.setup_s + (figures.first_call_s or 0.0) + figures.warmup_s)
+        self.counts.spend("agreement check", figures.agreement_s)
 
     def _record(self, cell: Cell, status: str, reason: str,
-                figures: dict[str, Any] | None = None,
+                figures: CellFigures | None = None,
                 sampling: SamplingResult | None = None) -> None:
         started = time.monotonic()
         device = self.backends[cell.member].device
-        precision = (figures or {}).get("precision", cell.dtype)
+        figures = CellFigures().merge(figures)
+        precision = figures.precision or cell.dtype
         peak = self.peaks.get((device, precision))
         if device == "cpu":
-            figures = dict(figures or {})
             threads = threads_in_force(cell, figures)
             peak = cpu_peak.for_threads(peak, threads, self.cpu_limits.usable)
-            figures["quota_measured"] = self.cpu_limits.quota_measured(threads)
+            figures.quota_measured = self.cpu_limits.quota_measured(threads)
         row = summary_row(cell, device, status, reason, figures, sampling, peak_gflops=peak)
         self.writer.append(row, sample_rows(cell, device, precision, sampling)
                            if sampling else [])

@@ -14,6 +14,7 @@ from qkbench.plan import config as config_module
 from qkbench.plan import presets
 from qkbench.plan.sweep import Cell, Shape, Variant, shapes
 from qkbench.records import results
+from qkbench.cell_key import CellKey
 from tests.conftest import FAST_TIMING, run_cli, write_config
 
 PLUGINS = "tests.plugins.attention"
@@ -50,7 +51,7 @@ def test_mask_is_bottom_right_aligned():
 
 
 def test_bytes_count_each_key_head_once():
-    cell = Cell("numpy", Shape(16, 64, 8, batch=2, heads=8, kv_heads=2), Variant("float32"))
+    cell = Cell.of("numpy", Shape(16, 64, 8, batch=2, heads=8, kv_heads=2), Variant("float32"))
     q, k, s = 2 * 8 * 16 * 8, 2 * 2 * 64 * 8, 2 * 8 * 16 * 64
     assert results.min_bytes(cell) == 4 * (q + k + s)
 
@@ -195,8 +196,8 @@ def test_rows_of_older_runs_load_as_the_plain_product():
     assert not row["scaled"] and pd.isna(row["preset"])
     old_log_row = {"backend": "numpy", "dtype": "float32", "n": 8, "m": 8, "d_k": 4,
                    "phase": "kernel", "cache": "warm", "threads_requested": None}
-    cell = Cell("numpy", Shape(8, 8, 4), Variant("float32"))
-    assert results.key_of(old_log_row) == results.key_of(cell.key())
+    cell = Cell.of("numpy", Shape(8, 8, 4), Variant("float32"))
+    assert CellKey.of(old_log_row) == cell.key
 
 
 # ------------------------------------------------------------------ whole runs

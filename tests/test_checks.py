@@ -9,7 +9,7 @@ import pytest
 from qkbench.measure import agreement, checks, inputs, plausible
 from qkbench.measure.kernel_timer import KernelTimer
 from qkbench.measure.cell import CellFailure, CellPlan
-from qkbench.measure.session import _Session
+from qkbench.measure.session import Session
 
 QUIET = {"OPENBLAS_THREAD_TIMEOUT": "20", "GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
 
@@ -229,23 +229,23 @@ def test_fresh_inputs_are_independent_of_the_timed_ones(shape_folder):
 
 
 def _verify(path, folder):
-    session = _Session(path, {})
+    session = Session(path, {})
     session.setup(folder, CellPlan(dtype="float32", min_sample_s=1e-4, warmup_s=0.0))
     session.sample(6, 0)
     try:
-        return session.verify(True)
+        return session.handle(("verify", True))
     finally:
         session.release()
 
 
 def test_an_honest_backend_passes_every_check_in_its_worker(shape_folder):
     figures = _verify("qkbench.backends.numpy_backend:NumpyBackend", shape_folder)
-    assert figures["cpu_after_sync_s"] is not None or checks.spin_allowance_s() is None
+    assert figures.cpu_after_sync_s is not None or checks.spin_allowance_s() is None
 
 
 def test_a_gpu_backend_reporting_queued_work_after_sync_is_unsynced(shape_folder):
     with pytest.raises(CellFailure) as failure:
         _verify("tests.plugins.fake_gpu:PendingFakeGpu", shape_folder)
     assert failure.value.status == "unsynced"
-    assert failure.value.details["failed_check"] == "idle_after_sync"
+    assert failure.value.details.failed_check == "idle_after_sync"
     assert "queued device work" in failure.value.reason

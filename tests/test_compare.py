@@ -16,7 +16,10 @@ import pytest
 
 from qkbench.cli import main
 from qkbench.analysis.bootstrap import between_runs_interval
-from qkbench.analysis.compare import Rule, bootstrap_ratio, compare_runs, environment_differences
+from qkbench.analysis.verdicts import Rule
+from qkbench.analysis.bootstrap import bootstrap_ratio
+from qkbench.machine.environment import environment_differences
+from qkbench.analysis.compare import compare_runs
 from tests.conftest import run_cli, write_config
 
 ENVIRONMENT = {

@@ -75,7 +75,7 @@ def test_a_row_faster_than_the_physical_peak_is_flagged_not_shown():
     from qkbench.plan.sweep import Cell, Shape, Variant
     from qkbench.records.results import summary_row
 
-    cell = Cell("numpy", Shape(64, 64, 64), Variant("float32"))
+    cell = Cell.of("numpy", Shape(64, 64, 64), Variant("float32"))
     sampling = SamplingResult([Sample(0, 0.0, 1e-6, 1) for _ in range(10)], "converged",
                               min_samples=6)
     row = summary_row(cell, "cpu", "ok", sampling=sampling, peak_gflops=1.0)  # 524 GFLOP/s

@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from qkbench.errors import UsageError
 from qkbench.measure.timing import Sample, StopRule, interleave
+from qkbench.measure.worker import PROTOCOL_VERSION
 from qkbench.plan import config as config_module
 from qkbench.plan.sweep import expand, groups
-from qkbench.records.record import CellKey
+from qkbench.cell_key import CellKey
 from tests.conftest import FAST_TIMING, REPO, run_cli
 from tests.venvs import make_venv
 
@@ -41,7 +42,7 @@ def test_every_backend_runs_in_every_environment_of_a_group(names, backends):
         for group in shape_groups:
             members = [(cell.backend, cell.environment) for cell in group]
             assert sorted(members) == sorted((b, e) for b in backends for e in names)
-            keys = [CellKey.of(cell.key()) for cell in group]
+            keys = [cell.key for cell in group]
             assert len(set(keys)) == len(keys)  # the environment tells them apart
             assert {key.environment for key in keys} == set(names)
             assert len({key.group() for key in keys}) == 1  # one interleaving group
@@ -54,7 +55,7 @@ def test_without_environments_nothing_changes():
                                   "backends": ["numpy"]})
     (cell,) = expand(config, ["numpy"])
     assert cell.environment is None and cell.member == "numpy"
-    assert CellKey.of(cell.key()) == CellKey.of({k: v for k, v in cell.key().items()
+    assert cell.key == CellKey.of({k: v for k, v in cell.key.as_dict().items()
                                                  if k != "environment"})
 
 
@@ -180,7 +181,7 @@ def test_meta_keeps_each_environments_fingerprint(paired_run):
     assert list(meta["environments"]) == ["base", "cand"]
     for name, facts in meta["environments"].items():
         assert facts["qkbench_file"].startswith(str(REPO / "harness"))
-        assert facts["protocol"] == 1
+        assert facts["protocol"] == PROTOCOL_VERSION
         fingerprint = facts["fingerprint"]
         assert fingerprint["libraries"]["numpy"] and fingerprint["blas"] is not None
         assert fingerprint["git"]["commit"] == meta["environment"]["git"]["commit"]
@@ -248,7 +249,7 @@ def test_a_qkbench_of_another_protocol_is_refused_naming_both(tmp_path, protocol
                                   {"name": "old", "python": sys.executable,
                                    "paths": [str(other)]}])
     assert "environment old" in message and "9.9.9" in message and words in message
-    assert "worker protocol 1" in message  # this side's version too
+    assert f"worker protocol {PROTOCOL_VERSION}" in message  # this side's version too
 
 
 def test_cli_env_flags_make_the_axis_and_resume_refuses_them(tmp_path):

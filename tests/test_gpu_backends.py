@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from qkbench.measure.cell import CellFigures
 from qkbench.backends.cupy_backend import CupyBackend, CupyTf32Backend
 from qkbench.backends.registry import BUILTINS, load_class
 from qkbench.backends.torch_backend import TorchCudaBackend, TorchCudaTf32Backend, TorchMpsBackend
@@ -95,9 +96,9 @@ def test_clock_drop_during_sampling_flags_the_cell_as_throttled(tmp_path):
 
 
 def test_throttle_rule():
-    assert throttled({"sm_clock_start_mhz": 1980.0, "sm_clock_end_mhz": 1800.0}) is True
-    assert throttled({"sm_clock_start_mhz": 1980.0, "sm_clock_end_mhz": 1900.0}) is False
-    assert throttled({}) is None
+    assert throttled(CellFigures(sm_clock_start_mhz=1980.0, sm_clock_end_mhz=1800.0)) is True
+    assert throttled(CellFigures(sm_clock_start_mhz=1980.0, sm_clock_end_mhz=1900.0)) is False
+    assert throttled(CellFigures()) is None
 
 
 def summary_table(rows):

@@ -156,9 +156,9 @@ def test_a_round_is_unfit_when_the_process_that_sampled_it_is():
 
 
 def test_a_worker_runs_the_check_in_its_own_process():
-    from qkbench.measure.session import _Session
+    from qkbench.measure.session import Session
 
-    session = _Session("qkbench.backends.numpy_backend:NumpyBackend", {})
+    session = Session("qkbench.backends.numpy_backend:NumpyBackend", {})
     assert session.check() in (True, False)  # whether this machine is fit now is not ours
     assert session.check() in (True, False)
     default = session.canaries[None]

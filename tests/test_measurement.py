@@ -13,7 +13,7 @@ from qkbench.machine import environment
 from qkbench.machine import peaks
 from qkbench.machine.environment import differences, digest, fingerprint
 from qkbench.measure.cell import CellPlan, cold_copies
-from qkbench.measure.session import _Session
+from qkbench.measure.session import Session
 from tests.conftest import REPO, read_summary, run_cli, write_config
 
 PLUGINS = "tests.plugins.misbehaving"
@@ -43,14 +43,14 @@ def test_end_to_end_includes_prepare_and_kernel_does_not(tmp_path):
 
 @pytest.mark.parametrize("cache, copies", [("warm", 1), ("cold", None)])
 def test_cold_cache_rotates_copies_and_records_how_many(shape_folder, cache, copies):
-    session = _Session("qkbench.backends.numpy_backend:NumpyBackend", {})
+    session = Session("qkbench.backends.numpy_backend:NumpyBackend", {})
     plan = CellPlan(dtype="float32", min_sample_s=1e-4, warmup_s=0.0, cache=cache,
                     host_cache_bytes=1 << 20)
     figures = session.setup(shape_folder, plan)
     expected = copies or cold_copies((64 + 48) * 16 * 4, 1 << 20)
-    assert figures["cache_copies"] == expected
-    assert len(session.timer._sets) == expected
-    assert len({id(q) for q, _ in session.timer._sets}) == expected  # distinct arrays
+    assert figures.cache_copies == expected
+    assert len(session.cell.timer._sets) == expected
+    assert len({id(q) for q, _ in session.cell.timer._sets}) == expected  # distinct arrays
     session.release()
 
 
@@ -62,10 +62,10 @@ def test_cold_copies_exceed_twice_the_cache_within_the_cap():
 
 def test_thread_limit_is_in_force_during_the_cell_and_restored_after(shape_folder):
     before = blas_threads()
-    session = _Session("qkbench.backends.numpy_backend:NumpyBackend", {})
+    session = Session("qkbench.backends.numpy_backend:NumpyBackend", {})
     plan = CellPlan(dtype="float32", min_sample_s=1e-4, warmup_s=0.0, threads=1)
     figures = session.setup(shape_folder, plan)
-    assert figures["info"]["threads"] == 1 and set(blas_threads()) == {1}
+    assert figures.info["threads"] == 1 and set(blas_threads()) == {1}
     session.release()
     assert blas_threads() == before
 
@@ -76,11 +76,11 @@ def test_thread_limit_is_in_force_during_the_cell_and_restored_after(shape_folde
 ])
 def test_library_thread_pools_are_limited_and_restored(shape_folder, path, module):
     pytest.importorskip(module)
-    session = _Session(path, {})
+    session = Session(path, {})
     default = session.backend.info()["threads"]
     figures = session.setup(shape_folder, CellPlan(dtype="float32", min_sample_s=1e-4,
                                                     warmup_s=0.0, threads=1))
-    assert figures["info"]["threads"] == 1
+    assert figures.info["threads"] == 1
     session.release()
     assert session.backend.info()["threads"] == default
 

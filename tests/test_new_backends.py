@@ -191,7 +191,7 @@ _INTERPRETED = """
 import json
 import numpy as np
 from qkbench.backends.triton_backend import triton_scores
-from qkbench.backends.torch_backend import _tensor_to_numpy, _torch_from_numpy
+from qkbench.backends.torch_backend import _tensor_to_numpy, torch_from_numpy
 from tests.test_new_backends import CASES, case_semantics, cast, inputs_for, max_scaled_error, upcast
 errors = []
 for dtype in ("float32", "float64", "float16", "bfloat16"):
@@ -199,7 +199,7 @@ for dtype in ("float32", "float64", "float16", "bfloat16"):
         causal, scale = case_semantics(case)
         q64, k64 = inputs_for(case)
         q, k = cast(q64, dtype), cast(k64, dtype)
-        s = _tensor_to_numpy(triton_scores(_torch_from_numpy(q), _torch_from_numpy(k), causal,
+        s = _tensor_to_numpy(triton_scores(torch_from_numpy(q), torch_from_numpy(k), causal,
                                            scale))
         errors.append([dtype, case[5], str(s.dtype),
                        max_scaled_error(upcast(s), upcast(q), upcast(k), causal, scale)])

@@ -126,7 +126,7 @@ def test_steal_beyond_the_share_of_the_round_s_cpu_capacity_is_a_cause(tmp_path)
     _steal(proc, 103)  # 30 ms of 1 s of CPU capacity
     causes = watch.stop()
     assert set(causes) == {"steal"} and causes["steal"] == pytest.approx(
-        3 / os_causes._ticks_per_second())
+        3 / os_causes.ticks_per_second())
 
 
 def test_one_tick_of_steal_is_the_counter_s_resolution_not_a_cause(tmp_path):
@@ -135,7 +135,7 @@ def test_one_tick_of_steal_is_the_counter_s_resolution_not_a_cause(tmp_path):
     proc = _proc(tmp_path, "0::/\n", "", steal_ticks=100)
     clock = FakeClock()
     watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2)
-    tick = 1 / os_causes._ticks_per_second()
+    tick = 1 / os_causes.ticks_per_second()
     watch.start()
     clock.now += 0.05
     _steal(proc, 101)
@@ -190,7 +190,7 @@ def test_other_processes_cpu_beyond_the_counters_rounding_is_a_cause(tmp_path):
     proc, clock = _proc(tmp_path, "0::/\n", ""), FakeClock()
     watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2,
                         own_pids=lambda: [11, 12])
-    tick = 1 / os_causes._ticks_per_second()
+    tick = 1 / os_causes.ticks_per_second()
     _busy(proc, 1000), _own(proc, 11, 500), _own(proc, 12, 300)
     watch.start()
     clock.now += 0.5
@@ -225,7 +225,7 @@ def test_other_processes_count_only_beyond_the_cores_the_threads_leave_idle(
         tmp_path_factory, cpus, threads, foreign_ticks, wall_ticks):
     tmp_path = tmp_path_factory.mktemp("proc")
     proc, clock = _proc(tmp_path, "0::/\n", ""), FakeClock()
-    tick = 1 / os_causes._ticks_per_second()
+    tick = 1 / os_causes.ticks_per_second()
     watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=cpus,
                         own_pids=lambda: [11], threads=threads)
     _busy(proc, 1000), _own(proc, 11, 500)

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from qkbench.analysis.compare import Rule
+from qkbench.measure.cell import CellFigures
+from qkbench.analysis.verdicts import Rule
 from qkbench.analysis.paired import PAIRED_THRESHOLD, compare_between
 from qkbench.errors import UsageError
 from qkbench.measure.timing import Sample, SamplingResult
@@ -42,7 +43,7 @@ def write_paired_run(folder: Path, factor: dict[str, float], rounds: int = 30,
     writer = RunWriter(folder)
     for backend, cost in zip(BACKENDS, (1e-4, 2e-4)):
         for environment in environments:
-            cell = Cell(backend, Shape(64, 64, 16), Variant("float32"), environment)
+            cell = Cell.of(backend, Shape(64, 64, 16), Variant("float32"), environment)
             slot_effect = rng.normal(1.0, 0.005, processes)
             extra = factor.get(backend, 1.0) if environment == environments[1] else 1.0
             samples = [Sample(r, float(r), cost * extra * level[r] * slot_effect[r % processes]
@@ -51,7 +52,7 @@ def write_paired_run(folder: Path, factor: dict[str, float], rounds: int = 30,
             state = (status or {}).get((backend, environment), "ok")
             result = SamplingResult(samples=samples, stopped_by="budget", min_samples=6)
             if state == "ok":
-                row = summary_row(cell, "cpu", "ok", "", {"processes": processes}, result)
+                row = summary_row(cell, "cpu", "ok", "", CellFigures(processes=processes), result)
                 writer.append(row, sample_rows(cell, "cpu", "float32", result))
             else:
                 writer.append(summary_row(cell, "cpu", state, "why not"), [])

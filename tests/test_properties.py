@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from qkbench.backends.registry import BUILTINS, load_class
 from qkbench.measure import inputs
 from qkbench.measure.cell import CellFailure, CellPlan
-from qkbench.measure.session import _Session
+from qkbench.measure.session import Session
 from qkbench.plan.sweep import Cell, Shape, Variant
 from qkbench.records.results import summary_row
 from tests.plugins.wrong_attention import WRONG
@@ -109,9 +109,9 @@ class Cells:
         self.scratch, self.sessions = scratch, {}
         self.numbers = itertools.count()
 
-    def session(self, path: str) -> _Session:
+    def session(self, path: str) -> Session:
         if path not in self.sessions:
-            self.sessions[path] = _Session(path, {})
+            self.sessions[path] = Session(path, {})
         return self.sessions[path]
 
     def inputs(self, shape: Shape, seed: int, max_reference_elements: int) -> Path:
@@ -130,7 +130,7 @@ class Cells:
         try:
             figures = session.setup(str(folder), plan, True)
             session.sample(2, 0)
-            figures.update(session.verify(False))
+            figures.merge(session.handle(("verify", False)))
             return "ok", "", figures
         except CellFailure as failure:
             return failure.status, failure.reason, failure.details
@@ -169,7 +169,7 @@ def test_builtin_cpu_backends_are_ok_and_count_flops_and_bytes(cells, shape, dty
             cls = load_class(BUILTINS[name])
             if dtype not in cls.dtypes:
                 continue  # the runner records such a cell as skipped, never runs it
-            cell = Cell(name, shape, Variant(dtype))
+            cell = Cell.of(name, shape, Variant(dtype))
             status, reason, figures = cells.outcome(BUILTINS[name], folder, dtype)
             row = summary_row(cell, cls.device, status, reason, figures)
             assert row["status"] == "ok", f"{name} {dtype} {shape}: {reason}"

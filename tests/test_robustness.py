@@ -11,7 +11,8 @@ import pytest
 
 from qkbench.cli import main
 from qkbench.plan import config as config_module
-from qkbench.records.results import CELL_KEY, finished_keys, kept_mask, key_of
+from qkbench.records.results import finished_keys, kept_mask
+from qkbench.cell_key import CELL_KEY, CellKey
 from qkbench.plan.sweep import Shard, expand
 from tests.conftest import REPO, cli_env, interruptible, read_summary, run_cli, write_config
 
@@ -102,7 +103,7 @@ def test_resume_repairs_a_torn_line_and_drops_orphan_samples(tmp_path):
     second_row = json.loads(cells[1])
     # As if killed while writing the second cell: its samples are there, its row is torn.
     (out / "cells.jsonl").write_text(cells[0] + cells[1][: len(cells[1]) // 2])
-    assert any(key_of(json.loads(s)) == key_of(second_row) for s in samples)
+    assert any(CellKey.of(json.loads(s)) == CellKey.of(second_row) for s in samples)
     (out / "summary.parquet").unlink()
     result = run_cli("run", "--resume", str(out), "--no-progress")
     assert result.returncode == 0, result.stderr
@@ -130,11 +131,11 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
 def test_shards_partition_the_sweep_deterministically():
     config = config_module.load(REPO / "configs" / "default.yaml")
     labels = ["numpy", "numba", "torch-cpu"]
-    everything = {key_of(c.key()) for c in expand(config, labels)}
-    parts = [{key_of(c.key()) for c in expand(config, labels, Shard(i, 5))} for i in range(1, 6)]
+    everything = {c.key for c in expand(config, labels)}
+    parts = [{c.key for c in expand(config, labels, Shard(i, 5))} for i in range(1, 6)]
     assert set().union(*parts) == everything
     assert sum(len(p) for p in parts) == len(everything)  # disjoint
-    assert parts[2] == {key_of(c.key()) for c in expand(config, labels, Shard(3, 5))}
+    assert parts[2] == {c.key for c in expand(config, labels, Shard(3, 5))}
     assert all(len(p) % len(labels) == 0 for p in parts)  # whole interleaving groups
 
 

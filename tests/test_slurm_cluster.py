@@ -15,7 +15,7 @@ import pytest
 
 from qkbench.plan import config as config_module
 from qkbench.plan.sweep import expand
-from qkbench.records.results import key_of
+from qkbench.cell_key import CellKey
 from qkbench.records.run import load_run
 from tests.conftest import run_cli, write_config
 from tests.slurm_cluster import Cluster, slurm_cluster_fixture
@@ -76,7 +76,7 @@ def test_a_sweep_on_two_partitions_merges_to_the_unsharded_run(slurm_cluster, tm
     # The unsharded run, while the jobs queue: cells and statuses are compared, not times.
     whole = run_cli("run", str(config), "--out", str(tmp_path / "whole"), "--no-progress")
     assert whole.returncode == 0, whole.stderr
-    expected = {key_of(row) for row in load_run(tmp_path / "whole").summary.to_dict("records")}
+    expected = {CellKey.of(row) for row in load_run(tmp_path / "whole").summary.to_dict("records")}
     wait_for_jobs(slurm_cluster, ids)
     for partition in ("alpha", "beta"):
         shards = submitted(result.stdout, "shards", partition)
@@ -84,7 +84,7 @@ def test_a_sweep_on_two_partitions_merges_to_the_unsharded_run(slurm_cluster, tm
         assert f"Partition={partition}" in job and "OverSubscribe=NO" not in job
         assert exit_code(slurm_cluster, submitted(result.stdout, "merge", partition)) == 0
         merged = load_run(out / partition / f"merged-{partition}")
-        assert {key_of(row) for row in merged.summary.to_dict("records")} == expected
+        assert {CellKey.of(row) for row in merged.summary.to_dict("records")} == expected
         assert set(merged.summary["status"]) == {"ok"}
         assert merged.meta["state"] == "finished" and merged.meta["missing_cells"] == 0
         assert sorted(s["shard"]["index"] for s in merged.meta["merged_from"]) == [1, 2, 3]
@@ -145,8 +145,8 @@ def test_a_cancelled_shard_is_resubmitted_and_a_requeued_one_resumes(slurm_clust
     merged = load_run(out / "default" / "merged-default")
     loaded = config_module.load(config)
     labels = [spec.label for spec in config_module.resolve_backends(loaded)]
-    expected = {key_of(cell.key()) for cell in expand(loaded, labels)}
-    assert {key_of(row) for row in merged.summary.to_dict("records")} == expected
+    expected = {cell.key for cell in expand(loaded, labels)}
+    assert {CellKey.of(row) for row in merged.summary.to_dict("records")} == expected
     assert set(merged.summary["status"]) == {"ok"} and merged.meta["state"] == "finished"
     nothing = run_cli("submit", "slurm", "--resume", str(out))
     assert nothing.returncode == 0 and "nothing to resubmit" in nothing.stdout

@@ -1,1 +1,1 @@
-"""Step 4 of the flow: what runs say together — compare, history, the CPU-vs-GPU crossover."""
+"""What runs say together — compare, history, the CPU-vs-GPU crossover."""

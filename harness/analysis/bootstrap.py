@@ -1,4 +1,4 @@
-"""Step 7, the statistics of a verdict: a seeded percentile bootstrap of the ratio of two
+"""The statistics of a verdict: a seeded percentile bootstrap of the ratio of two
 medians (or of the median of paired ratios), resampling runs (or worker processes) first, then
 samples, and, when a side pools several runs, a t interval from how much the runs' own medians
 differ (see analysis/compare.py for why)."""
@@ -10,7 +10,7 @@ import zlib
 from collections.abc import Sequence
 
 import numpy as np
-from qkbench.records.record import CellKey
+from qkbench.cell_key import CellKey
 from scipy import stats
 
 CONFIDENCE = 0.95

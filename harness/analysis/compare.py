@@ -1,4 +1,4 @@
-"""Step 7: two runs (or two sets of runs) → a verdict per cell: slower, faster, same, …
+"""Two runs (or two sets of runs) → a verdict per cell: slower, faster, same, …
 
 The question CI asks is "did this change make a kernel slower?", and a check that cries wolf is
 soon ignored, so a cell is called slower only when two things hold at once (the rule asv uses):
@@ -31,156 +31,25 @@ as above: a machine 40% slower today slows the reference as much, and they do no
 
 from __future__ import annotations
 
-import math
-import zlib
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-# The statistics and the renderings live beside this module (re-exported for callers).
-from qkbench.analysis.bootstrap import (CONFIDENCE, RESAMPLES, SEED, between_runs_interval,
-                                        bootstrap_ratio, cell_seed)
-from qkbench.analysis.verdict_text import to_json, to_markdown, to_text
+# The statistics (bootstrap.py) and the verdicts with their renderings (verdicts.py) live
+# beside this module.
+from qkbench.analysis.bootstrap import between_runs_interval, bootstrap_ratio, cell_seed
+from qkbench.analysis.verdicts import CellResult, Comparison, Rule
 from qkbench.errors import UsageError
 from qkbench.machine import calibration
-from qkbench.machine.environment import environment_differences  # re-exported
+from qkbench.machine.environment import environment_differences
 from qkbench.machine.contention import BUSY_CORES
-from qkbench.records.record import CellKey, missing
+from qkbench.records.record import missing
+from qkbench.cell_key import CellKey
 from qkbench.records.results import kept_mask
-from qkbench.records.run import Run, load_run
-
-DEFAULT_THRESHOLD = 0.10
-MIN_SAMPLES = 6  # the fewest with an order-statistic 95% interval of the median (qkbench.measure.stats)
-
-
-# Output order: what needs attention first.
-VERDICT_ORDER = ("slower", "faster", "not comparable", "only in baseline", "only in candidate",
-                 "same", "reference")
-
-
-@dataclass(frozen=True)
-class Rule:
-    """How sure and how large a change must be before a cell is called slower or faster."""
-
-    threshold: float = DEFAULT_THRESHOLD
-    per_backend: Mapping[str, float] = field(default_factory=dict)
-    confidence: float = CONFIDENCE
-    resamples: int = RESAMPLES
-    seed: int = SEED
-    min_samples: int = MIN_SAMPLES
-
-    def threshold_for(self, backend: str) -> float:
-        return self.per_backend.get(backend, self.threshold)
-
-    def decide(self, ci_low: float, ci_high: float, threshold: float) -> str:
-        if ci_low > 1.0 + threshold:
-            return "slower"
-        if ci_high < 1.0 / (1.0 + threshold):
-            return "faster"
-        return "same"
-
-    def inconclusive(self, verdict: str, ci_low: float, ci_high: float, threshold: float
-                     ) -> str:
-        """The note of a `same` whose interval reaches past the threshold, else ''."""
-        if verdict == "same" and (ci_high > 1.0 + threshold or ci_low < 1.0 / (1.0 + threshold)):
-            return f"inconclusive: the interval reaches beyond ±{100 * threshold:g}%"
-        return ""
-
-    def describe(self) -> str:
-        pct = f"{100 * self.threshold:g}%"
-        return (f"slower = the {100 * self.confidence:g}% interval of the ratio lies above "
-                f"1 + {pct}, faster = below 1 / (1 + {pct})")
-
-
-@dataclass(frozen=True)
-class CellResult:
-    key: dict[str, Any]  # the cell key's columns (CellKey.as_dict())
-    verdict: str
-    baseline: float = math.nan  # median (seconds), or median normalised value
-    candidate: float = math.nan
-    ratio: float = math.nan  # candidate / baseline
-    ci_low: float = math.nan
-    ci_high: float = math.nan
-    threshold: float = math.nan
-    baseline_samples: int = 0
-    candidate_samples: int = 0
-    baseline_status: str = ""
-    candidate_status: str = ""
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class Comparison:
-    baseline: Path
-    candidate: Path
-    rule: Rule
-    normalize_by: str | None
-    cells: list[CellResult]
-    environment_differences: list[str]
-    commits: tuple[str | None, str | None] = (None, None)
-    runs: tuple[int, int] = (1, 1)  # run directories pooled on each side
-    # Candidate's machine speed / baseline's from the runs' calibration readings
-    # ("one_thread", "all_threads"); empty when a side has none (older runs).
-    machine_shift: dict[str, float] = field(default_factory=dict)
-    between: tuple[str, str] | None = None  # a paired comparison's environments (paired.py)
-
-    @property
-    def machine_shift_exceeds_threshold(self) -> bool:
-        """The machine itself moved by more than the verdict threshold between the sides."""
-        return any(abs(ratio - 1.0) > self.rule.threshold for ratio in
-                   self.machine_shift.values())
-
-    def counts(self) -> dict[str, int]:
-        found = {v: 0 for v in VERDICT_ORDER}
-        for cell in self.cells:
-            found[cell.verdict] += 1
-        return found
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.counts()["slower"] else 0
-
-    def ordered(self) -> list[CellResult]:
-        """Regressions first (largest first), then improvements, then the rest."""
-        def order(cell: CellResult) -> tuple[int, float]:
-            ratio = cell.ratio if not math.isnan(cell.ratio) else 1.0
-            return VERDICT_ORDER.index(cell.verdict), -ratio if cell.verdict == "slower" else ratio
-        return sorted(self.cells, key=order)
-
-    @property
-    def regressions(self) -> list[CellResult]:
-        """The cells called slower, largest slowdown first."""
-        return [cell for cell in self.ordered() if cell.verdict == "slower"]
-
-    @property
-    def table(self) -> pd.DataFrame:
-        """One row per cell: its key columns, then verdict, medians, ratio and interval."""
-        rows = [{**cell.key, **{k: v for k, v in asdict(cell).items() if k != "key"}}
-                for cell in self.ordered()]
-        return pd.DataFrame(rows)
-
-    def to_markdown(self) -> str:
-        """The table a pull request comment shows (analysis/verdict_text.py)."""
-        return to_markdown(self)
-
-    def to_text(self) -> str:
-        return to_text(self)
-
-    def to_json(self) -> dict[str, Any]:
-        return to_json(self)
-
-    def headline(self) -> str:
-        counts = self.counts()
-        text = f"{counts['slower']} slower, {counts['faster']} faster, {counts['same']} same"
-        for verdict in ("not comparable", "only in baseline", "only in candidate"):
-            if counts[verdict]:
-                text += f", {counts[verdict]} {verdict}"
-        return text
-
+from qkbench.records.run import Run, find_runs, is_run_dir, load_run
 
 # ---------------------------------------------------------------------------------------------
 # Reading runs
@@ -236,18 +105,15 @@ class _Side:
 
 
 def read_side(path: Path | Run) -> _Side:
-    """A run directory, or a folder holding run directories of one config (pooled)."""
+    """A run directory or a `Run` already read, or a folder holding run directories of one
+    config (pooled; found by `records.run.find_runs`)."""
     if isinstance(path, Run):
         return _Side(path.path, [read_run(path)])
     path = Path(path)
-    if not path.is_dir() or (path / "summary.parquet").is_file():
+    if not path.is_dir() or is_run_dir(path):
         return _Side(path, [read_run(path)])
-    inside = sorted(p for p in path.iterdir() if (p / "summary.parquet").is_file())
-    if not inside:
-        raise UsageError(f"{path} is not a finished run directory (no summary.parquet) nor a "
-                         "folder of run directories")
-    runs = [read_run(p) for p in inside]
-    names = sorted({str((run.meta.get("config") or {}).get("name")) for run in runs})
+    runs = [read_run(p) for p in find_runs([path])]
+    names = sorted({str(run.about.config_name) for run in runs})
     if len(names) > 1:
         raise UsageError(f"{path} holds runs of several configs ({', '.join(names)}); "
                          "pool the runs of one config only")
@@ -261,8 +127,9 @@ def read_side(path: Path | Run) -> _Side:
 def compare_runs(baseline: Path | Run, candidate: Path | Run, rule: Rule | None = None,
                  normalize_by: str | None = None, allow_different_machines: bool = False
                  ) -> Comparison:
-    """Give every cell of either side a verdict. Each side is a run directory, or a folder of
-    run directories of one config whose samples are pooled (see `bootstrap_ratio`)."""
+    """Give every cell of either side a verdict. Each side is a run directory, a `Run` already
+    in memory (nothing is read again), or a folder of run directories of one config whose
+    samples are pooled (see `bootstrap_ratio`)."""
     rule = rule or Rule()
     base, cand = read_side(baseline), read_side(candidate)
     first = base.runs[0]
@@ -296,8 +163,8 @@ def compare_runs(baseline: Path | Run, candidate: Path | Run, rule: Rule | None 
                                     candidate_status=cand.state(cell)[0]))
         else:
             cells.append(_compare_cell(key, cell, base, cand, values, rule, normalize_by))
-    shift = calibration.shift([run.meta.get("calibration") for run in base.runs],
-                              [run.meta.get("calibration") for run in cand.runs])
+    shift = calibration.shift([run.about.calibration for run in base.runs],
+                              [run.about.calibration for run in cand.runs])
     return Comparison(base.path, cand.path, rule, normalize_by, cells, differences,
                       (base.commit, cand.commit), (len(base.runs), len(cand.runs)), shift)
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from qkbench.records.results import KEY_DEFAULTS
+from qkbench.cell_key import ATTENTION_AXES, KEY_DEFAULTS
 
-ATTENTION_COLUMNS = ["batch", "heads", "kv_heads", "causal", "scaled", "preset"]
-FAMILY = ["dtype", "phase", "cache", "d_k", "m_rule", *ATTENTION_COLUMNS]
+FAMILY = ["dtype", "phase", "cache", "d_k", "m_rule", *ATTENTION_AXES]
 
 
 def speedups(summary: pd.DataFrame) -> pd.DataFrame:
@@ -27,7 +26,7 @@ def speedups(summary: pd.DataFrame) -> pd.DataFrame:
     if ok.empty or not {"cpu", "gpu"} <= set(ok["device"]):
         return pd.DataFrame(columns=columns)
     ok["m_rule"] = ["m=n" if m == n else f"m={m}" for n, m in zip(ok["n"], ok["m"])]
-    for column in ATTENTION_COLUMNS:  # a table from before these columns: the 2-D product
+    for column in ATTENTION_AXES:  # a table from before these columns: the 2-D product
         if column not in ok:
             ok[column] = KEY_DEFAULTS[column]
     # No preset is "" here, not NA: NA is never equal to NA in a join on the family.

@@ -1,4 +1,4 @@
-"""Step 7b: many run directories of one config → a timeline per cell, and the steps in it.
+"""Many run directories of one config → a timeline per cell, and the steps in it.
 
 `compare` answers "is this change slower than that one?"; history answers "when did this cell
 get slower, and did it stay slower?". Runs are ordered by when they were made
@@ -28,12 +28,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from qkbench.analysis.compare import DEFAULT_THRESHOLD, environment_differences, read_run
+from qkbench.analysis.verdicts import DEFAULT_THRESHOLD
+from qkbench.machine.environment import environment_differences
+from qkbench.analysis.compare import read_run
 from qkbench.analysis.l1_steps import find_steps_l1
 from qkbench.errors import UsageError
-from qkbench.records.record import CELL_KEY, CellKey
+from qkbench.cell_key import CELL_KEY, CellKey
 from qkbench.records.run import Run
-from qkbench.records.store import stored_runs
 from qkbench.units import value_text
 
 MIN_RUNS = 3
@@ -118,44 +119,17 @@ def find_steps(values: Sequence[float], threshold: float = DEFAULT_THRESHOLD,
 # Gathering runs
 
 
-def find_runs(paths: Sequence[Path]) -> list[Path]:
-    """Run directories given directly, found one level inside a folder (e.g. results/), or
-    every run of a results store or of one machine's folder in it (records/store.py)."""
-    found: list[Path] = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_dir():
-            raise UsageError(f"not a directory: {path}")
-        if _is_run(path):
-            found.append(path)
-            continue
-        stored = stored_runs(path)  # a results store, or one machine's folder in it
-        if stored is not None:
-            found += stored
-            continue
-        inside = sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
-        if not inside:
-            raise UsageError(f"{path} is neither a run directory nor a folder holding any "
-                             "(a finished run has summary.parquet)")
-        found += inside
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    return unique
-
-
-def _is_run(path: Path) -> bool:
-    return (path / "summary.parquet").is_file()
-
-
 def gather(runs: Sequence[Path | Run], normalize_by: str | None = None,
            config: str | None = None) -> pd.DataFrame:
     """One row per run and cell, runs in time order; `value` is what steps are found in.
-    `runs` are run directories, or runs already read (e.g. by `load_summaries`)."""
+    `runs` are run directories (`records.run.find_runs` finds them in folders and stores), or
+    runs already read (e.g. by `load_summaries`)."""
     frames, environments = [], {}
     for given in runs:
         run = read_run(given)
-        folder = run.path
-        env = run.environment
-        name = (run.meta.get("config") or {}).get("name") or folder.name
+        folder, about = run.path, run.about
+        env = about.environment
+        name = run.config_name
         if config is not None and name != config:
             continue
         summary = run.summary
@@ -164,10 +138,9 @@ def gather(runs: Sequence[Path | Run], normalize_by: str | None = None,
             ok_ref = summary[(summary["backend"] == normalize_by) & (summary["status"] == "ok")]
             reference = dict(zip(ok_ref["_group"], ok_ref["median_s"]))
             value = value / summary["_group"].map(reference).astype(float)
-        git = env.get("git") or {}
         frame = pd.DataFrame({
-            "config": name, "run": folder.name, "created_utc": env.get("created_utc") or "",
-            "commit": (git.get("commit") or "")[:10], "dirty": git.get("dirty"),
+            "config": name, "run": folder.name, "created_utc": about.created_utc,
+            "commit": (about.commit or "")[:10], "dirty": about.dirty,
             "machine": _machine(env), **{c: summary[c] for c in CELL_KEY},
             "status": summary["status"], "median_s": summary["median_s"],
             "ci_low_s": summary["ci_low_s"], "ci_high_s": summary["ci_high_s"],

@@ -1,4 +1,4 @@
-"""Step 7b: steps in a series by an optimal piecewise-constant fit — weighted L1 cost plus a
+"""Steps in a series by an optimal piecewise-constant fit — weighted L1 cost plus a
 penalty per step, solved exactly by dynamic programming (the method airspeed velocity
 describes for its benchmark histories; written here from that description).
 

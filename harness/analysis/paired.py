@@ -1,4 +1,4 @@
-"""Step 7, one run of several environments → a verdict per cell from paired rounds.
+"""One run of several environments → a verdict per cell from paired rounds.
 
 A run with environments (`qkbench run --env base=... --env pr=...`) samples every backend in
 each environment's workers, all of a group's members in the same rounds. For a cell, the
@@ -25,9 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from qkbench.analysis.bootstrap import bootstrap_median, cell_seed
-from qkbench.analysis.compare import CellResult, Comparison, Rule, busy_note, read_run
+from qkbench.analysis.verdicts import CellResult, Comparison, Rule
+from qkbench.analysis.compare import busy_note, read_run
 from qkbench.errors import UsageError
-from qkbench.records.record import CellKey, missing
+from qkbench.records.record import missing
+from qkbench.cell_key import CellKey
 from qkbench.records.run import Run
 
 # The smallest threshold at which none of 20 A/A paired runs of the shrunk `ci` sweep raised an
@@ -40,7 +42,7 @@ def compare_between(run: Path | Run, base: str, candidate: str, rule: Rule | Non
     """Every cell of environment `base` against the same cell of `candidate`, in one run."""
     rule = rule or Rule(threshold=PAIRED_THRESHOLD)
     run = read_run(run)
-    names = list((run.meta.get("environments") or {}))
+    names = list(run.about.environments)
     for name in (base, candidate):
         if name not in names:
             has = ", ".join(names) if names else "none (it was run without --env)"
@@ -129,7 +131,7 @@ def _load(row: pd.Series) -> float | None:
 
 
 def _environment(run: Run, name: str) -> dict[str, Any]:
-    return dict((run.meta.get("environments") or {}).get(name) or {})
+    return dict(run.about.environments.get(name) or {})
 
 
 def _commit(run: Run, name: str) -> str | None:

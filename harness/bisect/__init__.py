@@ -1,2 +1,2 @@
-"""Step 10, above the runner and the analysis: `qkbench find` bisects a repository's commits to the
+"""Above the runner and the analysis: `qkbench find` bisects a repository's commits to the
 first one that made a cell slower, one paired run per decision (docs/history.md)."""

@@ -1,4 +1,4 @@
-"""Step 10, one environment per tested commit: a worktree of the commit, installed without its
+"""One environment per tested commit: a worktree of the commit, installed without its
 dependencies into a virtual environment that also sees this interpreter's packages (or, where
 the commit needs no build, its files put on the import path), checked, and cached by commit.
 

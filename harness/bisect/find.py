@@ -1,4 +1,4 @@
-"""Step 10, `qkbench find GOOD BAD`: the first commit between GOOD and BAD that made a cell slower.
+"""`qkbench find GOOD BAD`: the first commit between GOOD and BAD that made a cell slower.
 
 The commits after GOOD up to BAD (BAD's first-parent line) are bisected. Each tested commit
 gets its own environment (`qkbench.bisect.builds`: a worktree of it, installed into a virtual
@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from qkbench.analysis.compare import CellResult, Rule
+from qkbench.analysis.verdicts import CellResult, Rule
 from qkbench.analysis.paired import PAIRED_THRESHOLD, compare_between
 from qkbench.backends import registry
 from qkbench.bisect import builds, git, search

@@ -1,4 +1,4 @@
-"""Step 10, `qkbench find`'s git: commits named and checked, the range between them, the working
+"""`qkbench find`'s git: commits named and checked, the range between them, the working
 tree's state, and a worktree of one commit that never outlives its use.
 
 Every failure of a request (not a repository, an unknown commit, GOOD not an ancestor of BAD,

@@ -1,4 +1,4 @@
-"""Step 10, the bisection itself, with no git and no measuring: which commit to test next, what
+"""The bisection itself, with no git and no measuring: which commit to test next, what
 an answer means, and when the search is over (like `git bisect`, `skip` included).
 
 The candidates are the commits after GOOD up to BAD, oldest first. GOOD is known good; BAD is

@@ -1,4 +1,4 @@
-"""Step 10, what `qkbench find` measures: the config cut down to one backend and one cell.
+"""What `qkbench find` measures: the config cut down to one backend and one cell.
 
 A decision is one paired run of that cell (the tested commit's environment against GOOD's),
 so the config's sweep is narrowed by `--cell AXIS=VALUE` (each sets one axis of `sweep` to
@@ -59,7 +59,7 @@ def narrowed(source: str | Path, backend: str, cells: dict[str, Any]
     config = config_module.parse(data, f"{path} with --cell")
     found = expand(config, [backend])
     if len(found) != 1:
-        keys = [cell.key() for cell in found]
+        keys = [cell.key.as_dict() for cell in found]
         derived = {"backend", "environment", *(() if config.sweep.m is not None else ("m",))}
         spread = {axis: sorted({k[axis] for k in keys}, key=lambda v: (str(type(v)), v))
                   for axis in keys[0] if axis not in derived} if keys else {}
@@ -96,7 +96,7 @@ def _axis_name(key: str) -> str:
 def cell_text(config: config_module.Config, backend: str) -> str:
     """The one cell, as the steps name it: `kernel n=256 m=256 d_k=16 float32`."""
     (cell,) = expand(config, [backend])
-    key = cell.key()
+    key = cell.key.as_dict()
     parts = [f"{name}={key[name]}" for name in ("n", "m", "d_k") if key.get(name) is not None]
     extra = [f"{name}={value}" for name, value in key.items()
              if name not in ("backend", "n", "m", "d_k", "dtype", "environment", "preset")

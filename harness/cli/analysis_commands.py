@@ -86,8 +86,8 @@ def _write(path: Path, text: str) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """`qkbench compare`: 0 no cell slower, 1 some cell slower, 2 (UsageError) bad input."""
-    from qkbench.analysis.compare import (DEFAULT_THRESHOLD, Rule, compare_runs, to_json,
-                                          to_markdown, to_text)
+    from qkbench.analysis.compare import compare_runs
+    from qkbench.analysis.verdicts import DEFAULT_THRESHOLD, Rule, to_json, to_markdown, to_text
     from qkbench.analysis.paired import PAIRED_THRESHOLD, compare_between
 
     if args.between is not None:
@@ -120,7 +120,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """`qkbench history`: 0 always once the runs are read (a step is news, not a failure)."""
-    from qkbench.analysis.history import detect, find_runs, gather, mark_steps, to_text
+    from qkbench.analysis.history import detect, gather, mark_steps, to_text
+    from qkbench.records.run import find_runs
     from qkbench.present.history_plots import write_plots
 
     threshold = parse_threshold(args.threshold)

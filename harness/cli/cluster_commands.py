@@ -41,7 +41,7 @@ def add_parsers(commands: Any) -> None:
 
 
 def cmd_submit_slurm(args: argparse.Namespace) -> int:
-    import qkbench
+    from qkbench import api
 
     if args.resume is not None:
         given = [flag for flag, value in (
@@ -52,12 +52,12 @@ def cmd_submit_slurm(args: argparse.Namespace) -> int:
         if given:
             raise UsageError(f"--resume takes everything from the submission; drop "
                              f"{', '.join(given)}")
-        submission = qkbench.resume_slurm(args.resume, dry_run=args.dry_run)
+        submission = api.resume_slurm(args.resume, dry_run=args.dry_run)
     else:
         if args.config is None or args.out is None or args.shards is None:
             raise UsageError("submit slurm needs CONFIG, --out DIR and --shards N "
                              "(or --resume OUT)")
-        submission = qkbench.submit_slurm(
+        submission = api.submit_slurm(
             args.config, args.out, shards=args.shards, partitions=args.partition,
             exclusive=not args.no_exclusive, max_parallel=args.max_parallel,
             sbatch_args=args.sbatch_arg, shard_sbatch_args=args.shard_sbatch_arg,

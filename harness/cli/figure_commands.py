@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from qkbench.cli.common import EXIT_OK, one_line
-from qkbench.errors import UsageError
+from qkbench.records.run import check_run_dir
 
 
 def add_parsers(commands: Any) -> None:
@@ -44,10 +43,7 @@ def add_parsers(commands: Any) -> None:
 def _check_run_dirs(folders: list[Path]) -> None:
     """Refuse a missing run directory before matplotlib and pandas are imported."""
     for folder in folders:
-        if not os.path.isdir(folder):
-            raise UsageError(f"run directory not found: {folder}")
-        if not os.path.isfile(folder / "summary.parquet"):
-            raise UsageError(f"{folder} is not a finished run directory (no summary.parquet)")
+        check_run_dir(folder)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

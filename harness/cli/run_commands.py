@@ -150,7 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\n" + time_split(session.wall_s, session.seconds))
     for note in (contention_note(summary), machine_check_note(summary),
                  quota_note(summary, run.meta),
-                 *((run.meta.get("environment") or {}).get("library_env_warnings") or [])):
+                 *(run.environment.get("library_env_warnings") or [])):
         if note:
             print("\n" + note, file=sys.stderr)
     print(f"\nrun directory: {folder}")

@@ -51,7 +51,7 @@ def store_runs(runs: list[Path], store: Path) -> int:
 
 
 def cmd_store_add(args: argparse.Namespace) -> int:
-    from qkbench.analysis.history import find_runs
+    from qkbench.records.run import find_runs, is_run_dir
 
     if len(args.paths) < 2:
         raise UsageError("store add needs at least one run directory and the store: "
@@ -59,7 +59,7 @@ def cmd_store_add(args: argparse.Namespace) -> int:
     *runs, store = args.paths
     if store.exists() and not store.is_dir():
         raise UsageError(f"the store {store} is not a folder")
-    if (store / "summary.parquet").is_file():
+    if is_run_dir(store):
         raise UsageError(f"{store} is a run directory; the last argument is the store: "
                          "qkbench store add RUN... STORE")
     added = store_runs(find_runs(runs), store)

@@ -1,1 +1,1 @@
-"""Step 9: sweeps on a cluster's scheduler — batch scripts of a sharded sweep, submitted."""
+"""Sweeps on a cluster's scheduler — batch scripts of a sharded sweep, submitted."""

@@ -1,4 +1,4 @@
-"""Step 9b: a sharded sweep sent to Slurm with sbatch; a submission's missing shards resent.
+"""A sharded sweep sent to Slurm with sbatch; a submission's missing shards resent.
 
 `submit` writes the scripts (cluster.slurm_scripts) and the sweep's config into the output
 folder, then submits per partition a job array of the shards and a merge that waits for every
@@ -29,6 +29,7 @@ from qkbench.cluster.slurm_scripts import (
     shard_script,
 )
 from qkbench.errors import UsageError
+from qkbench.records.run import RunMeta, read_meta
 
 SUBMISSION_FILE = "submission.json"
 
@@ -162,7 +163,8 @@ def resume(out: str | os.PathLike, *, dry_run: bool = False) -> Submission:
         if missing:
             shards[folder] = missing
         merged = _meta(Path(plan.merged_run(folder)))
-        if missing or merged.get("state") != "finished" or merged.get("missing_cells"):
+        if (missing or merged is None or merged.state != "finished"
+                or merged.missing_cells):
             merges.append(folder)
     submission = Submission(out, plan, {}, dry_run=dry_run)
     _send(submission, shards, merges, first=False)
@@ -277,16 +279,17 @@ def _sbatch_command() -> str:
     return found
 
 
-def _meta(folder: Path) -> dict[str, Any]:
+def _meta(folder: Path) -> RunMeta | None:
+    """A run directory's meta.json; None when it is absent or unreadable (not run yet)."""
     try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
+        return read_meta(folder)
+    except UsageError:
+        return None
 
 
 def _state(folder: Path) -> str | None:
-    return _meta(folder).get("state")
+    meta = _meta(folder)
+    return None if meta is None else meta.state
 
 
 def _job_word(name: str) -> str:

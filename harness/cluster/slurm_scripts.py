@@ -1,4 +1,4 @@
-"""Step 9a: one sharded sweep → the text of its Slurm batch scripts (nothing is submitted here).
+"""One sharded sweep → the text of its Slurm batch scripts (nothing is submitted here).
 
 Per partition (a kind of machine): a job-array script whose task I runs shard I/N of the sweep,
 and a merge script that joins the partition's shards. With several partitions, a report script
@@ -20,7 +20,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import qkbench
+import qkbench.version
 
 # A partition's name is a folder name and part of job names: plain words only.
 PARTITION_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -169,16 +169,16 @@ def environment() -> str:
     import qkbench.backends
 
     sources: dict[str, bytes] = {}
-    for package in (qkbench, qkbench.backends):
-        root = Path(package.__file__).parent
+    for package, root in (("qkbench", Path(qkbench.version.__file__).parent),
+                          ("qkbench.backends", Path(qkbench.backends.__file__).parent)):
         for path in root.rglob("*.py"):
             # Named by module, so an editable install and a wheel of the same code agree.
-            module = ".".join((package.__name__, *path.relative_to(root).with_suffix("").parts))
+            module = ".".join((package, *path.relative_to(root).with_suffix("").parts))
             sources.setdefault(module, path.read_bytes())
     digest = hashlib.sha256()
     for module in sorted(sources):
         digest.update(module.encode() + b"\0" + sources[module])
-    return (f"Python {platform.python_version()}, qkbench {qkbench.__version__}, "
+    return (f"Python {platform.python_version()}, qkbench {qkbench.version.__version__}, "
             f"code {digest.hexdigest()[:12]}")
 
 

@@ -30,26 +30,38 @@ BUSY_CORES = 0.5
 _PROC = Path("/proc")
 
 
-def _ticks_per_second() -> int:
+def ticks_per_second() -> int:
     try:
         return os.sysconf("SC_CLK_TCK")
     except (AttributeError, ValueError, OSError):
         return 100
 
 
-def system_busy_s(proc: Path = _PROC) -> float | None:
-    """CPU seconds all CPUs have spent busy since boot (steal included), or None."""
+def cpu_times(proc: Path = _PROC) -> tuple[float, float | None] | None:
+    """(busy, steal): CPU seconds all CPUs have spent busy since boot (steal included) and
+    stolen by the hypervisor (None on kernels before 2.6.11, which lack the field), from
+    /proc/stat's first line; None where it cannot be read. The one reader of that line: the
+    foreign load and the machine check's causes count the same ticks."""
     try:
         fields = (proc / "stat").read_text().splitlines()[0].split()
-    except (OSError, IndexError):
+        # user nice system idle iowait irq softirq steal [guest guest_nice]; guest time is
+        # already counted in user, so it is not added twice.
+        values = [int(v) for v in fields[1:9]]
+    except (OSError, IndexError, ValueError):
         return None
-    if not fields or fields[0] != "cpu":
+    if not fields or fields[0] != "cpu" or len(values) < 7:
         return None
-    # user nice system idle iowait irq softirq steal [guest guest_nice]; guest time is already
-    # counted in user, so it is not added twice.
-    values = [int(v) for v in fields[1:9]] + [0] * max(0, 9 - len(fields))
-    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
-    return (user + nice + system + irq + softirq + steal) / _ticks_per_second()
+    steal = values[7] if len(values) > 7 else None
+    user, nice, system, _idle, _iowait, irq, softirq = values[:7]
+    busy = user + nice + system + irq + softirq + (steal or 0)
+    tick = ticks_per_second()
+    return busy / tick, None if steal is None else steal / tick
+
+
+def system_busy_s(proc: Path = _PROC) -> float | None:
+    """CPU seconds all CPUs have spent busy since boot (steal included), or None."""
+    times = cpu_times(proc)
+    return None if times is None else times[0]
 
 
 def process_cpu_s(pid: int, proc: Path = _PROC) -> float | None:
@@ -61,7 +73,7 @@ def process_cpu_s(pid: int, proc: Path = _PROC) -> float | None:
     # The command name (field 2) is in parentheses and may hold spaces: split after it.
     fields = text[text.rfind(")") + 2:].split()
     try:
-        return (int(fields[11]) + int(fields[12])) / _ticks_per_second()  # utime, stime
+        return (int(fields[11]) + int(fields[12])) / ticks_per_second()  # utime, stime
     except (IndexError, ValueError):
         return None
 

@@ -1,4 +1,4 @@
-"""Step 6b: the environment fingerprint stored with every run (and shown by `qkbench env`).
+"""The environment fingerprint stored with every run (and shown by `qkbench env`).
 
 Numbers are only comparable when the machine and software that produced them are known, so the
 fingerprint records the CPU, memory, OS, Python, library versions, the BLAS NumPy uses and its
@@ -21,7 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import qkbench
+import qkbench.version
+from qkbench.version import __version__
 from qkbench.machine import cpu_peak, library_env, microarch
 from qkbench.machine.cpu_quota import cpu_limits
 
@@ -40,7 +41,7 @@ SOFTWARE_FIELDS = ("os", "python", "libraries", "blas", "library_env")
 
 def fingerprint() -> dict[str, Any]:
     facts: dict[str, Any] = {
-        "qkbench_version": qkbench.__version__,
+        "qkbench_version": __version__,
         "git": git_state(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hostname": socket.gethostname(),
@@ -197,7 +198,7 @@ def git_state() -> dict[str, Any]:
     repository (a venv in a project folder): that project's commit says nothing about qkbench,
     so a commit is recorded only when the folder above the package is the top of a git
     checkout whose pyproject.toml names qkbench."""
-    root = Path(qkbench.__file__).resolve().parent.parent
+    root = Path(qkbench.version.__file__).resolve().parent.parent
     unknown: dict[str, Any] = {"commit": None, "dirty": None}
     try:
         if 'name = "qkbench"' not in (root / "pyproject.toml").read_text(encoding="utf-8"):

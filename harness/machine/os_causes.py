@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # One reading of the tick rate, /proc's and the round watch's alike.
-from qkbench.machine.contention import _ticks_per_second, process_cpu_s, system_busy_s
+from qkbench.machine.contention import cpu_times, process_cpu_s, ticks_per_second
 from qkbench.machine.cpu_quota import affinity_cores, cpu_cgroup_folders
 
 _PROC, _SYS = Path("/proc"), Path("/sys")
@@ -66,16 +66,9 @@ def _usable_cpus() -> int:
 
 
 def steal_s(proc: Path = _PROC) -> float | None:
-    try:
-        fields = (proc / "stat").read_text().splitlines()[0].split()
-    except (OSError, IndexError):
-        return None
-    if len(fields) < 9 or fields[0] != "cpu":
-        return None  # kernels before 2.6.11 have no steal field
-    try:
-        return int(fields[8]) / _ticks_per_second()
-    except ValueError:
-        return None
+    """CPU seconds the hypervisor has stolen since boot, all CPUs together, or None."""
+    times = cpu_times(proc)
+    return None if times is None else times[1]
 
 
 def cpu_stat_files(proc: Path = _PROC) -> list[Path]:
@@ -141,7 +134,7 @@ class RoundCauses:
         self._proc, self._sys, self._clock = proc, sys, clock
         self._cpus = cpus or _usable_cpus()
         self._threads = min(threads, self._cpus) if threads and threads > 0 else self._cpus
-        self._tick_s = 1.0 / _ticks_per_second()  # the steal counter's resolution
+        self._tick_s = 1.0 / ticks_per_second()  # the steal counter's resolution
         self._stat_files = cpu_stat_files(proc)
         self._start: Reading | None = None
         self.mhz_readings: list[float] = []
@@ -155,12 +148,13 @@ class RoundCauses:
 
     def read(self) -> Reading:
         busy = own = None
+        system = cpu_times(self._proc)  # one read of /proc/stat for busy and steal alike
         if self._own_pids is not None:
-            busy = system_busy_s(self._proc)
+            busy = None if system is None else system[0]
             times = {pid: process_cpu_s(pid, self._proc) for pid in set(self._own_pids())}
             own = {pid: t for pid, t in times.items() if t is not None}
-        return Reading(self._clock(), throttled_s(self._stat_files), steal_s(self._proc),
-                       mean_mhz(self._sys), busy, own)
+        return Reading(self._clock(), throttled_s(self._stat_files),
+                       None if system is None else system[1], mean_mhz(self._sys), busy, own)
 
     def start(self) -> None:
         self._start = self.read()

@@ -1,1 +1,1 @@
-"""Step 2 of the flow: seeded inputs, the float64 reference, agreement, timing and statistics."""
+"""Seeded inputs, the float64 reference, agreement, timing and statistics."""

@@ -1,4 +1,4 @@
-"""Step 3 of a cell: does the backend's S agree with the float64 reference? Checked before timing.
+"""Does the backend's S agree with the float64 reference? Checked before timing.
 
 Entries of S can cancel to near zero, so an error relative to |S_ij| would flag correct results.
 The error is measured against the scale of the terms that were summed instead:

@@ -1,4 +1,4 @@
-"""Step 4c, in the worker after timing: did the backend do the work it was timed on?
+"""In the worker after timing: did the backend do the work it was timed on?
 
 The first call's agreement (`qkbench.measure.agreement`) says a backend *can* compute S. These
 checks, run once per cell after its samples are taken and outside the timed region, say that
@@ -13,10 +13,8 @@ idleness after `sync()`.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,6 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from qkbench.backends.gpu_support import device_synchronizers
+from qkbench.machine.cpu_quota import affinity_cores
 
 # check → (the words that open its failure's reason, the status a failure gets). A cheat is
 # never `error` or `crashed`: those say the harness could not find out, these say it did.
@@ -171,13 +172,6 @@ def _count(text: str) -> float:
     return float(text[:-1] if scale != 1.0 else text) * scale
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 @dataclass(frozen=True)
 class IdleVerdict:
     cpu_s: float | None  # CPU seconds the worker used after sync() returned (None: not watched)
@@ -293,18 +287,7 @@ def device_synchronize_s() -> tuple[float, float] | None:
     again at once: (how much longer the first waited, the second's time: the cost of one with
     nothing queued), or None when no such library runs here. Device-wide: work the backend queued on a
     stream of its own, which its own `sync()` may skip, is waited for too."""
-    syncs = []
-    torch = sys.modules.get("torch")
-    # A library that cannot answer has no device work of this process to wait for.
-    if torch is not None and getattr(torch, "cuda", None) is not None:
-        with contextlib.suppress(Exception):
-            if torch.cuda.is_initialized():
-                syncs.append(torch.cuda.synchronize)
-    cupy = sys.modules.get("cupy")
-    if cupy is not None:
-        with contextlib.suppress(Exception):
-            cupy.cuda.runtime.getDevice()  # raises where CUDA cannot be set up
-            syncs.append(cupy.cuda.runtime.deviceSynchronize)
+    syncs = device_synchronizers()
     if not syncs:
         return None
     waits = []
@@ -343,7 +326,7 @@ def idle_after_sync(backend: Any, block_s: float, environ: Mapping[str, str] = o
     allowance = spin_allowance_s(environ)
     if allowance is None:
         return IdleVerdict(None, 0.0, None, device_s, None)
-    cores = usable_cores()
+    cores = affinity_cores()  # idle threads may spin on every core the mask allows
     per_thread = watch(allowance, cores)
     if per_thread is not None:
         used, watched, busy = per_thread

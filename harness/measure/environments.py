@@ -1,4 +1,4 @@
-"""Step 4, in the main process: the run's environments (the environments axis of a sweep).
+"""In the main process: the run's environments (the environments axis of a sweep).
 
 Before any cell runs, each environment's interpreter is asked what it has: its qkbench and the
 version of the worker protocol that qkbench speaks, how each backend of the sweep looks there
@@ -202,9 +202,9 @@ def _answer(environment: Environment, process: subprocess.Popen[str] | str) -> d
 
 
 def _own_version() -> str:
-    import qkbench
+    from qkbench.version import __version__
 
-    return str(qkbench.__version__)
+    return __version__
 
 
 def differences(environments: Mapping[str, Environment]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Step 4, in the main process: a backend's workers and a cell set up in them.
+"""In the main process: a backend's workers and a cell set up in them.
 
 What the runner holds per backend (`BackendWorkers`: its worker processes and what it takes)
 and per prepared cell (`PreparedCell`: the cell's figures, its own time limit, the sampler that
@@ -18,7 +18,7 @@ from typing import Any
 from qkbench.backends.registry import BackendSpec, load_class
 from qkbench.machine.canary import ParallelCanary
 from qkbench.machine.os_causes import RoundCauses, describe
-from qkbench.measure.cell import CellFailure
+from qkbench.measure.cell import CellFailure, CellFigures
 from qkbench.measure.environments import Environment
 from qkbench.measure.timing import Sample, SamplerFailed, SamplingOver, SamplingResult
 from qkbench.measure.worker import WorkerHandle
@@ -74,7 +74,7 @@ def round_order(seed: int, cells: list[Cell]) -> Callable[[list[str]], list[str]
     """The members' order within each round of a group that spans environments, shuffled by
     a generator seeded by the config's seed and the group: neither environment always runs
     first (right after the machine check's pause, or right after the other's turn)."""
-    rng = random.Random(f"{seed}:{cells[0].key() if cells else ''}")
+    rng = random.Random(f"{seed}:{cells[0].key.as_dict() if cells else ''}")
 
     def order(members: list[str]) -> list[str]:
         rng.shuffle(members)
@@ -87,7 +87,7 @@ class PreparedCell:
     """A cell set up in one or more of its backend's workers, ready to be sampled."""
 
     cell: Cell
-    figures: dict[str, Any]  # from the first worker's setup (first call, agreement, ...)
+    figures: CellFigures  # from the first worker's setup (first call, agreement, ...), then more
     limit: CellTimeout
     workers: list[WorkerHandle]
     starts: list[int] = field(default_factory=list)  # each worker's start count at setup
@@ -120,8 +120,8 @@ class PreparedCell:
 THROTTLE_DROP = 0.05
 
 
-def throttled(figures: dict[str, Any]) -> bool | None:
-    start, end = figures.get("sm_clock_start_mhz"), figures.get("sm_clock_end_mhz")
+def throttled(figures: CellFigures) -> bool | None:
+    start, end = figures.sm_clock_start_mhz, figures.sm_clock_end_mhz
     if not start or end is None:
         return None
     return bool(end < (1.0 - THROTTLE_DROP) * start)
@@ -240,9 +240,9 @@ def start_workers(backends: dict[str, BackendWorkers], labels: list[str],
     return time.monotonic() - started
 
 
-def release(workers: list[WorkerHandle]) -> dict[str, Any]:
+def release(workers: list[WorkerHandle]) -> CellFigures:
     """Free the cell in its workers; their closing figures (telemetry, peak memory)."""
-    closing: dict[str, Any] = {}
+    closing = CellFigures()
     for worker in workers:
         if not worker.alive:  # a crashed or killed worker has nothing left to release
             continue
@@ -250,17 +250,16 @@ def release(workers: list[WorkerHandle]) -> dict[str, Any]:
             figures = worker.request(("release",), RELEASE_TIMEOUT_S)
         except CellFailure:
             continue  # the next request restarts the worker if this one died
-        peak = max(closing.get("peak_device_bytes") or 0,
-                   figures.get("peak_device_bytes") or 0)
-        closing.update(figures)
+        peak = max(closing.peak_device_bytes or 0, figures.peak_device_bytes or 0)
+        closing.merge(figures)
         if peak:
-            closing["peak_device_bytes"] = peak
+            closing.peak_device_bytes = peak
     return closing
 
 
-def threads_in_force(cell: Cell, figures: dict[str, Any]) -> int | None:
+def threads_in_force(cell: Cell, figures: CellFigures | None) -> int | None:
     """The threads the backend reported computing with, else those the cell asked for."""
-    reported = (figures.get("info") or {}).get("threads")
+    reported = (figures.info if figures is not None else {}).get("threads")
     if isinstance(reported, int) and not isinstance(reported, bool) and reported > 0:
         return reported
-    return cell.variant.threads
+    return cell.variant.threads_requested

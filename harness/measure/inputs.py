@@ -1,4 +1,4 @@
-"""Step 2: the inputs of a shape (seeded, float64 master) and the float64 reference S.
+"""The inputs of a shape (seeded, float64 master) and the float64 reference S.
 
 Every backend and dtype of a shape sees the same values: one float64 master pair (Q, K) is drawn
 per (n, m, d_k, batch, heads, kv_heads, seed) and cast per dtype, and the reference is computed once from the master and

@@ -1,4 +1,4 @@
-"""Step 4, in the worker: time one backend's calls — first call, warm-up, block size, blocks.
+"""In the worker: time one backend's calls — first call, warm-up, block size, blocks.
 
 `KernelTimer` runs inside a worker process, next to the backend, driven by an injectable clock
 so it can be tested without sleeping. It times the first call on its own (JIT compilation,

@@ -1,4 +1,4 @@
-"""Step 5b, in the runner after sampling: is a cell's median physically possible here?
+"""In the runner after sampling: is a cell's median physically possible here?
 
 A median that implies more FLOP/s than the device's peak, or more bytes per second from memory
 than its bandwidth, did not time the work: it timed a cached answer, a lazy result, or work

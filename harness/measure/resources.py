@@ -1,4 +1,4 @@
-"""Step 5a: will a cell fit? Estimate its memory before running it, instead of being killed.
+"""Will a cell fit? Estimate its memory before running it, instead of being killed.
 
 The OOM killer ends a process without a word, and on Linux it may pick the main process rather
 than the worker, losing the run's bookkeeping. So before a shape's inputs are built and before

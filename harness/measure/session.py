@@ -1,6 +1,7 @@
-"""Step 2-4, in a worker: one backend's session — open, set up a cell (inputs, prepare, first
-call, agreement, warm-up), sample, the machine check, release. The checks after timing are
-`qkbench.measure.verify`; the process around the session is `qkbench.measure.worker`.
+"""In a worker: one backend's session — open, set up a cell (inputs, prepare, first call,
+agreement, warm-up), sample, the checks after timing, the machine check, release. The checks
+themselves are `qkbench.measure.verify`; the process around the session is
+`qkbench.measure.worker`.
 """
 
 from __future__ import annotations
@@ -12,45 +13,39 @@ from typing import Any
 
 from qkbench.machine.cpu_quota import cpu_limits
 from qkbench.measure import checks, inputs
+from qkbench.measure import verify as checks_after_timing
 from qkbench.measure.cell import (
     CellFailure,
+    CellFigures,
     CellPlan,
-    _CellState,
-    _check_agreement,
-    _device_clock,
-    _precision,
-    _problem,
-    _safe_info,
-    _some_rows,
-    _telemetry,
-    _timed_call,
+    CellUnderTest,
+    check_agreement,
     cold_copies,
+    device_clock_of,
+    precision_of,
+    problem_of,
+    safe_info,
+    some_rows,
+    telemetry,
+    timed_call,
 )
 from qkbench.measure.kernel_timer import KernelTimer
-from qkbench.measure.verify import Verification
 
 
-class _Session(Verification):
-    """The worker's state: one backend, and the prepared inputs of the current cell."""
+class Session:
+    """The worker's state: one backend, and the cell set up last."""
 
     def __init__(self, backend_path: str, options: dict[str, Any]) -> None:
         from qkbench.backends.registry import load_class
 
         self.backend = load_class(backend_path)(**options)
-        self.timer: KernelTimer | None = None
-        self.calls = 1
-        self.block_s = 0.0
-        # The fastest per-call time of the cell's blocks: what the checks after timing compare
-        # with (the fastest, since a preempted block on a busy machine says nothing of it).
-        self.fastest_call_s = math.inf
-        self.to_host_s: list[float] = []  # the cell's to_numpy times (first, timed, fresh)
-        self.threads_set = False
-        self.cell_threads: int | None = None
+        self.cell: CellUnderTest | None = None  # from setup to release
+        self.threads_set = False  # this session set the backend's threads: undo on release
+        self.cell_threads: int | None = None  # the threads the cell asked for
         # One machine check per thread count a cell asked for: its best time is only
         # comparable with readings taken on as many threads.
         self.canaries: dict[int | None, Any] = {}
         self.check_margin = 0.0
-        self.cell: _CellState | None = None  # what the checks after timing need
 
     def handle(self, request: tuple[Any, ...]) -> Any:
         kind = request[0]
@@ -69,7 +64,8 @@ class _Session(Verification):
         if kind == "check":
             return self.check()
         if kind == "verify":
-            return self.verify(request[1])
+            assert self.cell is not None, "verify before setup"
+            return checks_after_timing.verify(self.cell, self.backend, request[1])
         if kind == "release":
             return self.release()
         raise ValueError(f"unknown request {kind!r}")
@@ -77,7 +73,7 @@ class _Session(Verification):
     def open(self) -> dict[str, Any]:
         return {"unavailable": self.backend.unavailable()}
 
-    def setup(self, shape_folder: str, plan: CellPlan, first: bool = True) -> dict[str, Any]:
+    def setup(self, shape_folder: str, plan: CellPlan, first: bool = True) -> CellFigures:
         """Set the cell up. The cell's `first` worker checks every reference row of the first
         call's answer; the others, which run the same code on the same inputs, a random share
         of them (as after timing), so the check costs about one full check per cell.
@@ -94,14 +90,13 @@ class _Session(Verification):
         self.threads_set = threads is not None
         self.cell_threads = plan.threads
         self.check_margin = plan.check_margin
-        self.to_host_s = []
         shape = inputs.load(Path(shape_folder))
-        problem = _problem(shape)
+        problem = problem_of(shape)
         backend.set_problem(problem)
         q, k = inputs.cast(shape.q, plan.dtype), inputs.cast(shape.k, plan.dtype)
-        precision = _precision(backend, plan.dtype)
+        precision = precision_of(backend, plan.dtype)
         # Device events time the kernel phase only: end to end, host work is part of the time.
-        device_clock = _device_clock(backend) if plan.phase == "kernel" else None
+        device_clock = device_clock_of(backend) if plan.phase == "kernel" else None
         # A cold cache on a device with its own clock: one input set and an L2 flush before
         # each call, outside the events. Elsewhere: a rotation through input copies.
         flush = plan.cache == "cold" and device_clock is not None
@@ -111,43 +106,42 @@ class _Session(Verification):
         self._check_device_memory(q, k, copies, plan)
         backend.reset_peak_memory()
         host_sets = [(q, k)] + [(q.copy(), k.copy()) for _ in range(copies - 1)]
-        fn, arg_sets, to_host = _timed_call(backend, plan.phase, host_sets)
-        self.timer = KernelTimer(fn, arg_sets, backend.sync, device_clock=device_clock,
-                                 flush_between_calls=flush,
-                                 graphs=plan.cuda_graphs and device_clock is not None)
+        fn, arg_sets, to_host = timed_call(backend, plan.phase, host_sets)
+        timer = KernelTimer(fn, arg_sets, backend.sync, device_clock=device_clock,
+                            flush_between_calls=flush,
+                            graphs=plan.cuda_graphs and device_clock is not None)
         # Pristine bits of what the backend is given, before it has run once.
         guard = checks.InputGuard.take(backend, (inputs.cast(shape.q, plan.dtype),
                                                  inputs.cast(shape.k, plan.dtype)),
                                        host_sets, arg_sets if plan.phase == "kernel" else [])
-        self.cell = _CellState(Path(shape_folder), plan, precision, shape.reference, to_host,
-                               guard, problem.s_shape())
+        cell = self.cell = CellUnderTest(Path(shape_folder), plan, precision, shape.reference,
+                                         to_host, guard, problem.s_shape(), timer)
         prepared = clock()
-        result, first_call_s = self.timer.first_call()
-        figures: dict[str, Any] = {"first_call_s": first_call_s, "precision": precision,
-                                   "cache_copies": copies, "setup_s": prepared - started,
-                                   "cache_bytes": backend.cache_bytes() or plan.host_cache_bytes,
-                                   "clock": getattr(device_clock, "name", "cuda-events")
-                                   if device_clock is not None else "host",
-                                   "l2_flush": flush, "info": _safe_info(backend)}
+        result, first_call_s = timer.first_call()
+        figures = CellFigures(first_call_s=first_call_s, precision=precision,
+                              cache_copies=copies, setup_s=prepared - started,
+                              cache_bytes=backend.cache_bytes() or plan.host_cache_bytes,
+                              clock=getattr(device_clock, "name", "cuda-events")
+                              if device_clock is not None else "host",
+                              l2_flush=flush, info=safe_info(backend))
         checked = clock()
-        host = self._to_host(to_host, result)
-        _check_agreement(host, shape.reference if first else _some_rows(shape.reference),
+        host = cell.host_answer(result)
+        check_agreement(host, shape.reference if first else some_rows(shape.reference),
                          problem.s_shape(), plan.dtype, precision, figures, "first_call")
-        figures["agreement_s"] = clock() - checked
+        figures.agreement_s = clock() - checked
         del result
         warm_start = clock()
-        self.calls, block_s = self.timer.calibrate(plan.min_sample_s,
+        cell.calls, cell.block_s = timer.calibrate(plan.min_sample_s,
                                                    plan.warmup_s if first else 0.0)
-        self.block_s = block_s
-        self.fastest_call_s = block_s / self.calls
-        figures.update(calls_per_sample=self.calls, block_s=block_s,
-                       warmup_s=clock() - warm_start,
-                       # False when asked but the library could not capture: rows say so.
-                       cuda_graph=self.timer.uses_graphs)
+        cell.fastest_call_s = cell.block_s / cell.calls
+        figures.calls_per_sample, figures.block_s = cell.calls, cell.block_s
+        figures.warmup_s = clock() - warm_start
+        # False when asked but the library could not capture: rows say so.
+        figures.cuda_graph = timer.uses_graphs
         if device_clock is not None:
-            figures["launch_overhead_s"] = self.timer.launch_overhead()
+            figures.launch_overhead_s = timer.launch_overhead()
         # Read after warm-up, when the clocks have risen to what sampling will see.
-        figures.update(_telemetry(backend, "start"))
+        figures.add_telemetry(telemetry(backend, "start"))
         return figures
 
     def _check_device_memory(self, q: Any, k: Any, copies: int, plan: CellPlan) -> None:
@@ -167,10 +161,11 @@ class _Session(Verification):
 
     def sample(self, count: int, round_number: int,
                wall_limit_s: float | None = None) -> list[Any]:
-        assert self.timer is not None, "sample before setup"
-        samples = self.timer.samples(count, self.calls, round_number,
+        cell = self.cell
+        assert cell is not None, "sample before setup"
+        samples = cell.timer.samples(count, cell.calls, round_number,
                                      math.inf if wall_limit_s is None else wall_limit_s)
-        self.fastest_call_s = min([self.fastest_call_s, *(s.seconds for s in samples)])
+        cell.fastest_call_s = min([cell.fastest_call_s, *(s.seconds for s in samples)])
         return samples
 
     def check(self) -> bool:
@@ -187,15 +182,14 @@ class _Session(Verification):
             canary.warm_up()
         return bool(canary.fit())
 
-    def release(self) -> dict[str, Any]:
+    def release(self) -> CellFigures:
         """End the cell: its closing telemetry and peak memory; undo per-cell settings."""
-        figures: dict[str, Any] = {}
-        if self.timer is not None:
-            figures.update(_telemetry(self.backend, "end"))
+        figures = CellFigures()
+        if self.cell is not None:
+            figures.add_telemetry(telemetry(self.backend, "end"))
             peak = self.backend.peak_memory_bytes()
             if peak is not None:
-                figures["peak_device_bytes"] = int(peak)
-        self.timer = None
+                figures.peak_device_bytes = int(peak)
         self.cell = None
         if self.threads_set:  # nothing leaks into the next cell
             self.backend.set_threads(None)
@@ -216,7 +210,7 @@ def quota_threads(backend: Any) -> int | None:
     if not limits.quota_binds:
         return None
     backend.set_threads(None)
-    default = _safe_info(backend).get("threads")
+    default = safe_info(backend).get("threads")
     if isinstance(default, int) and 0 < default <= limits.usable:
         return None
     return limits.usable

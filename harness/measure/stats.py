@@ -1,4 +1,4 @@
-"""Step 5: statistics of raw samples — the median and a distribution-free interval around it.
+"""Statistics of raw samples — the median and a distribution-free interval around it.
 
 Timings are skewed (a context switch or a page fault only ever adds time), so the harness
 reports the median, and its confidence interval comes from order statistics rather than from a

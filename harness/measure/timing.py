@@ -1,4 +1,4 @@
-"""Step 4: timing — first call, warm-up, block calibration, and sampling until precise.
+"""Timing — first call, warm-up, block calibration, and sampling until precise.
 
 Two halves, both driven by an injectable clock so they can be tested without sleeping:
 

@@ -43,10 +43,11 @@ from typing import Any
 from qkbench.backends.gpu_support import is_out_of_memory
 from qkbench.machine.idle_threads import quiet_idle_threads
 from qkbench.measure.cell import CellFailure
-from qkbench.measure.session import _Session
+from qkbench.measure.session import Session
 
-# The version of the requests and replies between the main process and a worker.
-PROTOCOL_VERSION = 1
+# The version of the requests and replies between the main process and a worker (2: replies
+# carry CellFigures, not dicts).
+PROTOCOL_VERSION = 2
 
 
 def serve(fd: int) -> None:
@@ -66,7 +67,7 @@ def serve(fd: int) -> None:
 def worker_main(conn: Connection, backend_path: str, options: dict[str, Any]) -> None:
     # Ctrl-C goes to the whole process group; the main process decides what stops, and when.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    session: _Session | None = None
+    session: Session | None = None
     while True:
         try:
             request = conn.recv()
@@ -77,7 +78,7 @@ def worker_main(conn: Connection, backend_path: str, options: dict[str, Any]) ->
         else:
             try:
                 if session is None:
-                    session = _Session(backend_path, options)
+                    session = Session(backend_path, options)
                 reply = ("ok", session.handle(request))
             except CellFailure as failure:
                 reply = ("fail", failure.status, failure.reason, failure.details)

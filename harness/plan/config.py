@@ -1,4 +1,4 @@
-"""Step 0: YAML config file → validated `Config`. Nothing downstream ever sees unchecked input.
+"""YAML config file → validated `Config`. Nothing downstream ever sees unchecked input.
 
 Read by `qkbench.plan.yaml_file` (a safe loader: no YAML tag can construct a Python object;
 duplicate keys and oversized files refused) and validated here strictly:

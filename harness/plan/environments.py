@@ -1,4 +1,4 @@
-"""Step 0, the environments axis of a config: its entries (`environments:`) and the
+"""The environments axis of a config: its entries (`environments:`) and the
 `qkbench run --env NAME=PYTHON` items merged into them. What an environment is at run time
 (its interpreter asked what it has) is `qkbench.measure.environments`."""
 

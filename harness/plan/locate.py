@@ -1,4 +1,4 @@
-"""Step 1, before loading: turn what the user typed (a path or a config name) into a file.
+"""Before loading: turn what the user typed (a path or a config name) into a file.
 
 A name is looked up first in ./configs/ (a project's own sweeps, kept beside its code), then
 among the configs shipped inside the qkbench package, so `qkbench run quick` works from any

@@ -1,4 +1,4 @@
-"""Step 0 (config): model presets, the heads, kv_heads and d_k of published transformer models.
+"""Model presets, the heads, kv_heads and d_k of published transformer models.
 
 `sweep.preset: [llama-3-8b, ...]` expands to these instead of explicit `heads`, `kv_heads` and
 `d_k`. Each entry is read from the model's published config.json on the Hugging Face hub:

@@ -1,4 +1,4 @@
-"""Step 1: a validated Config → the list of cells to run, in the order they run.
+"""A validated Config → the list of cells to run, in the order they run.
 
 A cell is one backend × one shape (n, m, d_k, and for attention cells batch, heads, kv_heads,
 causal, scaled, preset) × one dtype × one phase × one cache state × one
@@ -10,32 +10,28 @@ and lets one reference serve the whole shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import product
+from typing import Any
 
 from qkbench.backends.base import Problem
+from qkbench.cell_key import AXES, Axis, CellKey, axis_fields
 from qkbench.plan import presets
 from qkbench.backends.registry import BackendSpec
 from qkbench.plan.config import BackendEntry, Config
 
+PROBLEM_AXES = [axis.name for axis in AXES if axis.problem]
+
 
 @dataclass(frozen=True, order=True)
+@axis_fields(lambda axis: axis.part == "shape")
 class Shape:
-    """What one reference serves; the attention fields default to the plain 2-D product."""
-
-    n: int
-    m: int
-    d_k: int
-    batch: int = 1
-    heads: int = 1
-    kv_heads: int = 1
-    causal: bool = False
-    scaled: bool = False
-    preset: str = ""  # the model preset that set heads, kv_heads and d_k; "" for none
+    """What one reference serves: the shape axes of qkbench.cell_key (n, m, d_k, and the
+    attention axes, whose defaults are the plain 2-D product)."""
 
     def problem(self) -> Problem:
         """What a backend computes for this shape (the semantics live in `Problem`)."""
-        return Problem(self.n, self.m, self.d_k, self.batch, self.heads, self.kv_heads,
-                       self.causal, self.scaled)
+        return Problem(**{name: getattr(self, name) for name in PROBLEM_AXES})
 
     @property
     def flops(self) -> int:
@@ -61,60 +57,63 @@ class Shape:
         name = f"{self.n}x{self.m}x{self.d_k}"
         if not self.problem().plain:
             name += f"-b{self.batch}h{self.heads}kv{self.kv_heads}"
-            name += "-causal" if self.causal else ""
-            name += "-scaled" if self.scaled else ""
+        for axis in AXES:  # -causal, -scaled, and any other shape axis off its default
+            value = getattr(self, axis.name) if axis.part == "shape" else axis.default
+            if axis.name not in DERIVED_SHAPE and value != axis.default:
+                name += f"-{axis.name}" if value is True else f"-{axis.name}{value}"
         return name
 
 
 @dataclass(frozen=True)
+@axis_fields(lambda axis: axis.part == "variant")
 class Variant:
-    """Everything about a cell except the backend and the shape: one interleaving group."""
-
-    dtype: str
-    phase: str = "kernel"
-    cache: str = "warm"
-    threads: int | None = None  # None: the library's default
+    """Everything about a cell but its member and shape: one interleaving group (dtype, phase,
+    cache, threads_requested; None threads: the library's default)."""
 
 
 @dataclass(frozen=True)
 class Cell:
-    backend: str  # the backend's label
-    shape: Shape
-    variant: Variant
-    environment: str | None = None  # the environments axis; None: the run's own interpreter
+    """One cell of the sweep: its key, and the views of it the runner works with."""
+
+    key: CellKey
+
+    @classmethod
+    def of(cls, backend: str, shape: Shape, variant: Variant,
+           environment: str | None = None) -> Cell:
+        return cls(CellKey.from_parts(shape, variant, backend=backend, environment=environment))
+
+    @property
+    def backend(self) -> str:
+        return self.key.backend
+
+    @property
+    def environment(self) -> str | None:
+        return self.key.environment
 
     @property
     def dtype(self) -> str:
-        return self.variant.dtype
+        return self.key.dtype
 
     @property
     def member(self) -> str:
-        """The cell's member of its interleaving group: the backend, in its environment."""
-        return member_name(self.backend, self.environment)
+        return self.key.member
 
-    def key(self) -> dict[str, object]:
-        """The columns that identify this cell in every table (see results.CELL_KEY)."""
-        shape = self.shape
-        return {"backend": self.backend, "dtype": self.variant.dtype, "n": shape.n,
-                "m": shape.m, "d_k": shape.d_k, "phase": self.variant.phase,
-                "cache": self.variant.cache, "threads_requested": self.variant.threads,
-                "batch": shape.batch, "heads": shape.heads, "kv_heads": shape.kv_heads,
-                "causal": shape.causal, "scaled": shape.scaled, "preset": shape.preset or None,
-                "environment": self.environment}
+    @cached_property
+    def shape(self) -> Shape:
+        return Shape(**self.key.part("shape"))
+
+    @cached_property
+    def variant(self) -> Variant:
+        return Variant(**self.key.part("variant"))
 
 
-def member_name(backend: str, environment: str | None) -> str:
-    """`label` alone, or `label@environment` (a backend label never holds an @)."""
-    return backend if environment is None else f"{backend}@{environment}"
-
-
-def _head_configs(config: Config) -> list[tuple[str, int, int, int]]:
+def _head_configs(config: Config) -> list[tuple[str | None, int, int, int]]:
     """(preset, heads, kv_heads, d_k) of every cell: the presets' or the axes' product."""
     sweep = config.sweep
     if sweep.preset is not None:
         return [(name, p.heads, p.kv_heads, p.d_k)
                 for name, p in ((name, presets.lookup(name)) for name in sweep.preset)]
-    return [("", heads, kv_heads, d_k)
+    return [(None, heads, kv_heads, d_k)
             for heads, kv_heads in sweep.head_pairs() for d_k in sweep.sizes("d_k")]
 
 
@@ -128,16 +127,34 @@ def shapes(config: Config) -> list[Shape]:
     def batches(n: int) -> list[int]:
         return [max(1, sweep.tokens // n)] if sweep.tokens is not None else sweep.sizes("batch")
 
-    return [Shape(n, m, d_k, batch, heads, kv_heads, causal, scaled, preset)
+    # The other shape axes (causal, scaled, and any added to the table) are a plain product of
+    # the values their sweep key lists.
+    others = [axis for axis in AXES if axis.part == "shape" and axis.name not in DERIVED_SHAPE]
+    other_values = list(product(*(_values(sweep, axis) for axis in others)))
+    return [Shape(n=n, m=m, d_k=d_k, batch=batch, heads=heads, kv_heads=kv_heads, preset=preset,
+                  **dict(zip((axis.name for axis in others), values)))
             for (n, m), (preset, heads, kv_heads, d_k) in product(pairs, _head_configs(config))
-            for batch, causal, scaled in product(batches(n), sweep.causal, sweep.scaled)]
+            for batch, values in product(batches(n), other_values)]
+
+
+# Shape axes whose values come from more than their own sweep key: m defaults to n, batch to
+# `tokens // n`, and a preset sets heads, kv_heads and d_k.
+DERIVED_SHAPE = ("n", "m", "d_k", "batch", "heads", "kv_heads", "preset")
+
+
+def _values(sweep: Any, axis: Axis) -> list[Any]:
+    """The values a sweep lists for an axis; its default where the sweep leaves it out."""
+    return list(getattr(sweep, axis.sweep_key or axis.name, None) or [axis.default])
 
 
 def variants(config: Config) -> list[Variant]:
+    """Every combination of the variant axes' values, in the table's order (an axis the
+    sweep leaves out takes its default)."""
     sweep = config.sweep
-    return [Variant(dtype, phase, cache, threads)
-            for dtype, phase, cache, threads in product(sweep.dtype, sweep.phase, sweep.cache,
-                                                        sweep.threads or [None])]
+    axes = [axis for axis in AXES if axis.part == "variant"]
+    values = [_values(sweep, axis) for axis in axes]
+    return [Variant(**dict(zip((axis.name for axis in axes), combination)))
+            for combination in product(*values)]
 
 
 @dataclass(frozen=True)
@@ -177,7 +194,7 @@ def groups(config: Config, backend_labels: list[str], shard: Shard | None = None
         taken = []
         for variant in variants(config):
             if shard.takes(number):
-                taken.append([Cell(label, shape, variant, environment)
+                taken.append([Cell.of(label, shape, variant, environment)
                               for label in backend_labels for environment in environments])
             number += 1
         if taken:

@@ -1,4 +1,4 @@
-"""Step 0, before validation: a config file's bytes → plain YAML data, safely.
+"""Before validation: a config file's bytes → plain YAML data, safely.
 
 A safe loader only (no YAML tag can construct a Python object), duplicate keys refused rather
 than silently overwritten, and a size cap, so a wrong path (/dev/zero, a pipe) is an error

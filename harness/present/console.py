@@ -12,6 +12,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from qkbench.analysis.crossover import attention_words
+from qkbench.cell_key import CELL_KEY, KEY_DEFAULTS, OPTIONAL_AXES
 from qkbench.machine.contention import BUSY_CORES
 from qkbench.measure.timing import MIN_FIT_SAMPLES
 from qkbench.units import format_seconds
@@ -137,12 +138,9 @@ def summary_table(summary: pd.DataFrame) -> str:
     if summary.empty:
         return "(no cells)"
     # Axes a sweep did not vary (phase, cache, threads) would only repeat one value per row.
-    axes = {c: summary[c] for c in _varying(summary, ["phase", "cache", "threads_requested",
-                                                      "preset", "batch", "heads", "kv_heads",
-                                                      "causal", "scaled", "environment"])}
+    axes = {c: summary[c] for c in _varying(summary, OPTIONAL_AXES)}
     view = pd.DataFrame({
-        "backend": summary["backend"], "dtype": summary["dtype"],
-        "n": summary["n"], "m": summary["m"], "d_k": summary["d_k"], **axes,
+        **{axis: summary[axis] for axis in CELL_KEY if axis not in KEY_DEFAULTS}, **axes,
         "status": summary["status"],
         "median": summary["median_s"].map(format_seconds),
         "±95%": summary["rel_ci"].map(lambda r: "-" if pd.isna(r) else f"{100 * r:.1f}%"),

@@ -1,4 +1,4 @@
-"""Step 8: run directories → figures (PNG and SVG), one run or many machines in one place.
+"""Run directories → figures (PNG and SVG), one run or many machines in one place.
 
 Every figure has to stand on its own when it is pasted into a chat or a slide: a title that
 says what is measured, the machine(s) in the subtitle, units on the axes, a legend, and log
@@ -32,7 +32,7 @@ from qkbench.present.figures.speedup import (
     speedup,
     speedups,
 )
-from qkbench.present.figures.style import _PNG_DPI, DEFAULT_BASELINE_BACKEND, _NoFigure
+from qkbench.present.figures.style import PNG_DPI, DEFAULT_BASELINE_BACKEND, NoFigure
 from qkbench.present.figures.timing import throughput, time_vs_size
 from qkbench.present.runset import RunInfo, RunSet, load_runs, machine_hardware
 from qkbench.records.results import write_atomically
@@ -97,7 +97,7 @@ def make_figures(runs: RunSet, baseline_backend: str | None = None) -> Figures:
     for name, build in builders.items():
         try:
             figures[name] = build(runs)
-        except _NoFigure as exc:
+        except NoFigure as exc:
             skipped[name] = str(exc)
     return Figures(figures, skipped, baseline)
 
@@ -106,7 +106,7 @@ def render(fig: Figure, fmt: str, **options: Any) -> bytes:
     """One figure as PNG or SVG bytes (SVG text stays text: smaller, searchable)."""
     buffer = io.BytesIO()
     with rc_context({"svg.fonttype": "none", "svg.hashsalt": "qkbench"}):
-        fig.savefig(buffer, format=fmt, dpi=_PNG_DPI if fmt == "png" else 72,
+        fig.savefig(buffer, format=fmt, dpi=PNG_DPI if fmt == "png" else 72,
                     metadata={"Date": None} if fmt == "svg" else {"Software": None}, **options)
     # The layout is settled by the first rendering; solving it again for the next format
     # would double the time and could move things between the PNG and the SVG.

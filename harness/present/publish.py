@@ -1,4 +1,4 @@
-"""Step 8: a results store → a static site that opens from disk (`qkbench publish`).
+"""A results store → a static site that opens from disk (`qkbench publish`).
 
     SITE/index.html            configs × machines: each cell's newest value, open regressions
     SITE/cells/<cell>.html     one chart per config and cell, every machine on it

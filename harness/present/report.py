@@ -1,4 +1,4 @@
-"""Step 8: run directories → one self-contained HTML report, and a Markdown summary for CI.
+"""Run directories → one self-contained HTML report, and a Markdown summary for CI.
 
 This module gathers what a report shows (the runs, their figures, the comparison with a
 baseline); report_html.py and report_markdown.py render it, report_facts.py holds what both
@@ -7,69 +7,63 @@ renderings say. Times are stored in seconds and printed in a unit that suits the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-from qkbench.analysis.compare import Comparison, Rule, compare_runs
+from qkbench.analysis.verdicts import Comparison, Rule
+from qkbench.analysis.compare import compare_runs, read_run
 from qkbench.analysis.paired import compare_between
 from qkbench.errors import UsageError
 from qkbench.present import plots
+from qkbench.present.report_facts import Report
 from qkbench.present.report_html import render_html
 from qkbench.present.report_markdown import render_markdown
-from qkbench.records.record import CellKey
+from qkbench.cell_key import CellKey
 from qkbench.records.results import write_atomically
-from qkbench.records.run import load_run
-
-
-@dataclass
-class Report:
-    runs: plots.RunSet
-    figures: plots.Figures
-    baseline: plots.RunSet | None  # --baseline RUN, compared cell by cell
-    comparison: pd.DataFrame  # empty without a baseline
-    created: str
-    rule: Rule = field(default_factory=Rule)  # the verdict rule: compare's
-    # The first run's environments compared round by round (`compare --between`), when it has
-    # two or more: the first two, or the two given.
-    paired: Comparison | None = None
+from qkbench.records.run import Run
 
 
 def build(folders: list[Path | str], baseline: Path | str | None = None,
           baseline_backend: str | None = None,
           between: tuple[str, str] | None = None) -> Report:
     """Load the runs (and the baseline run), draw the figures, compare with the baseline, and
-    compare the first run's environments (`between`, else its first two) round by round."""
+    compare the first run's environments (`between`, else its first two) round by round.
+    Each run directory is read once: the verdicts come from the runs the figures drew."""
     runs = plots.load_runs(list(folders))
     base = plots.load_runs([baseline]) if baseline is not None else None
     figures = plots.make_figures(runs, baseline_backend)
     rule = Rule()
-    comparison = compare(Path(baseline), runs, rule) if baseline is not None else pd.DataFrame()
+    comparison = (compare(base.runs[0].run, runs, rule) if base is not None
+                  else pd.DataFrame())
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return Report(runs, figures, base, comparison, created, rule,
-                  paired_comparison(Path(folders[0]), between))
+                  paired_comparison(runs.runs[0].run, between))
 
 
-def paired_comparison(folder: Path, between: tuple[str, str] | None) -> Comparison | None:
-    names = list(load_run(folder).meta.get("environments") or {})
+def paired_comparison(run: Path | Run, between: tuple[str, str] | None
+                      ) -> Comparison | None:
+    run = read_run(run)
+    names = list(run.about.environments)
     if between is None and len(names) < 2:
         return None
-    return compare_between(folder, *(between or names[:2]))
+    return compare_between(run, *(between or names[:2]))
 
 
-def compare(baseline: Path, runs: plots.RunSet, rule: Rule | None = None) -> pd.DataFrame:
+def compare(baseline: Path | Run, runs: plots.RunSet, rule: Rule | None = None
+            ) -> pd.DataFrame:
     """Per cell that is ok in both the baseline and a run: `qkbench compare`'s verdict (the
     bootstrap interval of the ratio of medians against the threshold, analysis/compare.py), so
     a report and compare never give one pair of runs two verdicts. The report shows runs of
     other machines on purpose, so a change of machine does not stop it (the verdict then says
     how the machines differ, not the code)."""
     rule = rule or Rule()
+    base = read_run(baseline)
     precision = dict(zip(zip(runs.summary["machine"], runs.summary["_cell"]),
                          runs.summary["precision"]))
     rows = []
     for run in runs.runs:
-        comparison = compare_runs(baseline, run.folder, rule, allow_different_machines=True)
+        comparison = compare_runs(base, run.run, rule, allow_different_machines=True)
         for cell in comparison.cells:
             if cell.baseline_status != "ok" or cell.candidate_status != "ok":
                 continue

@@ -1,12 +1,15 @@
-"""Presentation, the facts both renderings of a report show: counts, the fastest backend per
-shape, the failed and skipped cells, the machine. Formatting only; nothing is measured here."""
+"""Presentation, what a report holds (`Report`, built by present/report.py) and the facts both
+renderings show: counts, the fastest backend per shape, the failed and skipped cells, the
+machine. Formatting only; nothing is measured here."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from qkbench.analysis.verdicts import Comparison, Rule
 from qkbench.present import plots
 from qkbench.present.figures import style
 from qkbench.present.runset import cpu_identity
@@ -15,6 +18,20 @@ from qkbench.units import format_seconds
 
 # Verdicts a report counts, in the order it lists them: compare's words (one rule, one vocabulary).
 VERDICTS = ("slower", "faster", "same", "not comparable")
+
+
+@dataclass
+class Report:
+    runs: plots.RunSet
+    figures: plots.Figures
+    baseline: plots.RunSet | None  # --baseline RUN, compared cell by cell
+    comparison: pd.DataFrame  # empty without a baseline
+    created: str
+    rule: Rule = field(default_factory=Rule)  # the verdict rule: compare's
+    # The first run's environments compared round by round (`compare --between`), when it has
+    # two or more: the first two, or the two given.
+    paired: Comparison | None = None
+
 
 
 def counts(summary: pd.DataFrame) -> dict[str, int]:
@@ -42,13 +59,13 @@ def fastest(runs: plots.RunSet) -> pd.DataFrame:
         largest = group[group["flops"] == flops]
         rows.append(largest.loc[largest["median_s"].idxmin()])
     order = {m: i for i, m in enumerate(runs.machines)}
-    frame = _ranked(pd.DataFrame(rows))
+    frame = rank_rows(pd.DataFrame(rows))
     frame["_m"] = frame["machine"].map(order)
-    return frame.sort_values(["_m", *_RANKS], kind="stable")
+    return frame.sort_values(["_m", *RANK_COLUMNS], kind="stable")
 
 
 def variant_words(row: Any) -> str:
-    words = style._variant_words(row, ("phase", "cache", "threads_key", "precision"),
+    words = style.variant_word_list(row, ("phase", "cache", "threads_key", "precision"),
                                  all_words=False)
     return ", ".join(words)
 
@@ -75,26 +92,26 @@ def format_number(value: Any, digits: int = 3) -> str:
     return f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:.{digits}g}"
 
 
-def _ranked(frame: pd.DataFrame) -> pd.DataFrame:
+def rank_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Sort keys that put defaults first: float16 < … < float64, kernel before end-to-end, warm
     before cold, the library's own thread count before explicit ones."""
     return frame.assign(
-        _t=frame["dtype"].map(style._dtype_rank),
+        _t=frame["dtype"].map(style.dtype_rank),
         _p=frame["phase"].map(lambda p: (p != "kernel", p)),
         _c=frame["cache"].map(lambda c: (c != "warm", c)),
         _h=frame["threads_key"].map(lambda t: (t != "", int(t) if t.isdigit() else 0)))
 
 
-_RANKS = ["_t", "d_k", "_p", "_c", "_h"]
+RANK_COLUMNS = ["_t", "d_k", "_p", "_c", "_h"]
 
 
 def sort_cells(frame: pd.DataFrame, machines: list[str]) -> pd.DataFrame:
     order = {m: i for i, m in enumerate(machines)}
     backends = {b: i for i, b in enumerate(dict.fromkeys(frame["backend"]))}
-    ranked = _ranked(frame).assign(_m=frame["machine"].map(order),
+    ranked = rank_rows(frame).assign(_m=frame["machine"].map(order),
                                    _b=frame["backend"].map(backends))
-    return ranked.sort_values(["_m", *_RANKS, "n", "m", "_b"], kind="stable").drop(
-        columns=["_m", "_b", *[c for c in _RANKS if c.startswith("_")]])
+    return ranked.sort_values(["_m", *RANK_COLUMNS, "n", "m", "_b"], kind="stable").drop(
+        columns=["_m", "_b", *[c for c in RANK_COLUMNS if c.startswith("_")]])
 
 
 def problems(runs: plots.RunSet) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -112,7 +129,7 @@ def problems(runs: plots.RunSet) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _which(group: pd.DataFrame) -> str:
     """'float64 · n 16–1024 · d_k 16, 64': which cells a group covers, briefly."""
-    parts = [", ".join(sorted(set(group["dtype"]), key=style._dtype_rank))]
+    parts = [", ".join(sorted(set(group["dtype"]), key=style.dtype_rank))]
     for column in ("n", "d_k"):
         values = sorted({int(v) for v in group[column].dropna()})
         if len(values) > 3:
@@ -172,26 +189,25 @@ def machine_facts(run: plots.RunInfo) -> dict[str, str]:
     libraries = env.get("libraries") if isinstance(env.get("libraries"), dict) else {}
     if libraries:
         facts["libraries"] = ", ".join(f"{k} {v}" for k, v in libraries.items())
-    git = env.get("git") if isinstance(env.get("git"), dict) else {}
+    about = run.about
     if env.get("qkbench_version"):
         version = f"qkbench {env['qkbench_version']}"
-        if git.get("commit"):
-            version += f" @ {str(git['commit'])[:10]}" + (" (uncommitted changes)"
-                                                           if git.get("dirty") else "")
+        if about.commit:
+            version += f" @ {about.commit[:10]}" + (" (uncommitted changes)"
+                                                    if about.dirty else "")
         facts["qkbench"] = version
     for key in ("hardware_key", "comparability_key"):
         if env.get(key):
             facts[key.replace("_", " ")] = str(env[key])
-    meta = run.meta
     run_text = f"{run.folder.name}"
     if run.config_name:
         run_text += f" · sweep '{run.config_name}'"
-    if env.get("created_utc"):
-        run_text += f" · started {env['created_utc']}"
-    if meta.get("state"):
-        run_text += f" · {meta['state']}"
-    if isinstance(meta.get("wall_s"), (int, float)):
-        run_text += f" in {format_seconds(float(meta['wall_s']))}"
+    if about.created_utc:
+        run_text += f" · started {about.created_utc}"
+    if about.state:
+        run_text += f" · {about.state}"
+    if about.wall_s is not None:
+        run_text += f" in {format_seconds(about.wall_s)}"
     facts["run"] = run_text
     return facts
 

@@ -9,7 +9,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import qkbench
+from qkbench.version import __version__
 from qkbench.present import plots
 from qkbench.present.figures import style
 from qkbench.present.report_facts import (
@@ -29,7 +29,7 @@ from qkbench.records.record import FAILED_STATUSES
 from qkbench.units import format_seconds
 
 if TYPE_CHECKING:
-    from qkbench.present.report import Report
+    from qkbench.present.report_facts import Report
 
 
 _CSS = """
@@ -99,7 +99,7 @@ def render_html(report: Report) -> str:
     parts.append(_problems_html(runs))
     parts.append(_summary_html(runs))
     folders = ", ".join(str(run.folder) for run in runs.runs)
-    parts.append(f"<footer>Made by qkbench {_e(qkbench.__version__)} on {_e(report.created)} "
+    parts.append(f"<footer>Made by qkbench {_e(__version__)} on {_e(report.created)} "
                  f"from {_e(folders)}"
                  + (f", baseline {_e(report.baseline.runs[0].folder)}" if report.baseline else "")
                  + ". Times are medians of many calls with the 95% confidence interval of the "
@@ -143,7 +143,7 @@ def _glance_html(report: Report) -> str:
         for _, row in crossing.iterrows():
             items.append(f"<li>{_e(row['group'])} · {_e(row['dtype'])} · d_k={row['d_k']}"
                          + (f" · {_e(row['m_rule'])}" if row["m_rule"] != "m=n" else "")
-                         + f" · {_e(style._PHASE_WORDS.get(row['phase'], row['phase']))}"
+                         + f" · {_e(style.PHASE_WORDS.get(row['phase'], row['phase']))}"
                          + (f" · {_e(row['cache'])} cache" if row["cache"] != "warm" else "")
                          + f": <b>{_e(plots.crossover_words(row))}</b> "
                          f"({format_number(row['speedup_largest'])}× at n = "
@@ -189,7 +189,7 @@ def _summary_html(runs: plots.RunSet) -> str:
            ("<p>Median time per call with its 95% confidence interval; the fastest backend of "
             "each shape is in bold. ‡: stopped before reaching the precision target.</p>")]
     summary = runs.summary
-    variants = style._Variants.of(summary) if len(summary) else None
+    variants = style.Variants.of(summary) if len(summary) else None
     show_variant = bool(variants and variants.columns)
     peak = (summary["peak_gflops"] > 0).any()
     headers = [("backend", False), ("device", False), ("dtype", False), ("n", True),
@@ -209,7 +209,7 @@ def _summary_html(runs: plots.RunSet) -> str:
                                                           else " ‡")
             cells = [(_e(row["backend"]), ""), (_e(row["device"]), ""), (_e(row["dtype"]), ""),
                      (_e(row["n"]), "num"), (_e(row["m"]), "num"), (_e(row["d_k"]), "num")]
-            cells += [(_e(", ".join(style._variant_words(row, variants.columns,
+            cells += [(_e(", ".join(style.variant_word_list(row, variants.columns,
                                                          all_words=True)) or "-"), "")] \
                 if show_variant and variants is not None else []
             cells += [(_e(row["status"]), ""),

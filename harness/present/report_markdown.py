@@ -6,13 +6,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-import qkbench
+from qkbench.version import __version__
 from qkbench.present import plots
 from qkbench.present.figures import style
 from qkbench.present.report_facts import (
-    _RANKS,
+    RANK_COLUMNS,
     VERDICTS,
-    _ranked,
+    rank_rows,
     counts_text,
     machine_facts,
     problems,
@@ -25,7 +25,7 @@ from qkbench.units import format_seconds
 MARKDOWN_MAX_ROWS = 60  # a PR comment is read, not scrolled; the HTML report has every row
 
 if TYPE_CHECKING:
-    from qkbench.present.report import Report
+    from qkbench.present.report_facts import Report
 
 
 def _md(value: Any) -> str:
@@ -59,7 +59,7 @@ def render_markdown(report: Report) -> str:
     if report.paired is not None:  # compare --between's own Markdown, one rendering
         lines += ["", *report.paired.to_markdown().replace("### ", "#### ", 1).splitlines()]
     lines += _markdown_problems(runs)
-    lines += ["", (f"<sub>qkbench {qkbench.__version__} · medians with 95% CIs · full report "
+    lines += ["", (f"<sub>qkbench {__version__} · medians with 95% CIs · full report "
                    "with figures: report.html</sub>"), ""]
     return "\n".join(lines)
 
@@ -71,7 +71,7 @@ def _markdown_table(runs: plots.RunSet) -> list[str]:
     if ok.empty:
         return ["No cell finished with status ok.", ""]
     keys = ["dtype", "d_k", "n", "m", "phase", "cache", "threads_key"]
-    variant = style._Variants.of(ok)
+    variant = style.Variants.of(ok)
     show_variant = bool(set(variant.columns) - {"precision"})
     many = len(runs.runs) > 1
     columns = runs.machines if many else [b for b in runs.colors if b in set(ok["backend"])]
@@ -82,14 +82,14 @@ def _markdown_table(runs: plots.RunSet) -> list[str]:
              "| " + " | ".join(_md(h) for h in header) + " |",
              "|" + "|".join("---" if i < 1 or (show_variant and i == 4) else "---:"
                             for i in range(len(header))) + "|"]
-    groups = list(_ranked(ok).sort_values([*_RANKS, "n", "m"], kind="stable")
+    groups = list(rank_rows(ok).sort_values([*RANK_COLUMNS, "n", "m"], kind="stable")
                   .groupby(keys, sort=False))
     for key, group in groups[:MARKDOWN_MAX_ROWS]:
         row = group.iloc[0]
         best_time = group["median_s"].min()
         cells = [row["dtype"], str(row["d_k"]), str(row["n"]), str(row["m"])]
         if show_variant:
-            cells.append(", ".join(style._variant_words(row, variant.columns, all_words=True)))
+            cells.append(", ".join(style.variant_word_list(row, variant.columns, all_words=True)))
         for column in columns:
             pick = group[group["machine" if many else "backend"] == column]
             if pick.empty:

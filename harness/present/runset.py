@@ -9,10 +9,15 @@ from typing import Any
 
 import pandas as pd
 
-from qkbench.analysis.crossover import ATTENTION_COLUMNS, attention_words
+from qkbench.analysis.crossover import attention_words
+from qkbench.cell_key import ATTENTION_AXES
 from qkbench.errors import UsageError
-from qkbench.present.figures.style import _MARKERS, _PALETTE
-from qkbench.records.run import load_run
+from qkbench.records.run import Run, RunMeta, load_run
+
+# What tells backends (colour) and machines (marker) apart in every figure of a run set.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 # ---------------------------------------------------------------------------------------------
 # Machines and run sets
@@ -20,23 +25,27 @@ from qkbench.records.run import load_run
 @dataclass(frozen=True)
 class RunInfo:
     folder: Path
-    meta: dict[str, Any]
+    meta: dict[str, Any]  # meta.json as a dict (`about` has it typed)
     host: str  # unique within a RunSet: the hostname, plus the folder name when two runs share it
     hardware: str  # CPU model, and GPU model(s) when the machine has any
+    # The run as loaded (keyed): what a report compares, so that nothing is read twice.
+    run: Run = field(compare=False, repr=False)
 
     @property
     def label(self) -> str:
         return f"{self.host} ({self.hardware})" if self.hardware else self.host
 
     @property
+    def about(self) -> RunMeta:
+        return self.run.about
+
+    @property
     def environment(self) -> dict[str, Any]:
-        env = self.meta.get("environment")
-        return env if isinstance(env, dict) else {}
+        return self.about.environment
 
     @property
     def config_name(self) -> str:
-        config = self.meta.get("config")
-        return str(config.get("name", "")) if isinstance(config, dict) else ""
+        return self.about.config_name or ""
 
 
 @dataclass
@@ -94,36 +103,35 @@ def cpu_identity(cpu: dict[str, Any]) -> str:
     return " ".join(str(part) for part in (cpu.get("microarchitecture"), numbers) if part)
 
 
-def load_runs(folders: list[Path | str]) -> RunSet:
-    """Load run directories (all checked before any is drawn) and label each by its machine."""
+def load_runs(folders: list[Path | str | Run]) -> RunSet:
+    """Load run directories (all checked before any is drawn; a `Run` given is used as it is)
+    and label each by its machine."""
     if not folders:
         raise UsageError("no run directory given")
-    loaded = []
-    for folder in folders:  # through the one loader, with the cell keys every figure matches on
-        run = load_run(folder).keyed()
-        loaded.append((run.path, run.summary, run.samples, run.meta))
-    hosts = []
-    for folder, _, _, meta in loaded:
-        env = meta.get("environment") if isinstance(meta.get("environment"), dict) else {}
-        hosts.append(str(env.get("hostname") or "unknown host"))
-    labels = [(h, machine_hardware(m)) for h, (_, _, _, m) in zip(hosts, loaded)]
+    # Through the one loader, with the cell keys every figure matches on.
+    loaded = [load_run(folder).keyed() for folder in folders]
+    hosts = [run.about.hostname or "unknown host" for run in loaded]
+    labels = [(h, machine_hardware(run.meta)) for h, run in zip(hosts, loaded)]
     runs = []
-    for i, ((folder, _, _, meta), (host, hardware)) in enumerate(zip(loaded, labels)):
+    for i, (run, (host, hardware)) in enumerate(zip(loaded, labels)):
+        folder = run.path
         if labels.count((host, hardware)) > 1 or hosts.count(host) > 1:
             host = f"{host} [{folder.name or folder.resolve().name}]"
-            if sum(1 for f, *_ in loaded if f.name == folder.name) > 1:
+            if sum(1 for other in loaded if other.path.name == folder.name) > 1:
                 host = f"{host[:-1]} #{i + 1}]"
-        runs.append(RunInfo(folder, meta, host, hardware))
+        runs.append(RunInfo(folder, run.meta, host, hardware, run))
     summaries, samples = [], []
-    for run, (folder, summary, sample, _) in zip(runs, loaded):
-        summaries.append(with_attention_key(summary).assign(machine=run.host, run=folder.name))
-        samples.append(with_attention_key(sample).assign(machine=run.host, run=folder.name))
+    for info, run in zip(runs, loaded):
+        summaries.append(with_attention_key(run.summary).assign(machine=info.host,
+                                                                run=run.path.name))
+        samples.append(with_attention_key(run.samples).assign(machine=info.host,
+                                                              run=run.path.name))
     summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
     sample = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
     backends = sorted(summary["backend"].unique(),
                       key=lambda b: (_device_of(summary, b) != "cpu", b))
-    colors = {b: _PALETTE[i % len(_PALETTE)] for i, b in enumerate(backends)}
-    markers = {run.host: _MARKERS[i % len(_MARKERS)] for i, run in enumerate(runs)}
+    colors = {b: PALETTE[i % len(PALETTE)] for i, b in enumerate(backends)}
+    markers = {run.host: MARKERS[i % len(MARKERS)] for i, run in enumerate(runs)}
     return RunSet(runs, summary, sample, colors, markers)
 
 
@@ -135,7 +143,7 @@ def _device_of(summary: pd.DataFrame, backend: str) -> str:
 def with_attention_key(frame: pd.DataFrame) -> pd.DataFrame:
     """`attention_key`: a row's attention axes as one text variant ("llama-3-8b causal"; ""
     for the 2-D product), so that one model's or one mask's cells never join another's line."""
-    columns = [c for c in ATTENTION_COLUMNS if c in frame]
+    columns = [c for c in ATTENTION_AXES if c in frame]
     words: dict[tuple[Any, ...], str] = {}
     keys = frame[columns].astype(object).itertuples(index=False, name=None)
     return frame.assign(attention_key=[

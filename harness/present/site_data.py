@@ -1,4 +1,4 @@
-"""Step 8: a results store → what the published site shows: one series per config, cell and
+"""A results store → what the published site shows: one series per config, cell and
 machine (raw and normalised), the steps found in each, and the regressions still open.
 
 The values and steps come from analysis/history.py (`gather`, `detect`), so `qkbench history`
@@ -30,7 +30,7 @@ from qkbench.analysis.history import (
     gather,
 )
 from qkbench.errors import UsageError
-from qkbench.records.record import CellKey
+from qkbench.cell_key import CellKey
 from qkbench.records.run import load_summaries
 from qkbench.records.store import entries, machines
 

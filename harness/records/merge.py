@@ -1,4 +1,4 @@
-"""Step 6c: join the shards of one sweep (`qkbench run --shard I/N`) into one run directory.
+"""Join the shards of one sweep (`qkbench run --shard I/N`) into one run directory.
 
 Shards may come from many machines (a Slurm job array, a Kubernetes indexed Job, a CI matrix).
 Merging refuses shards of different configs or shard counts and shards that share a cell, and
@@ -13,43 +13,40 @@ from typing import Any
 
 from qkbench.errors import UsageError
 from qkbench.records.meta import SCHEMA_VERSION
-from qkbench.records.record import CELL_KEY, CellKey
-from qkbench.records.results import RunWriter, key_of
+from qkbench.cell_key import CELL_KEY, CellKey
+from qkbench.records.results import RunWriter
+from qkbench.records.run import META_FILE, RunMeta, read_meta
 
 
-def _meta(folder: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise UsageError(f"{folder} is not a qkbench run directory (no readable meta.json)") \
-            from None
-    if not isinstance(meta, dict) or "config" not in meta:
-        raise UsageError(f"{folder}/meta.json does not describe a run")
+def _shard_meta(folder: Path) -> RunMeta:
+    meta = read_meta(folder)
+    if not meta.config:
+        raise UsageError(f"{folder}/{META_FILE} does not describe a run")
     return meta
 
 
-def expected_keys(meta: dict[str, Any]) -> set[CellKey]:
+def expected_keys(meta: RunMeta) -> set[CellKey]:
     """Every cell key of the whole (unsharded) sweep a run's meta.json describes."""
     from qkbench.plan import config as config_module
     from qkbench.plan.sweep import expand
 
-    config = config_module.parse(config_module.parse_yaml_text(meta["config_text"], "meta.json"))
-    labels = [backend["label"] for backend in meta.get("backends", [])]
-    return {key_of(cell.key()) for cell in expand(config, labels)}
+    config = config_module.parse(config_module.parse_yaml_text(meta.config_text or "",
+                                                               META_FILE))
+    return {cell.key for cell in expand(config, list(meta.backend_labels))}
 
 
-def _same_machine_kind(folders: list[Path], metas: list[dict[str, Any]]) -> None:
+def _same_machine_kind(folders: list[Path], metas: list[RunMeta]) -> None:
     """Today's comparability rule (the fingerprint's `comparability_key`: the same hardware and
     software): shards timed on different kinds of machine cannot make one table."""
     from qkbench.machine.environment import differences
 
-    first = metas[0].get("environment") or {}
+    first = metas[0]
     for folder, meta in zip(folders[1:], metas[1:]):
-        environment = meta.get("environment") or {}
-        key_a, key_b = first.get("comparability_key"), environment.get("comparability_key")
+        key_a, key_b = first.comparability_key, meta.comparability_key
         if key_a is None or key_b is None or key_a == key_b:
             continue  # a run from before the key existed cannot be checked
-        changed = "; ".join(differences(first, environment)[:3]) or f"{key_a} vs {key_b}"
+        changed = ("; ".join(differences(first.environment, meta.environment)[:3])
+                   or f"{key_a} vs {key_b}")
         raise UsageError(f"{folder} ran on another kind of machine than {folders[0]} "
                          f"({changed}); merge only shards of one machine kind (one partition)")
 
@@ -85,7 +82,7 @@ class _Keys:
         raw = tuple(str(record.get(name)) for name in CELL_KEY)
         key = self._known.get(raw)
         if key is None:
-            key = self._known[raw] = key_of(record)
+            key = self._known[raw] = CellKey.of(record)
         return key
 
 
@@ -94,13 +91,13 @@ def merge(folders: list[Path], out: Path) -> tuple[dict[str, Any], int, list[str
     the cells of the sweep that no shard holds, described)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"merge output {out} already exists and is not empty")
-    metas = [_meta(folder) for folder in folders]
+    metas = [_shard_meta(folder) for folder in folders]
     first = metas[0]
     for folder, meta in zip(folders[1:], metas[1:]):
-        if meta["config"] != first["config"]:
+        if meta.config != first.config:
             raise UsageError(f"{folder} ran another config than {folders[0]}; only shards of "
                              "one sweep can be merged")
-        if (meta.get("shard") or {}).get("count") != (first.get("shard") or {}).get("count"):
+        if meta.shard_count != first.shard_count:
             raise UsageError(f"{folder} was split into a different number of shards than "
                              f"{folders[0]}")
     _same_machine_kind(folders, metas)
@@ -129,21 +126,21 @@ def merge(folders: list[Path], out: Path) -> tuple[dict[str, Any], int, list[str
     writer = RunWriter(out)
     writer.append_log(row_lines, sample_lines)
     writer.finish((rows, samples))
-    states = {meta.get("state") for meta in metas}
-    merged = {**{k: v for k, v in first.items() if k not in ("shard", "wall_s", "time_split_s",
-                                                            "cells_by_status")},
+    states = {meta.state for meta in metas}
+    per_shard = ("shard", "wall_s", "time_split_s", "cells_by_status")
+    merged = {**{k: v for k, v in first.raw.items() if k not in per_shard},
               "state": "finished" if states == {"finished"} else "incomplete",
               # the tables were just written in the current layout, whatever the shards had
               "schema_version": SCHEMA_VERSION,
-              "merged_from": [{"folder": str(folder), "shard": meta.get("shard"),
-                               "state": meta.get("state"),
-                               "hardware_key": meta.get("environment", {}).get("hardware_key"),
-                               "environment": meta.get("environment")}
+              "merged_from": [{"folder": str(folder),
+                               "shard": {"index": meta.shard_index, "count": meta.shard_count},
+                               "state": meta.state, "hardware_key": meta.hardware_key,
+                               "environment": meta.environment}
                               for folder, meta in zip(folders, metas)]}
     missing = sorted(expected_keys(first) - set(owner))
     merged["missing_cells"] = len(missing)
-    count = (first.get("shard") or {}).get("count") or 1
-    given = {(meta.get("shard") or {}).get("index") for meta in metas}
+    count = first.shard_count or 1
+    given = {meta.shard_index for meta in metas}
     merged["missing_shards"] = [index for index in range(1, count + 1) if index not in given]
     writer.write_meta(merged)
     return merged, len(rows), [key.label() for key in missing]

@@ -1,7 +1,8 @@
-"""Step 3: the run directory's meta.json — the environment, the config and how the run ended.
+"""The run directory's meta.json — the environment, the config and how the run ended.
 
 `SCHEMA_VERSION` counts changes to the layout of a run directory (columns, meta keys); the one
-loader (`qkbench.records.results.load_run`) migrates every older version it knows on read.
+loader (`qkbench.records.run.load_run`) migrates every older version it knows on read.
+A meta.json is made here and read back, typed, as `qkbench.records.run.RunMeta`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Step 6: older run directories, brought up to the current record once, on read.
+"""Older run directories, brought up to the current record once, on read.
 
 Each migration takes the raw tables of schema version v to v + 1; `load_run` applies them in
 order, so every tool downstream sees one layout. A run directory without `schema_version` in
@@ -20,7 +20,7 @@ def _v1_to_v2(summary: pd.DataFrame, samples: pd.DataFrame) -> Tables:
     """Version 1 lacked the shape-derived figures in its first runs and had no `info` column:
     recompute what the shape alone determines (each input read once, S written once); leave
     what was never measured empty."""
-    from qkbench.records.results import ITEMSIZE
+    from qkbench.plan.config import ITEMSIZE
 
     summary = summary.copy()
     n, m, d_k = (pd.to_numeric(summary[c], errors="coerce").astype("float64")

@@ -1,13 +1,12 @@
-"""Step 6: the one typed record — the cell key and the summary row, each column declared once.
+"""The one typed record: the summary row, each column declared once, and the tables' cell keys.
 
 Everything that names a column reads it from here: the writer (`results.summary_row`), the
 loader's types (`results.typed_summary`), the migrations of older run directories, compare,
 history, plots, report and the column table in docs/run-directory.md (generated from
 `columns_markdown()` and checked by tests/test_docs.py).
 
-To add a summary column: add one field to `SummaryRecord` with its unit and meaning. To add a
-key axis: add one field with its default to `CellKey` (the default is what every run written
-before the axis existed measured).
+To add a summary column: add one field to `SummaryRecord` with its unit and meaning. A key
+axis is added in qkbench.cell_key (its fields open `SummaryRecord`).
 """
 
 from __future__ import annotations
@@ -15,9 +14,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, get_type_hints
 
+from qkbench.cell_key import CELL_KEY, CellKey, axis_fields, plain_value
 from qkbench.units import missing  # the one rule for an absent value (re-exported)
 
 # tampered, unsynced and implausible: a check after timing found that the timed work was not
@@ -33,100 +33,7 @@ def _column(unit: str, meaning: str, default: Any = None) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# The cell key
-
-
-@dataclass(frozen=True)
-class CellKey:
-    """What identifies a cell: two rows (of one run or of two) with equal keys measured the
-    same thing. A field with a default is an axis added after the first runs; a run directory
-    that lacks the column measured the default."""
-
-    backend: str = _column("", "the backend's label (`numpy`, `torch-cpu`, a plugin's name)",
-                           MISSING)
-    dtype: str = _column("", "the dtype of Q and K asked for", MISSING)
-    n: int = _column("rows", "rows of Q (queries)", MISSING)
-    m: int = _column("rows", "rows of K (keys); m = n for self-attention", MISSING)
-    d_k: int = _column("", "the shared inner dimension", MISSING)
-    phase: str = _column("", "`kernel` (device-resident inputs) or `end-to-end` (host in, host "
-                         "out)", "kernel")
-    cache: str = _column("", "`warm` (inputs reused) or `cold` (copies rotated past the last "
-                         "level cache)", "warm")
-    threads_requested: int | None = _column("threads", "threads asked for; empty for the "
-                                            "library's default", None)
-    # The attention axes (docs/attention.md): their defaults are the plain 2-D product.
-    batch: int = _column("", "B, batch elements", 1)
-    heads: int = _column("", "H, query heads", 1)
-    kv_heads: int = _column("", "H_kv, key heads (divides heads; query head h reads key head "
-                            "h // (H / H_kv))", 1)
-    causal: bool = _column("", "key j masked (−inf) for query i when j > i + (m − n)", False)
-    scaled: bool = _column("", "S divided by √d_k", False)
-    preset: str | None = _column("", "the model preset that set heads, kv_heads and d_k", None)
-    # The environments axis (docs/environments.md): empty for a run without one, whose every
-    # worker ran the run's own interpreter.
-    environment: str | None = _column("", "the environment (`--env NAME=PYTHON`) whose "
-                                      "interpreter ran the cell; empty: the run's own", None)
-
-    @classmethod
-    def of(cls, row: Mapping[str, Any]) -> CellKey:
-        """The key of a row, a sample or `Cell.key()`; a missing value becomes the default."""
-        values: dict[str, Any] = {}
-        for spec in fields(cls):
-            value = row.get(spec.name)
-            if missing(value):
-                if spec.default is MISSING:
-                    raise ValueError(f"a row without {spec.name!r} has no cell key")
-                continue
-            values[spec.name] = _plain(value, _KEY_TYPES[spec.name])
-        return cls(**values)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {spec.name: getattr(self, spec.name) for spec in fields(self)}
-
-    def _order(self) -> tuple[Any, ...]:
-        # None (the library default) sorts first and never meets an int in a comparison.
-        return tuple((value is not None, value) for value in self.as_dict().values())
-
-    def __lt__(self, other: CellKey) -> bool:  # tables sort and group by keys
-        return self._order() < other._order()
-
-    def group(self) -> CellKey:
-        """The key of this cell's interleaving group: every backend, in every environment, of
-        one shape and variant."""
-        return replace(self, backend="", environment=None)
-
-    def label(self) -> str:
-        """Short words for people: the shape, then only the axes that differ from default."""
-        text = f"{self.backend} {self.dtype} n={self.n} m={self.m} d_k={self.d_k}".lstrip()
-        for name, default in KEY_DEFAULTS.items():
-            if getattr(self, name) != default:
-                text += f" {name}={getattr(self, name)}"
-        return text
-
-    @property
-    def threads_text(self) -> str:
-        """threads_requested as text ('' = library default) for tables that need a value that
-        equals itself: NA never equals NA in a join or a groupby key."""
-        return "" if self.threads_requested is None else str(self.threads_requested)
-
-
-_KEY_TYPES = {name: hint for name, hint in get_type_hints(CellKey).items()}
-CELL_KEY: list[str] = [spec.name for spec in fields(CellKey)]
-KEY_DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in fields(CellKey)
-                                if spec.default is not MISSING}
-
-
-def _plain(value: Any, hint: Any) -> Any:
-    """NumPy and pandas scalars as plain Python values, so that keys from a table, a log and
-    a Cell compare and hash alike."""
-    if hasattr(value, "item"):
-        value = value.item()
-    text = str(hint)
-    if "int" in text and not isinstance(value, bool):
-        return int(value)
-    if "str" in text:
-        return str(value)
-    return value
+# The cell key (declared in qkbench.cell_key; its tables' helpers here)
 
 
 def cell_keys(frame: Any, columns: Iterable[str] = CELL_KEY) -> list[CellKey]:
@@ -159,31 +66,16 @@ def with_cell_keys(frame: Any) -> Any:
 
 
 @dataclass
+@axis_fields(lambda axis: True, meaning_suffix=" (cell key)")
 class SummaryRecord:
-    """One row of summary.parquet: one cell, measured (or why not). Times are in seconds.
+    """One row of summary.parquet: one cell, measured (or why not). Times are in seconds. Its
+    first fields are the cell key's axes (qkbench.cell_key.AXES).
 
     A figure a status does not have stays empty (None / NaN), never zero."""
 
-    backend: str = _column("", "the backend's label (cell key)", "")
     device: str = _column("", "`cpu` or `gpu`", "")
-    dtype: str = _column("", "the dtype asked for (cell key)", "")
     precision: str = _column("", "the precision actually computed in: the dtype, or e.g. `tf32`",
                              "")
-    n: int = _column("rows", "rows of Q (cell key)", 0)
-    m: int = _column("rows", "rows of K (cell key)", 0)
-    d_k: int = _column("", "inner dimension (cell key)", 0)
-    phase: str = _column("", "`kernel` or `end-to-end` (cell key)", "kernel")
-    cache: str = _column("", "`warm` or `cold` (cell key)", "warm")
-    threads_requested: int | None = _column("threads", "threads asked for; empty = library "
-                                            "default (cell key)")
-    batch: int = _column("", "B (cell key)", 1)
-    heads: int = _column("", "H, query heads (cell key)", 1)
-    kv_heads: int = _column("", "H_kv, key heads (cell key)", 1)
-    causal: bool = _column("", "causal mask (cell key)", False)
-    scaled: bool = _column("", "S scaled by 1/√d_k (cell key)", False)
-    preset: str | None = _column("", "model preset (cell key)")
-    environment: str | None = _column("", "the environment that ran the cell; empty: the "
-                                      "run's own interpreter (cell key)")
     kv_materialised: bool | None = _column("", "the backend repeated K H/H_kv times to compute "
                                            "grouped heads; empty when heads are not grouped")
     status: str = _column("", "one of STATUSES: ok, mismatch, tampered, unsynced, "
@@ -298,7 +190,7 @@ class SummaryRecord:
             if name == "info":
                 values[name] = parse_info(value)
             elif not missing(value):
-                values[name] = _plain(value, _HINTS[name])
+                values[name] = plain_value(value, _HINTS[name])
         return cls(**values)
 
 

@@ -1,4 +1,4 @@
-"""Step 6: rows → tidy tables in the run directory. Nothing finished is ever lost.
+"""Rows → tidy tables in the run directory. Nothing finished is ever lost.
 
 Each finished cell is appended to ``cells.jsonl`` (its summary row) and ``samples.jsonl`` (its
 raw samples) and flushed at once, so a run that dies keeps every finished cell. At the end the
@@ -12,6 +12,9 @@ Run directory:
     summary.csv      the same, for people and spreadsheets
     samples.parquet  one row per raw sample (columns: SAMPLE_COLUMNS)
     cells.jsonl, samples.jsonl   the append-only log the tables are built from
+
+Reading a run directory back is records/run.py's (`load_run`), which also names these files
+for every other module; this writer and that reader are the only two that spell them.
 """
 
 from __future__ import annotations
@@ -24,21 +27,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from qkbench.measure.cell import CellFigures
 from qkbench.measure.timing import MIN_FIT_SAMPLES, SamplingResult
 from qkbench.plan.sweep import Cell
 
-# The columns, their types and the cell key are declared once, in records/record.py.
+# The cell key is declared once, in qkbench.cell_key; the columns and their types in
+# records/record.py.
+from qkbench.cell_key import CELL_KEY, KEY_DEFAULTS, CellKey
 from qkbench.records.record import (
-    CELL_KEY,
     FAILED_STATUSES,  # noqa: F401  (re-exported)
     FLOAT_COLUMNS,
     INTEGER_COLUMNS,
     KEY_FLAG_COLUMNS,
-    KEY_DEFAULTS,
     STATUSES,
     STRING_COLUMNS,
     SUMMARY_COLUMNS,
-    CellKey,
     SummaryRecord,
     info_text,
 )
@@ -59,27 +62,25 @@ def min_bytes(cell: Cell) -> int:
 
 
 def summary_row(cell: Cell, device: str, status: str, reason: str = "",
-                figures: dict[str, Any] | None = None,
+                figures: CellFigures | None = None,
                 sampling: SamplingResult | None = None,
                 peak_gflops: float | None = None) -> dict[str, Any]:
     """One cell's row; figures a status does not have stay empty (NaN), never zero."""
     assert status in STATUSES, status
     row: dict[str, Any] = {col: None for col in SUMMARY_COLUMNS}
     flops, nbytes = cell.shape.flops, min_bytes(cell)
-    row.update(cell.key(), device=device, precision=cell.dtype, status=status, reason=reason,
+    row.update(cell.key.as_dict(), device=device, precision=cell.dtype, status=status, reason=reason,
                flops=flops, bytes=nbytes, intensity=flops / nbytes, samples=0, converged=False,
                peak_gflops=peak_gflops, info={})
-    figures = dict(figures or {})
+    columns = (figures or CellFigures()).columns()
     # What the backend's info() reported: a fact with a column of its own goes there, anything
     # else is kept in the `info` mapping, never dropped.
-    for name, value in dict(figures.pop("info", None) or {}).items():
+    for name, value in columns.pop("info", {}).items():
         if name in row and name not in CELL_KEY and name != "info":
             row[name] = value
         else:
             row["info"][name] = value
-    for name, value in figures.items():
-        if name in row and name not in CELL_KEY and name != "info":
-            row[name] = value
+    row.update(columns)  # every figure but the working ones is a column (tests/test_records)
     if sampling is not None and sampling.samples:
         measured = sampling.measured
         row["samples"] = len(measured)
@@ -111,7 +112,7 @@ def summary_row(cell: Cell, device: str, status: str, reason: str = "",
 
 def sample_rows(cell: Cell, device: str, precision: str,
                 sampling: SamplingResult) -> list[dict[str, Any]]:
-    key = {**cell.key(), "device": device, "precision": precision}
+    key = {**cell.key.as_dict(), "device": device, "precision": precision}
     aside = sampling.set_aside_rounds
     return [{**key, **asdict(sample), "machine_fit": sample.round not in aside,
              "set_aside_cause": _round_cause(sampling, sample.round)}
@@ -134,14 +135,9 @@ def kept_mask(samples: pd.DataFrame, cell_columns: list[str]) -> pd.Series:
     return fit | (fit_per_cell < MIN_FIT_SAMPLES)
 
 
-def key_of(row: dict[str, Any]) -> CellKey:
-    """A row's (or a sample's, or `Cell.key()`'s) cell key."""
-    return CellKey.of(row)
-
-
 def finished_keys(folder: Path) -> set[CellKey]:
     """The keys of the cells a run directory's log already holds."""
-    return {key_of(row) for row in read_jsonl(folder / "cells.jsonl")}
+    return {CellKey.of(row) for row in read_jsonl(folder / "cells.jsonl")}
 
 
 def repair_log(folder: Path) -> None:
@@ -149,8 +145,8 @@ def repair_log(folder: Path) -> None:
     samples of a cell whose row never made it (samples are written first), so that re-running
     that cell leaves no duplicates."""
     rows = read_jsonl(folder / "cells.jsonl")
-    done = {key_of(row) for row in rows}
-    samples = [s for s in read_jsonl(folder / "samples.jsonl") if key_of(s) in done]
+    done = {CellKey.of(row) for row in rows}
+    samples = [s for s in read_jsonl(folder / "samples.jsonl") if CellKey.of(s) in done]
     for name, records in (("cells.jsonl", rows), ("samples.jsonl", samples)):
         text = "".join(json.dumps(r, default=_json_default) + "\n" for r in records)
         write_atomically(folder / name, lambda tmp, text=text: tmp.write_text(text))
@@ -264,57 +260,6 @@ def _with_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         elif column in KEY_FLAG_COLUMNS:
             frame[column] = frame[column].astype("boolean").fillna(False).astype(bool)
     return frame[columns]
-
-
-def load_run(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """(summary, samples, meta) of a finished run directory of any schema version, migrated
-    to the current record (records/migrate.py) and typed. The one loader: every tool reads
-    runs through it. Raises UsageError when the folder is not a readable run directory."""
-    from qkbench.errors import UsageError
-
-    summary, samples, meta = _read_tables(Path(folder), with_samples=True)
-    try:
-        summary, samples = typed_summary(summary), typed_samples(samples)
-    except (ValueError, KeyError) as exc:
-        raise UsageError(f"cannot read run directory {folder}: {exc}") from None
-    return summary, samples, meta
-
-
-def read_summary_table(folder: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """(summary, meta) like `load_run`, migrated but not yet typed: for readers of many runs,
-    who type them all at once (records.run.load_summaries)."""
-    summary, _, meta = _read_tables(Path(folder), with_samples=False)
-    return summary, meta
-
-
-def empty_samples() -> pd.DataFrame:
-    return typed_samples(pd.DataFrame())
-
-
-def _read_tables(folder: Path, with_samples: bool
-                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    from qkbench.errors import UsageError
-    from qkbench.records.migrate import migrate
-
-    if not folder.is_dir():
-        raise UsageError(f"run directory not found: {folder}")
-    if not (folder / "summary.parquet").is_file():
-        raise UsageError(f"{folder} is not a finished run directory (no summary.parquet)")
-    try:
-        meta_path = folder / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        if not isinstance(meta, dict):
-            raise ValueError("meta.json is not a mapping")  # noqa: TRY004  (one except below)
-        samples_path = folder / "samples.parquet"
-        summary, samples = migrate(pd.read_parquet(folder / "summary.parquet"),
-                                   pd.read_parquet(samples_path)
-                                   if with_samples and samples_path.is_file()
-                                   else pd.DataFrame(), meta)
-        if "backend" not in summary or summary["backend"].isna().any():
-            raise ValueError("summary.parquet has rows without a backend")
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"cannot read run directory {folder}: {exc}") from None
-    return summary, samples, meta
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Step 6: a results store — run directories filed by the machine and the commit they measured.
+"""A results store — run directories filed by the machine and the commit they measured.
 
 A store is plain folders, one level per question a reader asks:
 
@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from qkbench.errors import UsageError
-from qkbench.records.run import load_run
+from qkbench.records.run import RUN_FILES, Run, RunMeta, is_run_dir, load_run, read_meta
 
 #: What a stored copy of a run holds; the append-only logs and the figures stay behind (the
 #: tables are built from the logs, the figures can be drawn again).
-STORED_FILES = ("meta.json", "summary.parquet", "summary.csv", "samples.parquet")
+STORED_FILES = RUN_FILES
 MACHINE_FILE = "machine.json"
 #: The fingerprint fields machine.json keeps: what a person needs to tell machines apart.
 MACHINE_FIELDS = ("hardware_key", "comparability_key", "cpu", "memory_gib", "gpus", "os",
@@ -87,8 +87,8 @@ def add(run_dir: Path, store: Path) -> tuple[StoredRun, bool]:
     target = folder / Path(run_dir).resolve().name
     suffix = 1
     while target.exists():
-        if _same_run(target / "meta.json", run.meta):
-            return _entry(target, machine, commit, run.meta), False
+        if _same_run(target, run):
+            return _entry(target, machine, commit, run.about), False
         suffix += 1
         target = folder / f"{Path(run_dir).resolve().name}-{suffix}"
     try:
@@ -103,16 +103,15 @@ def add(run_dir: Path, store: Path) -> tuple[StoredRun, bool]:
         os.replace(partial, target)  # a reader never sees half a run
     except OSError as exc:
         raise UsageError(f"cannot write to the store {store}: {exc.strerror or exc}") from None
-    return _entry(target, machine, commit, run.meta), True
+    return _entry(target, machine, commit, run.about), True
 
 
-def _same_run(meta_path: Path, meta: dict[str, Any]) -> bool:
+def _same_run(stored_copy: Path, run: Run) -> bool:
     try:
-        stored = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        stored = read_meta(stored_copy)
+    except UsageError:
         return False
-    return bool(stored.get("environment") == meta.get("environment")
-                and stored.get("config") == meta.get("config"))
+    return stored.environment == run.environment and stored.config == run.about.config
 
 
 def _write_machine(path: Path, environment: dict[str, Any]) -> None:
@@ -123,10 +122,8 @@ def _write_machine(path: Path, environment: dict[str, Any]) -> None:
         path.write_text(text, encoding="utf-8")
 
 
-def _entry(path: Path, machine: str, commit: str, meta: dict[str, Any]) -> StoredRun:
-    environment = meta.get("environment") or {}
-    config = str((meta.get("config") or {}).get("name") or path.name)
-    return StoredRun(path, machine, commit, config, str(environment.get("created_utc") or ""))
+def _entry(path: Path, machine: str, commit: str, meta: RunMeta) -> StoredRun:
+    return StoredRun(path, machine, commit, meta.config_name or path.name, meta.created_utc)
 
 
 def entries(store: Path) -> list[StoredRun]:
@@ -137,8 +134,8 @@ def entries(store: Path) -> list[StoredRun]:
     found = []
     for path in _run_folders(store):
         try:
-            meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            meta = read_meta(path)
+        except UsageError:
             continue  # an unreadable copy is skipped, never fatal to the rest
         found.append(_entry(path, path.parent.parent.name, path.parent.name, meta))
     return sorted(found, key=lambda e: (e.created_utc, str(e.path)))
@@ -151,19 +148,8 @@ def _run_folders(store: Path) -> Iterator[Path]:
         for commit in sorted(p for p in machine.iterdir() if p.is_dir()):
             for run in sorted(p for p in commit.iterdir()
                               if p.is_dir() and not p.name.startswith(".")):
-                if (run / "summary.parquet").is_file():
+                if is_run_dir(run):
                     yield run
-
-
-def stored_runs(folder: Path) -> list[Path] | None:
-    """The runs of a store, or of one machine's folder in it; None when the folder is
-    neither (what `qkbench history STORE` and `history STORE/<machine>` read)."""
-    folder = Path(folder)
-    if (folder / MACHINE_FILE).is_file():
-        return [e.path for e in entries(folder.parent) if e.machine == folder.name]
-    if any((child / MACHINE_FILE).is_file() for child in folder.iterdir() if child.is_dir()):
-        return [e.path for e in entries(folder)]
-    return None
 
 
 def machines(store: Path) -> dict[str, dict[str, Any]]:

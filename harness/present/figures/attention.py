@@ -1,4 +1,4 @@
-"""Step 7 (figures) for attention cells: prefill throughput, decode bandwidth, GPU-vs-CPU per model.
+"""Figures for attention cells: prefill throughput, decode bandwidth, GPU-vs-CPU per model.
 
 Drawn by `qkbench plot` beside the general figures whenever a run has attention cells (batch,
 heads, causal or scaled; see docs/attention.md); runs of the plain 2-D product never get them.
@@ -18,8 +18,8 @@ from matplotlib.lines import Line2D
 
 from qkbench.analysis import crossover
 from qkbench.present.figures.roofline import bandwidths
-from qkbench.present.figures.style import _NoFigure, compute_ceilings
-from qkbench.present.runset import RunSet
+from qkbench.present.figures.style import NoFigure, compute_ceilings
+from qkbench.present.runset import MARKERS, RunSet
 
 CAPTIONS = {
     "attention_throughput": "Prefill (n = m): GFLOP/s against sequence length per model, "
@@ -33,7 +33,6 @@ CAPTIONS = {
 }
 _SIZE = (4.8, 3.5)
 _CAUSAL_STYLE = {False: "-", True: "--"}
-_N_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def builders(runs: RunSet) -> dict[str, Any]:
@@ -71,7 +70,7 @@ def _ok(runs: RunSet, column: str) -> pd.DataFrame:
     return ok
 
 
-def _panels(title: str, subtitle: str, names: list[Any]) -> tuple[Figure, list[Any]]:
+def size_panels(title: str, subtitle: str, names: list[Any]) -> tuple[Figure, list[Any]]:
     columns = min(3, len(names))
     rows = -(-len(names) // columns)
     # At least two panels wide: the title and the legend need the room of one figure, not
@@ -96,9 +95,9 @@ def attention_throughput(runs: RunSet) -> Figure:
     ok = _ok(runs, "gflops")
     ok = ok[ok["n"] == ok["m"]] if not ok.empty else ok
     if ok.empty:
-        raise _NoFigure("no ok attention cell with n = m (prefill)")
+        raise NoFigure("no ok attention cell with n = m (prefill)")
     panels = sorted(ok.groupby(["model", "dtype"]).groups)
-    fig, axes = _panels("Prefill throughput vs sequence length (FLOP of unmasked entries / "
+    fig, axes = size_panels("Prefill throughput vs sequence length (FLOP of unmasked entries / "
                         "median time; higher is better)", runs.subtitle(), panels)
     handles: dict[str, Line2D] = {}
     for ax, (model, dtype) in zip(axes, panels):
@@ -132,12 +131,12 @@ def decode_bandwidth(runs: RunSet) -> Figure:
     ok = _ok(runs, "gbps")
     ok = ok[ok["n"] < ok["m"]] if not ok.empty else ok
     if ok.empty:
-        raise _NoFigure("no ok attention cell with n < m (decode)")
+        raise NoFigure("no ok attention cell with n < m (decode)")
     ceilings = {(run.host, device or "cpu"): value for run in runs.runs
                 for device, value in bandwidths(run).items()}
     note = "" if ceilings else " · memory bandwidth not measured (qkbench peaks): no ceiling"
     panels = sorted(ok.groupby(["model", "dtype"]).groups)
-    fig, axes = _panels("Decode bandwidth vs keys in the cache (bytes of Q, of K once per key "
+    fig, axes = size_panels("Decode bandwidth vs keys in the cache (bytes of Q, of K once per key "
                         "head, and of S / median time; higher is better)",
                         runs.subtitle() + note, panels)
     handles: dict[str, Line2D] = {}
@@ -148,7 +147,7 @@ def decode_bandwidth(runs: RunSet) -> Figure:
         for (machine, backend, n, causal), line in panel.groupby(
                 ["machine", "backend", "n", "causal"]):
             line = line.sort_values("m")
-            marker = _N_MARKERS[queries.index(n) % len(_N_MARKERS)]
+            marker = MARKERS[queries.index(n) % len(MARKERS)]
             ax.plot(line["m"].astype(float), line["gbps"], marker=marker, markersize=4,
                     color=runs.colors.get(backend),
                     linestyle=_CAUSAL_STYLE[bool(causal) and mixed])
@@ -179,13 +178,13 @@ def attention_crossover(runs: RunSet) -> Figure:
     """GPU-over-CPU speedup vs n per model, one line per causal / m rule / dtype."""
     ok = attention_rows(runs.ok)
     if not {"cpu", "gpu"} <= set(ok["device"]):
-        raise _NoFigure("needs ok attention cells of both a CPU and a GPU backend")
+        raise NoFigure("needs ok attention cells of both a CPU and a GPU backend")
     table = crossover.speedups(ok)
     if table.empty:
-        raise _NoFigure("CPU and GPU backends share no attention shape")
+        raise NoFigure("CPU and GPU backends share no attention shape")
     table["model"] = [model_label(row) for _, row in table.iterrows()]
     models = sorted(table["model"].unique())
-    fig, axes = _panels("GPU over CPU per model (best backend of each side; above 1: the GPU "
+    fig, axes = size_panels("GPU over CPU per model (best backend of each side; above 1: the GPU "
                         "is faster)", runs.subtitle(), models)
     handles: dict[str, Line2D] = {}
     styles: dict[tuple[Any, ...], tuple[str, str]] = {}

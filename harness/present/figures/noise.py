@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from qkbench.present.figures.style import _NoFigure, _suptitle, _time_unit, _variant_words
+from qkbench.present.figures.style import NoFigure, set_titles, time_unit, variant_word_list
 from qkbench.present.runset import RunSet
 from qkbench.records import results
 from qkbench.units import format_seconds
@@ -38,16 +38,16 @@ def noisiest_cells(runs: RunSet, count: int = 4) -> Figure:
     rows = [row for _, row in noisiest(runs, count).iterrows()
             if len(cell_samples(runs, row)) > 0]
     if not rows:
-        raise _NoFigure("no ok cell has both a confidence interval and raw samples")
+        raise NoFigure("no ok cell has both a confidence interval and raw samples")
     fig = Figure(figsize=(11, 2.6 * len(rows) + 1.7), layout="constrained")
     axes = fig.subplots(len(rows), 2, squeeze=False, width_ratios=(1, 2.4))
-    _suptitle(fig, "The noisiest cells (widest 95% CI of the median): every sample, as a "
+    set_titles(fig, "The noisiest cells (widest 95% CI of the median): every sample, as a "
               "distribution and in the order taken", runs.subtitle())
     rng = np.random.default_rng(0)  # jitter only: the same picture every time
     for (left, right), row in zip(axes, rows):
         samples = cell_samples(runs, row)
         kept = results.kept_mask(samples, ["machine"]).to_numpy()  # one cell: the machine is enough
-        unit, scale = _time_unit(float(samples.loc[kept, "seconds"].median()))
+        unit, scale = time_unit(float(samples.loc[kept, "seconds"].median()))
         every_value = samples["seconds"].to_numpy() / scale
         values, set_aside = every_value[kept], every_value[~kept]
         color = runs.colors.get(row["backend"], "black")
@@ -89,7 +89,7 @@ def noisiest_cells(runs: RunSet, count: int = 4) -> Figure:
         right.set_xlabel("seconds since the cell's first sample" if timed else "sample number")
         calls = int(row["calls_per_sample"]) if pd.notna(row["calls_per_sample"]) else 1
         where = f" @ {row['machine']}" if len(runs.runs) > 1 else ""
-        words = _variant_words(row, ("phase", "cache", "threads_key", "precision"),
+        words = variant_word_list(row, ("phase", "cache", "threads_key", "precision"),
                                all_words=False)
         left.set_title(f"{row['backend']} {row['dtype']}" + (f" ({', '.join(words)})"
                                                             if words else "")

@@ -9,14 +9,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from qkbench.present.figures.style import (
-    _MEMORY_STYLES,
-    _dtype_rank,
-    _finite,
-    _format_number,
-    _grid,
-    _log_axis,
-    _Look,
-    _NoFigure,
+    MEMORY_STYLES,
+    dtype_rank,
+    finite_values,
+    tick_number_text,
+    panel_grid,
+    log_axis,
+    Look,
+    NoFigure,
     compute_ceilings,
 )
 from qkbench.present.runset import RunInfo, RunSet
@@ -52,20 +52,20 @@ def roofline(runs: RunSet) -> Figure:
     """Achieved GFLOP/s vs arithmetic intensity, one panel per dtype, under the known ceilings."""
     ok = runs.ok[runs.ok["intensity"].notna() & np.isfinite(runs.ok["gflops"])]
     if ok.empty:
-        raise _NoFigure("no ok cell with a known arithmetic intensity")
-    look = _Look.of(runs, ok)
-    dtypes = sorted(ok["dtype"].unique(), key=_dtype_rank)
+        raise NoFigure("no ok cell with a known arithmetic intensity")
+    look = Look.of(runs, ok)
+    dtypes = sorted(ok["dtype"].unique(), key=dtype_rank)
     memory = {(run.host, device): bandwidth for run in runs.runs
               for device, bandwidth in bandwidths(run).items()}
     any_peak = any(_peaks(runs, dtype) for dtype in dtypes)
     note = "" if (memory or any_peak) else \
         "\nno peak GFLOP/s or memory bandwidth measured: ceilings not drawn"
-    fig, axes = _grid(dtypes, "Roofline: achieved throughput vs arithmetic intensity (larger n "
+    fig, axes = panel_grid(dtypes, "Roofline: achieved throughput vs arithmetic intensity (larger n "
                       "and d_k → right)", runs.subtitle() + note, panel=(5.4, 4.2))
-    x_values = _finite(ok["intensity"])
+    x_values = finite_values(ok["intensity"])
     x_lo, x_hi = min(x_values) / 1.6, max(x_values) * 1.6
     xs = np.geomspace(x_lo, x_hi, 100)
-    y_values = _finite(ok["gflops"])
+    y_values = finite_values(ok["gflops"])
     for ax, dtype in zip(axes, dtypes):
         cell = ok[ok["dtype"] == dtype]
         for row, group in look.series(cell):
@@ -88,8 +88,8 @@ def roofline(runs: RunSet) -> Figure:
             roof = bandwidth * xs if peak is None else np.minimum(bandwidth * xs, peak)
             what = f"{machine} {device} memory" if device else f"{machine} memory"
             # Named in the legend, not on the line: labels at the left edge collide there.
-            ax.plot(xs, roof, color="0.3", linestyle=_MEMORY_STYLES[index % 3], linewidth=1.4,
-                    label=f"{what}: {_format_number(bandwidth)} GB/s")
+            ax.plot(xs, roof, color="0.3", linestyle=MEMORY_STYLES[index % 3], linewidth=1.4,
+                    label=f"{what}: {tick_number_text(bandwidth)} GB/s")
             y_values.append(float(roof[0]))
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -100,8 +100,8 @@ def roofline(runs: RunSet) -> Figure:
         ax.grid(True, which="major", alpha=0.3)
     low, high = min(y_values), max(y_values)
     for ax in axes:
-        _log_axis(ax.yaxis, low, high, _format_number)
-        _log_axis(ax.xaxis, min(x_values), max(x_values), _format_number)
+        log_axis(ax.yaxis, low, high, tick_number_text)
+        log_axis(ax.xaxis, min(x_values), max(x_values), tick_number_text)
         ax.set_ylim(low / 2, high * 3)
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel("achieved GFLOP/s (log scale)")
@@ -110,7 +110,7 @@ def roofline(runs: RunSet) -> Figure:
         extra.append((Line2D([], [], color="0.3", linestyle=(0, (6, 3))), "compute ceiling"))
     for index, ((machine, device), bandwidth) in enumerate(memory.items()):
         what = f"{machine} {device} memory" if device else f"{machine} memory"
-        extra.append((Line2D([], [], color="0.3", linestyle=_MEMORY_STYLES[index % 3]),
-                      f"{what}: {_format_number(bandwidth)} GB/s"))
+        extra.append((Line2D([], [], color="0.3", linestyle=MEMORY_STYLES[index % 3]),
+                      f"{what}: {tick_number_text(bandwidth)} GB/s"))
     look.legend(fig, extra, variant_by="fill")
     return fig

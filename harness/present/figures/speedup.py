@@ -10,23 +10,21 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from qkbench.analysis import crossover
 from qkbench.present.figures.style import (
-    _LINESTYLES,
-    _MARKERS,
-    _PALETTE,
-    _PHASE_WORDS,
+    LINESTYLES,
+    PHASE_WORDS,
     DEFAULT_BASELINE_BACKEND,
-    _dtype_rank,
-    _finite,
-    _format_number,
-    _grid,
-    _log_axis,
-    _log_size_axis,
-    _Look,
-    _NoFigure,
-    _panels,
-    _size_label,
+    dtype_rank,
+    finite_values,
+    tick_number_text,
+    panel_grid,
+    log_axis,
+    log_size_axis,
+    Look,
+    NoFigure,
+    size_panels,
+    size_label,
 )
-from qkbench.present.runset import RunSet
+from qkbench.present.runset import MARKERS, PALETTE, RunSet
 
 
 def speedups(runs: RunSet, baseline: str = DEFAULT_BASELINE_BACKEND) -> pd.DataFrame:
@@ -45,15 +43,15 @@ def speedups(runs: RunSet, baseline: str = DEFAULT_BASELINE_BACKEND) -> pd.DataF
 def speedup(runs: RunSet, baseline: str = DEFAULT_BASELINE_BACKEND) -> Figure:
     """Each backend's speedup over the baseline backend per cell, vs n, per (d_k, dtype)."""
     if not (runs.ok["backend"] == baseline).any():
-        raise _NoFigure(f"no ok cell of the baseline backend {baseline!r}")
+        raise NoFigure(f"no ok cell of the baseline backend {baseline!r}")
     merged = speedups(runs, baseline)
     if merged.empty:
-        raise _NoFigure(f"no other backend has ok cells to compare with {baseline!r}")
-    look = _Look.of(runs, merged)
-    panels = _panels(merged)
-    fig, axes = _grid(panels, f"Speedup over {baseline} in the same cell ({baseline}'s median "
+        raise NoFigure(f"no other backend has ok cells to compare with {baseline!r}")
+    look = Look.of(runs, merged)
+    panels = size_panels(merged)
+    fig, axes = panel_grid(panels, f"Speedup over {baseline} in the same cell ({baseline}'s median "
                       "time / the backend's; above 1 = faster)", runs.subtitle())
-    values = _finite(merged["speedup"]) + [1.0]
+    values = finite_values(merged["speedup"]) + [1.0]
     for ax, (d_k, dtype) in zip(axes, panels):
         cell = merged[(merged["d_k"] == d_k) & (merged["dtype"] == dtype)]
         ax.axhline(1.0, color="0.2", linewidth=1.0)
@@ -64,11 +62,11 @@ def speedup(runs: RunSet, baseline: str = DEFAULT_BASELINE_BACKEND) -> Figure:
                     linewidth=1.3, label=style["label"])
         ax.set_title(f"d_k = {d_k} · {dtype}", fontsize=10)
         ax.set_yscale("log")
-        _log_size_axis(ax, cell["n"].tolist())
-        ax.set_xlabel(_size_label(look.variants))
+        log_size_axis(ax, cell["n"].tolist())
+        ax.set_xlabel(size_label(look.variants))
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes:
-        _log_axis(ax.yaxis, min(values), max(values), lambda v: f"{_format_number(v)}×")
+        log_axis(ax.yaxis, min(values), max(values), lambda v: f"{tick_number_text(v)}×")
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel(f"speedup over {baseline} (×, log scale)")
     look.legend(fig, [(Line2D([], [], color="0.2"), f"as fast as {baseline} (1×)")])
@@ -138,20 +136,20 @@ def gpu_over_cpu(runs: RunSet) -> Figure:
     """Best GPU over best CPU backend vs n, per dtype, with the crossover marked."""
     table = gpu_cpu_speedup(runs)
     if table.empty:
-        raise _NoFigure("the runs have no shape with ok cells on both a CPU and a GPU backend")
+        raise NoFigure("the runs have no shape with ok cells on both a CPU and a GPU backend")
     found = crossovers(table).set_index(_FAMILY)
-    dtypes = sorted(table["dtype"].unique(), key=_dtype_rank)
+    dtypes = sorted(table["dtype"].unique(), key=dtype_rank)
     groups = list(dict.fromkeys(table["group"]))
     compared = ("best CPU and best GPU backend of the same machine: " + ", ".join(groups)
                 if all(g in runs.machines for g in groups) else groups[0])
-    fig, axes = _grid(dtypes, "GPU over CPU: the best GPU backend's speedup over the best CPU "
+    fig, axes = panel_grid(dtypes, "GPU over CPU: the best GPU backend's speedup over the best CPU "
                       "backend (above 1 = GPU faster)", runs.subtitle() + "\n" + compared,
                       panel=(5.4, 4.0))
     varies = {c: table[c].nunique() > 1 for c in ("m_rule", "phase", "cache")}
     d_ks = sorted(table["d_k"].unique())
     phases = sorted(set(table["phase"]), key=lambda p: (p != "kernel", p))
     caches = sorted(set(table["cache"]), key=lambda c: (c != "warm", c))
-    values = _finite(table["speedup"]) + [1.0]
+    values = finite_values(table["speedup"]) + [1.0]
     for ax, dtype in zip(axes, dtypes):
         ax.axhline(1.0, color="0.2", linewidth=1.0)
         panel = table[table["dtype"] == dtype]
@@ -163,13 +161,13 @@ def gpu_over_cpu(runs: RunSet) -> Figure:
             line = line.sort_values("n")
             words = [f"d_k={d_k}" + crossover.attention_words(dict(zip(_FAMILY, key)))]
             words += [m_rule] if varies["m_rule"] else []
-            words += [_PHASE_WORDS.get(phase, phase)] if varies["phase"] else []
+            words += [PHASE_WORDS.get(phase, phase)] if varies["phase"] else []
             words += [f"{cache} cache"] if varies["cache"] else []
             label = ", ".join(words) + (f" @ {group_name}" if len(groups) > 1 else "")
             label += f": {crossover_words(found.loc[key])}"
-            color = _PALETTE[d_ks.index(d_k) % len(_PALETTE)]
-            style = _LINESTYLES[(phases.index(phase) + 2 * caches.index(cache)) % 4]
-            marker = _MARKERS[groups.index(group_name) % len(_MARKERS)]
+            color = PALETTE[d_ks.index(d_k) % len(PALETTE)]
+            style = LINESTYLES[(phases.index(phase) + 2 * caches.index(cache)) % 4]
+            marker = MARKERS[groups.index(group_name) % len(MARKERS)]
             ax.plot(line["n"].astype(float), line["speedup"], color=color, marker=marker,
                     linestyle=style, markersize=4.5, linewidth=1.4, label=label)
             n_cross = found.loc[key, "crossover_n"]
@@ -180,12 +178,12 @@ def gpu_over_cpu(runs: RunSet) -> Figure:
                         markeredgewidth=1.6, linestyle="none", gid="crossover")
         ax.set_title(dtype, fontsize=10)
         ax.set_yscale("log")
-        _log_size_axis(ax, panel["n"].tolist())
+        log_size_axis(ax, panel["n"].tolist())
         ax.set_xlabel("n (rows of Q; m in the legend), log scale" if varies["m_rule"]
                       else "n = m (rows of Q and of K), log scale")
         ax.grid(True, which="major", alpha=0.3)
     for ax in axes:
-        _log_axis(ax.yaxis, min(values), max(values), lambda v: f"{_format_number(v)}×")
+        log_axis(ax.yaxis, min(values), max(values), lambda v: f"{tick_number_text(v)}×")
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel("GPU speedup over CPU (×, log scale)")
     handles: dict[str, Any] = {}

@@ -28,29 +28,26 @@ NUMERIC_COLUMNS = ("median_s", "ci_low_s", "ci_high_s", "rel_ci", "first_call_s"
                    "gflops", "bytes", "intensity", "gbps", "peak_gflops", "pct_peak",
                    "max_err", "mean_err", "err_bound")
 
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-            "#7f7f7f", "#bcbd22", "#17becf")
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-_LINESTYLES = ("-", "--", ":", "-.")
-_MEMORY_STYLES = (":", (0, (1, 4)), (0, (4, 2, 1, 2)))
+LINESTYLES = ("-", "--", ":", "-.")
+MEMORY_STYLES = (":", (0, (1, 4)), (0, (4, 2, 1, 2)))
 _PANEL_SIZE = (4.6, 3.4)  # inches per panel: small multiples, still legible at 100 %
-_PNG_DPI = 110
+PNG_DPI = 110
 
 # ---------------------------------------------------------------------------------------------
 # Series: what one line of a figure is, how it looks, and the legend that says so
 
-_PHASE_WORDS = {"kernel": "kernel", "end_to_end": "end-to-end"}
+PHASE_WORDS = {"kernel": "kernel", "end_to_end": "end-to-end"}
 
 
 @dataclass(frozen=True)
-class _Variants:
+class Variants:
     """Which variant columns differ within a data set: only those earn a word in a label."""
 
     columns: tuple[str, ...]  # among phase, cache, threads_key, attention_key, precision
     m_differs: bool  # some cell has m ≠ n: the x axis is n, and m goes into the label
 
     @classmethod
-    def of(cls, frame: pd.DataFrame) -> _Variants:
+    def of(cls, frame: pd.DataFrame) -> Variants:
         columns = [c for c in ("phase", "cache", "threads_key", "attention_key")
                    if c in frame and frame[c].nunique() > 1]
         if (frame["precision"] != frame["dtype"]).any():
@@ -64,16 +61,16 @@ class _Variants:
         return tuple(row[c] for c in self.group_columns())
 
     def words(self, row: Any) -> str:
-        return ", ".join(_variant_words(row, self.columns, all_words=True)
+        return ", ".join(variant_word_list(row, self.columns, all_words=True)
                          + ([f"m={row['m']}"] if self.m_differs else []))
 
 
-def _variant_words(row: Any, columns: tuple[str, ...] | list[str], all_words: bool) -> list[str]:
+def variant_word_list(row: Any, columns: tuple[str, ...] | list[str], all_words: bool) -> list[str]:
     """Words for a row's variant; with all_words False only those that differ from the
     defaults (kernel, warm cache, library's threads, computing in the dtype itself)."""
     words = []
     if "phase" in columns and (all_words or row["phase"] != "kernel"):
-        words.append(_PHASE_WORDS.get(row["phase"], str(row["phase"])))
+        words.append(PHASE_WORDS.get(row["phase"], str(row["phase"])))
     if "cache" in columns and (all_words or row["cache"] != "warm"):
         words.append(f"{row['cache']} cache")
     if "threads_key" in columns and (all_words or row["threads_key"] != ""):
@@ -107,7 +104,7 @@ def _variant_rank(key: tuple[Any, ...], columns: list[str]) -> tuple[Any, ...]:
 
 
 @dataclass
-class _Look:
+class Look:
     """Colour = backend, marker = machine, line style (or marker fill) = variant.
 
     Each artist carries the full series label ("numpy · end-to-end @ gpubox"), which is what
@@ -117,14 +114,14 @@ class _Look:
     """
 
     runs: RunSet
-    variants: _Variants
+    variants: Variants
     variant_keys: list[tuple[Any, ...]]
     backends: list[str]
     machines: list[str]
 
     @classmethod
-    def of(cls, runs: RunSet, frame: pd.DataFrame) -> _Look:
-        variants = _Variants.of(frame)
+    def of(cls, runs: RunSet, frame: pd.DataFrame) -> Look:
+        variants = Variants.of(frame)
         columns = variants.group_columns()
         keys = sorted({variants.key(row) for _, row in frame.iterrows()},
                       key=lambda k: _variant_rank(k, columns))
@@ -145,7 +142,7 @@ class _Look:
         label += f" @ {row['machine']}" if len(self.runs.runs) > 1 else ""
         return {"color": self.runs.colors.get(row["backend"], "black"),
                 "marker": self.runs.markers.get(row["machine"], "o"),
-                "linestyle": _LINESTYLES[index % len(_LINESTYLES)],
+                "linestyle": LINESTYLES[index % len(LINESTYLES)],
                 "fillstyle": ("full", "none", "left", "bottom")[index % 4], "label": label}
 
     def legend(self, fig: Figure, extra: list[tuple[Any, str]] | None = None,
@@ -168,9 +165,9 @@ class _Look:
                 row = dict(zip(columns, key))
                 row.setdefault("dtype", None)
                 row.setdefault("precision", None)
-                words = ", ".join(_variant_words(row, self.variants.columns, all_words=True)
+                words = ", ".join(variant_word_list(row, self.variants.columns, all_words=True)
                                   + ([f"m={row['m']}"] if self.variants.m_differs else []))
-                handle = Line2D([], [], color="0.3", linestyle=_LINESTYLES[i % 4]) \
+                handle = Line2D([], [], color="0.3", linestyle=LINESTYLES[i % 4]) \
                     if variant_by == "linestyle" else \
                     Line2D([], [], color="0.3", marker="o", linestyle="none",
                            fillstyle=("full", "none", "left", "bottom")[i % 4])
@@ -214,21 +211,21 @@ def _blank() -> Line2D:
 # ---------------------------------------------------------------------------------------------
 # Axes helpers
 
-class _NoFigure(Exception):
+class NoFigure(Exception):
     """The data cannot make this figure (no ok cells, no GPU rows, ...); the message says why."""
 
 
-def _panels(frame: pd.DataFrame) -> list[tuple[int, str]]:
-    dtypes = sorted(frame["dtype"].unique(), key=_dtype_rank)
+def size_panels(frame: pd.DataFrame) -> list[tuple[int, str]]:
+    dtypes = sorted(frame["dtype"].unique(), key=dtype_rank)
     return [(int(d_k), dtype) for d_k in sorted(frame["d_k"].dropna().unique()) for dtype in dtypes
             if ((frame["d_k"] == d_k) & (frame["dtype"] == dtype)).any()]
 
 
-def _dtype_rank(dtype: str) -> tuple[int, str]:
+def dtype_rank(dtype: str) -> tuple[int, str]:
     return (DTYPE_ORDER.index(dtype) if dtype in DTYPE_ORDER else len(DTYPE_ORDER), dtype)
 
 
-def _grid(panels: list[Any], title: str, subtitle: str, panel: tuple[float, float] = _PANEL_SIZE,
+def panel_grid(panels: list[Any], title: str, subtitle: str, panel: tuple[float, float] = _PANEL_SIZE,
           sharey: bool = True) -> tuple[Figure, list[Any]]:
     """Small multiples: a row per d_k and a column per dtype when panels are (d_k, dtype)
     pairs forming a full grid of at most four columns, else rows of three."""
@@ -245,11 +242,11 @@ def _grid(panels: list[Any], title: str, subtitle: str, panel: tuple[float, floa
     axes = fig.subplots(rows, columns, squeeze=False, sharey=sharey).ravel().tolist()
     for ax in axes[count:]:
         ax.set_visible(False)
-    _suptitle(fig, title, subtitle)
+    set_titles(fig, title, subtitle)
     return fig, axes[:count]
 
 
-def _suptitle(fig: Figure, title: str, subtitle: str) -> None:
+def set_titles(fig: Figure, title: str, subtitle: str) -> None:
     """Title and subtitle, wrapped to the figure's width (about 10 characters an inch at this
     size) so that a narrow figure does not cut its own title off."""
     chars = int(fig.get_figwidth() * 10)
@@ -257,7 +254,7 @@ def _suptitle(fig: Figure, title: str, subtitle: str) -> None:
     fig.suptitle("\n".join(lines), fontsize=11.5)
 
 
-def _log_size_axis(ax: Any, values: list[int]) -> None:
+def log_size_axis(ax: Any, values: list[int]) -> None:
     """n on a log-2 axis, labelled with the sizes measured when there are few of them."""
     ax.set_xscale("log", base=2)
     values = sorted({int(v) for v in values})
@@ -269,7 +266,7 @@ def _log_size_axis(ax: Any, values: list[int]) -> None:
         ax.set_xlim(values[0] / 1.4, values[-1] * 1.4)
 
 
-def _log_axis(axis: Any, low: float, high: float, formatter: Any) -> None:
+def log_axis(axis: Any, low: float, high: float, formatter: Any) -> None:
     """A log axis whose ticks carry units: 1-2-5 steps when the data spans less than two
     decades (a bare log axis would show a single labelled tick), decades otherwise."""
     span = math.log10(high / low) if low > 0 and high > 0 else 3.0
@@ -281,11 +278,11 @@ def _log_axis(axis: Any, low: float, high: float, formatter: Any) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _format_time_tick(value: float) -> str:
+def time_tick_text(value: float) -> str:
     return format_seconds(value).replace(" ", "\u2009")  # a thin space keeps "10 µs" together
 
 
-def _format_number(value: float) -> str:
+def tick_number_text(value: float) -> str:
     return f"{value:,.0f}" if value >= 1e4 else f"{value:g}"
 
 
@@ -301,7 +298,7 @@ class ComputeCeiling:
 
     @property
     def text(self) -> str:
-        return f"{self.who}: {_format_number(self.gflops)} GFLOP/s"
+        return f"{self.who}: {tick_number_text(self.gflops)} GFLOP/s"
 
 
 # Two ceilings closer than this factor share a label band on a log axis: the second label
@@ -340,15 +337,15 @@ def compute_ceilings(runs: RunSet, dtype: str) -> list[ComputeCeiling]:
     return ceilings
 
 
-def _size_label(variants: _Variants) -> str:
+def size_label(variants: Variants) -> str:
     return ("n (rows of Q; m in the legend), log scale" if variants.m_differs
             else "n = m (rows of Q and of K), log scale")
 
 
-def _finite(values: Any) -> list[float]:
+def finite_values(values: Any) -> list[float]:
     return [float(v) for v in values if v is not None and np.isfinite(v) and v > 0]
 
-def _time_unit(seconds: float) -> tuple[str, float]:
+def time_unit(seconds: float) -> tuple[str, float]:
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
         if seconds >= scale:
             return unit, scale

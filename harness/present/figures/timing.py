@@ -6,16 +6,16 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from qkbench.present.figures.style import (
-    _finite,
-    _format_number,
-    _format_time_tick,
-    _grid,
-    _log_axis,
-    _log_size_axis,
-    _Look,
-    _NoFigure,
-    _panels,
-    _size_label,
+    finite_values,
+    tick_number_text,
+    time_tick_text,
+    panel_grid,
+    log_axis,
+    log_size_axis,
+    Look,
+    NoFigure,
+    size_panels,
+    size_label,
     compute_ceilings,
 )
 from qkbench.present.runset import RunSet
@@ -25,10 +25,10 @@ def time_vs_size(runs: RunSet) -> Figure:
     """Median time per call vs n, one panel per (d_k, dtype), the 95% CI as error bars."""
     ok = runs.ok
     if ok.empty:
-        raise _NoFigure("no cell finished with status ok")
-    look = _Look.of(runs, ok)
-    panels = _panels(ok)
-    fig, axes = _grid(panels, "Time per call of S = Q·Kᵀ vs size (median and its 95% CI; lower "
+        raise NoFigure("no cell finished with status ok")
+    look = Look.of(runs, ok)
+    panels = size_panels(ok)
+    fig, axes = panel_grid(panels, "Time per call of S = Q·Kᵀ vs size (median and its 95% CI; lower "
                       "is faster)", runs.subtitle())
     no_ci = False
     for ax, (d_k, dtype) in zip(axes, panels):
@@ -50,12 +50,12 @@ def time_vs_size(runs: RunSet) -> Figure:
                         zorder=3)
         ax.set_title(f"d_k = {d_k} · {dtype}", fontsize=10)
         ax.set_yscale("log")
-        _log_size_axis(ax, cell["n"].tolist())
-        ax.set_xlabel(_size_label(look.variants))
+        log_size_axis(ax, cell["n"].tolist())
+        ax.set_xlabel(size_label(look.variants))
         ax.grid(True, which="major", alpha=0.3)
-    values = _finite(ok["median_s"]) + _finite(ok["ci_high_s"])
+    values = finite_values(ok["median_s"]) + finite_values(ok["ci_high_s"])
     for ax in axes:
-        _log_axis(ax.yaxis, min(values), max(values), _format_time_tick)
+        log_axis(ax.yaxis, min(values), max(values), time_tick_text)
         if ax.get_subplotspec().is_first_col():
             ax.set_ylabel("time per call (log scale)")
     extra = [(Line2D([], [], color="0.3", marker="|", markersize=9, linestyle="none"),
@@ -71,12 +71,12 @@ def throughput(runs: RunSet) -> Figure:
     """GFLOP/s vs n per backend, one panel per (d_k, dtype), with the peak when it is known."""
     ok = runs.ok[np.isfinite(runs.ok["gflops"])]
     if ok.empty:
-        raise _NoFigure("no cell finished with status ok")
-    look = _Look.of(runs, ok)
-    panels = _panels(ok)
-    fig, axes = _grid(panels, "Throughput of S = Q·Kᵀ vs size (2·n·m·d_k FLOP / median time; "
+        raise NoFigure("no cell finished with status ok")
+    look = Look.of(runs, ok)
+    panels = size_panels(ok)
+    fig, axes = panel_grid(panels, "Throughput of S = Q·Kᵀ vs size (2·n·m·d_k FLOP / median time; "
                       "higher is better)", runs.subtitle())
-    values = _finite(ok["gflops"])
+    values = finite_values(ok["gflops"])
     peaks_drawn = False
     for ax, (d_k, dtype) in zip(axes, panels):
         cell = ok[(ok["d_k"] == d_k) & (ok["dtype"] == dtype)]
@@ -101,15 +101,15 @@ def throughput(runs: RunSet) -> Figure:
             values.append(ceiling.gflops)
             peaks_drawn = True
         ax.set_title(f"d_k = {d_k} · {dtype}", fontsize=10)
-        _log_size_axis(ax, cell["n"].tolist())
-        ax.set_xlabel(_size_label(look.variants))
+        log_size_axis(ax, cell["n"].tolist())
+        ax.set_xlabel(size_label(look.variants))
         ax.grid(True, which="major", alpha=0.3)
     low, high = min(values), max(values)
     log = high / low > 20
     for ax in axes:
         if log:
             ax.set_yscale("log")
-            _log_axis(ax.yaxis, low, high, _format_number)
+            log_axis(ax.yaxis, low, high, tick_number_text)
         else:
             ax.set_ylim(0, high * 1.15)
         if ax.get_subplotspec().is_first_col():

@@ -1,18 +1,154 @@
-"""Step 7, a comparison for people and machines: the console table, the Markdown a pull
-request comment shows, and JSON. Formatting only: the verdicts are made in analysis/compare.py."""
+"""A comparison's result and how it reads: the verdict rule (`Rule`), each cell's verdict
+(`CellResult`), the comparison (`Comparison`), and its renderings — the console table, the
+Markdown a pull request comment shows, and JSON. The verdicts are computed in
+analysis/compare.py (two runs) and analysis/paired.py (one run of several environments)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-from qkbench.records.record import CELL_KEY, KEY_DEFAULTS
+import pandas as pd
+
+from qkbench.analysis.bootstrap import CONFIDENCE, RESAMPLES, SEED
+from qkbench.cell_key import CELL_KEY, KEY_DEFAULTS
 from qkbench.units import value_text
 
-if TYPE_CHECKING:
-    from qkbench.analysis.compare import CellResult, Comparison
+DEFAULT_THRESHOLD = 0.10
+MIN_SAMPLES = 6  # the fewest with an order-statistic 95% interval of the median (qkbench.measure.stats)
+
+
+# Output order: what needs attention first.
+VERDICT_ORDER = ("slower", "faster", "not comparable", "only in baseline", "only in candidate",
+                 "same", "reference")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How sure and how large a change must be before a cell is called slower or faster."""
+
+    threshold: float = DEFAULT_THRESHOLD
+    per_backend: Mapping[str, float] = field(default_factory=dict)
+    confidence: float = CONFIDENCE
+    resamples: int = RESAMPLES
+    seed: int = SEED
+    min_samples: int = MIN_SAMPLES
+
+    def threshold_for(self, backend: str) -> float:
+        return self.per_backend.get(backend, self.threshold)
+
+    def decide(self, ci_low: float, ci_high: float, threshold: float) -> str:
+        if ci_low > 1.0 + threshold:
+            return "slower"
+        if ci_high < 1.0 / (1.0 + threshold):
+            return "faster"
+        return "same"
+
+    def inconclusive(self, verdict: str, ci_low: float, ci_high: float, threshold: float
+                     ) -> str:
+        """The note of a `same` whose interval reaches past the threshold, else ''."""
+        if verdict == "same" and (ci_high > 1.0 + threshold or ci_low < 1.0 / (1.0 + threshold)):
+            return f"inconclusive: the interval reaches beyond ±{100 * threshold:g}%"
+        return ""
+
+    def describe(self) -> str:
+        pct = f"{100 * self.threshold:g}%"
+        return (f"slower = the {100 * self.confidence:g}% interval of the ratio lies above "
+                f"1 + {pct}, faster = below 1 / (1 + {pct})")
+
+
+@dataclass(frozen=True)
+class CellResult:
+    key: dict[str, Any]  # the cell key's columns (CellKey.as_dict())
+    verdict: str
+    baseline: float = math.nan  # median (seconds), or median normalised value
+    candidate: float = math.nan
+    ratio: float = math.nan  # candidate / baseline
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    threshold: float = math.nan
+    baseline_samples: int = 0
+    candidate_samples: int = 0
+    baseline_status: str = ""
+    candidate_status: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: Path
+    candidate: Path
+    rule: Rule
+    normalize_by: str | None
+    cells: list[CellResult]
+    environment_differences: list[str]
+    commits: tuple[str | None, str | None] = (None, None)
+    runs: tuple[int, int] = (1, 1)  # run directories pooled on each side
+    # Candidate's machine speed / baseline's from the runs' calibration readings
+    # ("one_thread", "all_threads"); empty when a side has none (older runs).
+    machine_shift: dict[str, float] = field(default_factory=dict)
+    between: tuple[str, str] | None = None  # a paired comparison's environments (paired.py)
+
+    @property
+    def machine_shift_exceeds_threshold(self) -> bool:
+        """The machine itself moved by more than the verdict threshold between the sides."""
+        return any(abs(ratio - 1.0) > self.rule.threshold for ratio in
+                   self.machine_shift.values())
+
+    def counts(self) -> dict[str, int]:
+        found = {v: 0 for v in VERDICT_ORDER}
+        for cell in self.cells:
+            found[cell.verdict] += 1
+        return found
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.counts()["slower"] else 0
+
+    def ordered(self) -> list[CellResult]:
+        """Regressions first (largest first), then improvements, then the rest."""
+        def order(cell: CellResult) -> tuple[int, float]:
+            ratio = cell.ratio if not math.isnan(cell.ratio) else 1.0
+            return VERDICT_ORDER.index(cell.verdict), -ratio if cell.verdict == "slower" else ratio
+        return sorted(self.cells, key=order)
+
+    @property
+    def regressions(self) -> list[CellResult]:
+        """The cells called slower, largest slowdown first."""
+        return [cell for cell in self.ordered() if cell.verdict == "slower"]
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """One row per cell: its key columns, then verdict, medians, ratio and interval."""
+        rows = [{**cell.key, **{k: v for k, v in asdict(cell).items() if k != "key"}}
+                for cell in self.ordered()]
+        return pd.DataFrame(rows)
+
+    def to_markdown(self) -> str:
+        """The table a pull request comment shows (rendered below)."""
+        return to_markdown(self)
+
+    def to_text(self) -> str:
+        return to_text(self)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_json(self)
+
+    def headline(self) -> str:
+        counts = self.counts()
+        text = f"{counts['slower']} slower, {counts['faster']} faster, {counts['same']} same"
+        for verdict in ("not comparable", "only in baseline", "only in candidate"):
+            if counts[verdict]:
+                text += f", {counts[verdict]} {verdict}"
+        return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Renderings
 
 
 def _shown_key_columns(cells: Sequence[CellResult]) -> list[str]:
