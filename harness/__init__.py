@@ -33,6 +33,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "compare",
+    "find",
     "load_config",
     "load_run",
     "resume",
@@ -44,14 +45,16 @@ __all__ = [
 _WHERE = {
     "Backend": "qkbench.backends.base", "Comparison": "qkbench.analysis.verdicts",
     "Config": "qkbench.plan.config", "Run": "qkbench.records.run", "UsageError": "qkbench.errors",
-    "compare": "qkbench.api", "load_config": "qkbench.api", "load_run": "qkbench.api",
+    "compare": "qkbench.api", "find": "qkbench.api", "load_config": "qkbench.api",
+    "load_run": "qkbench.api",
     "resume": "qkbench.api", "run": "qkbench.api", "submit_slurm": "qkbench.api",
     "resume_slurm": "qkbench.api",
 }
 
 if TYPE_CHECKING:
     from qkbench.analysis.verdicts import Comparison
-    from qkbench.api import compare, load_config, load_run, resume, resume_slurm, run, submit_slurm
+    from qkbench.api import (compare, find, load_config, load_run, resume, resume_slurm, run,
+                             submit_slurm)
     from qkbench.backends.base import Backend
     from qkbench.errors import UsageError
     from qkbench.plan.config import Config

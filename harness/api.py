@@ -25,6 +25,7 @@ from qkbench.records.run import META_FILE, Run, load_run, read_meta
 
 if TYPE_CHECKING:  # pandas loads only when a run is made or read
     from qkbench.analysis.verdicts import Comparison
+    from qkbench.bisect.find import FindResult
     from qkbench.cell_key import CellKey
     from qkbench.cluster.slurm import Submission
     from qkbench.plan.sweep import Shard
@@ -131,6 +132,23 @@ def compare(baseline: str | os.PathLike | Run, candidate: str | os.PathLike | Ru
     rule = Rule(threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
                 per_backend=dict(per_backend or {}))
     return compare_runs(baseline, candidate, rule, normalize_by, allow_different_machines)
+
+
+def find(good: str, bad: str, *, config: str | os.PathLike, backend: str,
+         repo: str | os.PathLike = ".", cells: Mapping[str, Any] | None = None,
+         threshold: float | None = None, out: str | os.PathLike | None = None,
+         cache: str | os.PathLike | None = None,
+         echo: Callable[[str], None] | None = None) -> FindResult:
+    """`qkbench find`: bisect the commits after `good` up to `bad` of the git repository
+    `repo` (qkbench or a plugin package) to the first one where `backend`'s cell of `config`
+    (narrowed to one cell by `cells`, {axis: value}) is slower than at `good`. Each decision is
+    one paired run of the tested commit's environment against `good`'s (docs/history.md);
+    `echo` gets each step's line as it happens. The result's `.first_bad` is the commit, or
+    None with `.candidates` saying where it can still be."""
+    from qkbench.bisect.find import find as bisect
+
+    return bisect(good, bad, config, backend, repo=repo, cells=cells, threshold=threshold,
+                  out=out, cache=cache, echo=echo)
 
 
 def submit_slurm(config: ConfigSource, out: str | os.PathLike, *, shards: int,

@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 # The steps of the flow, in order (docs/layout.md); a module may import its own step and earlier.
 ORDER = ["version", "errors", "units", "cell_key", "backends", "plan", "machine", "measure", "records", "runner",
-         "analysis", "present", "cluster", "api", "cli"]
+         "analysis", "present", "cluster", "bisect", "api", "cli"]
 MAX_LINES = 410  # the ~400 of the design card; a module over it has to be split
 
 

@@ -2,7 +2,7 @@
 
 One module per command group: run_commands (run, validate, backends, env, merge, peaks),
 analysis_commands (compare, history), figure_commands (plot, report), cluster_commands
-(submit slurm), store_commands (store add/list, publish). Nothing here measures or
+(submit slurm), store_commands (store add/list, publish), find_commands (find). Nothing here measures or
 computes; everything below the argument parsing is the public API or the steps under it.
 
 Exit codes: 0 all good · 1 the work finished but something is wrong (mismatch, error, crash,
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 # Importing qkbench has already quieted this process's idle thread pools, before NumPy loads.
-from qkbench.cli import (analysis_commands, cluster_commands, figure_commands, run_commands,
-                         store_commands)
+from qkbench.cli import (analysis_commands, cluster_commands, figure_commands, find_commands,
+                         run_commands, store_commands)
 from qkbench.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, one_line
 from qkbench.cli.figure_commands import draw_run_figures as _draw_run_figures  # noqa: F401
 from qkbench.errors import UsageError
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                         version=f"qkbench {__import__('qkbench').__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for group in (run_commands, analysis_commands, figure_commands, cluster_commands,
-                  store_commands):
+                  store_commands, find_commands):
         group.add_parsers(commands)
     return parser
 
