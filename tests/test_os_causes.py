@@ -240,3 +240,53 @@ def test_other_processes_count_only_beyond_the_cores_the_threads_leave_idle(
     # Foreign work that fits in the idle cores never sets a one-threaded round aside.
     if threads_in_use < cpus and foreign_ticks * tick <= (cpus - threads_in_use) * wall:
         assert not expected
+
+
+def test_a_throttle_that_began_in_a_round_and_ended_after_it_sets_that_round_aside(tmp_path):
+    # The kernel adds a throttle's time when the throttle ends: a round that ended mid-throttle
+    # reads nothing. The next reading shows more throttled time than has passed since it.
+    proc, root = _v1_tree(tmp_path, "job")
+    stat = root / "job" / "cpu.stat"
+    clock = FakeClock()
+    watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2)
+    watch.start()
+    clock.now += 0.100
+    assert watch.stop() == {} and watch.previous_round == {}  # throttled from 0.07, no sign yet
+    clock.now += 0.005  # the gap between rounds
+    watch.start()
+    clock.now += 0.050
+    # 170 ms of throttled time on two CPUs: a throttle of at least 85 ms that ended by now
+    # (0.155), so it began by 0.070, at least 30 ms before the first round ended (0.100).
+    stat.write_text(f"nr_periods 2\nnr_throttled 1\nthrottled_time {170_000_000}\n")
+    assert "throttled" in watch.stop()  # the round it ended in
+    assert watch.previous_round["throttled"] == pytest.approx(0.030, abs=1e-9)
+    # A throttle wholly inside the next round says nothing about the round before it.
+    watch.start()
+    clock.now += 0.100
+    stat.write_text(f"nr_periods 3\nnr_throttled 2\nthrottled_time {170_000_000 + 40_000_000}\n")
+    assert "throttled" in watch.stop() and watch.previous_round == {}
+
+
+def test_the_sampler_sets_aside_the_round_a_throttle_spilled_back_into():
+    from qkbench.measure.timing import Sample, StopRule, interleave
+
+    class Watch:
+        def __init__(self):
+            self.round, self.previous_round, self.last_shares = -1, {}, {}
+
+        def start(self):
+            self.round += 1
+
+        def stop(self):
+            self.previous_round = {"throttled": 0.03} if self.round == 4 else {}
+            return {"throttled": 0.05} if self.round == 4 else {}
+
+    def sampler(count, round_number):
+        return [Sample(round_number, 0.0, 1.0, 1) for _ in range(count)]
+
+    rule = StopRule(target_rel_ci=1e-9, budget_s=1e9, max_samples=12, min_samples=10)
+    result = interleave({"a": sampler, "b": sampler}, {"a": 1.0, "b": 1.0}, rule,
+                        min_rounds=8, round_watch=Watch())
+    for name in ("a", "b"):
+        assert set(result[name].caused_rounds) == {3, 4}
+        assert result[name].caused_rounds[3] == {"throttled": 0.03}

@@ -142,6 +142,13 @@ class RoundCauses:
         # takes from (the round's wall time for throttling, its CPUs' for steal, the threads'
         # cores for foreign work): how much it can have slowed the round.
         self.last_shares: dict[str, float] = {}
+        # Throttling the last `stop()` found to have begun before the round before it ended:
+        # the kernel adds a throttle's time when it ends, so a round that ended mid-throttle
+        # reads nothing, and the next reading shows more throttled time than has passed since
+        # (see `stop`). {"throttled": seconds of that round it took}, or empty.
+        self.previous_round: dict[str, float] = {}
+        self._last_end: Reading | None = None
+        self._last_wall = 0.0
 
     @property
     def readable(self) -> dict[str, bool]:
@@ -169,7 +176,10 @@ class RoundCauses:
         before, after = self._start, self.read()
         self._start = None
         self.last_shares = {}
+        self.previous_round = self._throttled_before(after)
+        self._last_end = after
         wall = after.wall_s - before.wall_s
+        self._last_wall = max(wall, 0.0)
         if after.mhz is not None:
             self.mhz_readings.append(after.mhz)
         causes: dict[str, float] = {}
@@ -202,6 +212,20 @@ class RoundCauses:
                 causes["foreign"] = used
                 self.last_shares["foreign"] = spilled / (wall * self._threads)
         return causes
+
+
+    def _throttled_before(self, now: Reading) -> dict[str, float]:
+        """How much of the previous round a throttle that ended since took. Throttled time
+        is summed over the CPUs' run queues, so a throttle lasted at least its growth / CPUs;
+        one that lasted longer than the time since the previous round ended began inside it."""
+        last = self._last_end
+        if last is None or last.throttled_s is None or now.throttled_s is None:
+            return {}
+        lasted = (now.throttled_s - last.throttled_s) / self._cpus
+        overlap = min(lasted - (now.wall_s - last.wall_s), self._last_wall)
+        if overlap > self.share * self._last_wall and overlap > 0:
+            return {"throttled": overlap}
+        return {}
 
 
 def _foreign_s(before: Reading, after: Reading) -> tuple[float, int] | None:

@@ -292,6 +292,7 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     check_rounds: set[int] = set()  # set aside by the check alone
     judging = machine_fit is not None
     check_s = rounds_s = 0.0  # what the check cost, beside the rounds it guards
+    previous_sampled: list[str] = []
     while active and (round_number < min_rounds
                       or any(not results[name].stopped_by for name in active)):
         sampled = []
@@ -315,6 +316,12 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
                 continue
             sampled.append(name)
         causes = round_watch.stop() if round_watch is not None else {}
+        # A throttle that ended in this round but began in the one before: that round too.
+        spilled = getattr(round_watch, "previous_round", None)
+        for name in previous_sampled if spilled else []:
+            aside = results[name].caused_rounds.setdefault(round_number - 1, {})
+            for cause, seconds in spilled.items():
+                aside[cause] = aside.get(cause, 0.0) + seconds
         shares = getattr(round_watch, "last_shares", None) if causes else None
         checked_at = cost_clock() if cost_clock else 0.0
         fit_after = machine_fit(round_number) if judging and machine_fit else True
@@ -359,6 +366,7 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
             if out_of_time or len(result.samples) >= rule.max_samples:
                 active.remove(name)  # a hard limit, whatever the verdict
         fit_before = fit_after
+        previous_sampled = sampled
         round_number += 1
     if judging and check_rounds and len(check_rounds) > JUDGE_SHARE * round_number:
         _give_up(results, check_rounds, round_number)
