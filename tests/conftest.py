@@ -118,6 +118,7 @@ def _shares_a_fixture(item: pytest.Item) -> bool:
                for chain in defs.values() for d in chain)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if gpu_items and not _cuda_gpu_present():
