@@ -109,12 +109,30 @@ def _cuda_gpu_present() -> bool:
     return False
 
 
+def _shares_a_fixture(item: pytest.Item) -> bool:
+    """True when the test uses a module- or session-scoped fixture of the test suite's own
+    (a run directory, a built wheel, a cluster), which each worker would make for itself."""
+    defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+    return any(d.scope in ("module", "session")
+               and getattr(d.func, "__module__", "").startswith("tests.")
+               for chain in defs.values() for d in chain)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if gpu_items and not _cuda_gpu_present():
         skip = pytest.mark.skip(reason="needs a CUDA GPU (none seen by torch or CuPy)")
         for item in gpu_items:
             item.add_marker(skip)
+    # `--dist loadgroup` (the README's command): the tests of a module that share a fixture
+    # are one group, on one worker, so it is made once; every other test goes to whichever
+    # worker is free. Slow tests first, so that no long one starts while the other worker has
+    # nothing left to do.
+    for item in items:
+        if getattr(item, "module", None) is not None and _shares_a_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: "slow" not in item.keywords)
 
 
 # Hypothesis profiles (tests/test_properties.py, tests/test_config_fuzz.py). `ci`, the default:

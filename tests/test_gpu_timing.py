@@ -165,15 +165,14 @@ def test_a_cold_gpu_cell_flushes_the_l2_instead_of_rotating_copies(event_rows):
     rows = event_rows
     gpu, cpu = rows.loc[("event-fake-gpu", "cold")], rows.loc[("numpy", "cold")]
     assert gpu["l2_flush"] and gpu["cache_copies"] == 1
-    # Each flush sleeps 2 ms on the host: none of it is in a 64×64 product's median.
+    # Each flush queues 2 ms of device work: none of it is in a 64×64 product's median.
     assert gpu["median_s"] < 1e-3
     assert not cpu["l2_flush"] and cpu["cache_copies"] > 1
 
 
 def test_cuda_graphs_are_recorded_per_row(tmp_path):
     # Warm cells only: a cold cell flushes before every call and has no block to capture
-    # (test_a_flushed_cell_times_each_call_alone_and_captures_no_graph), and its 2 ms flushes
-    # made up most of this sweep's time.
+    # (test_a_flushed_cell_times_each_call_alone_and_captures_no_graph).
     rows = _sweep(tmp_path, [f"{FAKE}:EventFakeGpu", f"{FAKE}:NoGraphFakeGpu", "numpy"],
                   cache=["warm"], cuda_graphs=True)
     assert rows.loc[("event-fake-gpu", "warm"), "cuda_graph"]
