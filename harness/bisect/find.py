@@ -35,6 +35,7 @@ from qkbench.backends import registry
 from qkbench.bisect import builds, git, search
 from qkbench.bisect import sweep as find_sweep
 from qkbench.errors import UsageError
+from qkbench.records.run import META_FILE
 
 GOOD_NAME, TESTED_NAME = "good", "tested"  # the two environments of every step's run
 RUN_TIMEOUT_S = 3600.0  # one paired run of one cell: seconds to minutes
@@ -181,7 +182,7 @@ def _decide(step: Step, folder: Path, data: dict[str, Any], base: builds.CommitE
     code, last = _run(config_file, run_dir, folder / f"{name}.log", orchestrator)
     step.paired_runs += 1
     step.run = str(run_dir)
-    if code == 2 or not (run_dir / "meta.json").is_file():
+    if code == 2 or not (run_dir / META_FILE).is_file():
         if f"environment {TESTED_NAME}:" in last:  # the tested commit's qkbench refused
             step.note = f"cannot run: {last}"
             return False
