@@ -35,8 +35,12 @@ FAILED_CHECK = {"memoising": "fresh_inputs", "in-place": "untouched_inputs",
 # (building a tuple) is faster than the CPU's physical peak. A replaying backend's calls are
 # as fast as returning a stored array: on a CPU with a low peak (two AVX2 cores) the replay
 # check meets it first, on one with AVX-512 the speed check may.
+# An unsynced backend's timed calls are only launches: the idle watch after sync() catches the
+# work still queued, unless its thread has drained the queue by the time the watch looks (a
+# clean-clone CI run on the 2-vCPU Zen 5 VM, once); then the launches' speed is beyond the
+# CPU's peak.
 SPEED_CHECK = ("implausible", "implausible speed:", "speed")
-ALSO_CAUGHT_BY = {"lazy": SPEED_CHECK, "too-fast": SPEED_CHECK}
+ALSO_CAUGHT_BY = {"lazy": SPEED_CHECK, "too-fast": SPEED_CHECK, "unsynced": SPEED_CHECK}
 
 
 def _expected(name: str, row: pd.Series) -> tuple[str, str | None, str | None]:
