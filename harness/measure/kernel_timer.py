@@ -59,7 +59,9 @@ class KernelTimer:
     it after timing, so an answer that degrades while it is timed cannot hide behind a correct
     first call. Which call is drawn at random before the clock starts, so a backend cannot
     know which of its answers will be looked at; the previous block's answer is dropped before
-    the clock starts too, so no extra output is alive while calls are timed.
+    the clock starts too. While the kept answer is alive, the calls after it in the block need
+    a second output buffer: the workers' allocator keeps freed memory mapped so that buffer is
+    not faulted in afresh in every block (qkbench.machine.allocator).
 
     With a `device_clock`, each block is timed by its events and the host time is kept
     beside it; `flush_between_calls` flushes the device cache before every call, outside the

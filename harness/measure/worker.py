@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from qkbench.backends.gpu_support import is_out_of_memory
+from qkbench.machine.allocator import steady_allocator
 from qkbench.machine.idle_threads import quiet_idle_threads
 from qkbench.measure.cell import CellFailure
 from qkbench.measure.session import Session
@@ -67,6 +68,7 @@ def serve(fd: int) -> None:
 def worker_main(conn: Connection, backend_path: str, options: dict[str, Any]) -> None:
     # Ctrl-C goes to the whole process group; the main process decides what stops, and when.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    steady_allocator()  # before any backend allocates (qkbench.machine.allocator says why)
     session: Session | None = None
     while True:
         try:
