@@ -30,11 +30,16 @@ class EveryThirdCheckUnfit:
         return self.calls % self.period != 0
 
 
-class EveryFourthCheckUnfit(EveryThirdCheckUnfit):
-    """Brackets two rounds in four (rounds 2-3, 6-7, ...): no more than half, so the check
-    keeps judging."""
+class TwoInEveryFourChecksUnfit(EveryThirdCheckUnfit):
+    """Unfit on the 2nd and 3rd reading of every four (after rounds 0 and 1, 4 and 5, ...):
+    one round in four (1, 5, ...) has an unfit reading on both sides, so the check keeps
+    judging; rounds 0, 2, 4 and 6 are unfit on one side only, and kept."""
 
     period = 4
+
+    def fit(self):
+        self.calls += 1
+        return self.calls % self.period not in (2, 3)
 
 
 class MustNotBeBuilt:
@@ -55,7 +60,7 @@ def _run(tmp_path, sweep=None, **timing):
 
 
 def test_rounds_set_aside_are_kept_flagged_and_left_out_of_the_figures(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner_module, "ParallelCanary", EveryFourthCheckUnfit)
+    monkeypatch.setattr(runner_module, "ParallelCanary", TwoInEveryFourChecksUnfit)
     summary, samples = _run(tmp_path, min_samples=12)
     unfit_rounds, sampled_rounds = {}, {}
     for row in summary.itertuples():
@@ -152,7 +157,12 @@ def test_a_round_is_unfit_when_the_process_that_sampled_it_is():
     assert not check(3)  # worker 0 is fine, but the main process's third reading is unfit
     assert check(2)  # a worker that died answers nothing; its next sample request will say so
     assert dead.asked == 1
-    assert len(spent) == 4 and all(s >= 0 for s in spent)
+    # After round 0, worker 0 and the main process are fit, but the reading is also the side
+    # before round 1, whose process was unfit when it last answered: a process that stays
+    # unfit has both sides of its rounds unfit.
+    assert not check(0)
+    assert fine.asked == 2 and slow.asked == 1
+    assert len(spent) == 5 and all(s >= 0 for s in spent)
 
 
 def test_a_worker_runs_the_check_in_its_own_process():

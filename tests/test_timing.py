@@ -276,13 +276,14 @@ class ScriptedCheck:
         return self.answers.pop(0) if self.answers else True
 
 
-def test_rounds_an_unfit_check_brackets_are_set_aside_for_every_backend():
-    # Checks: before round 0, then after rounds 0, 1, 2, ... The unfit answer after round 1
-    # brackets rounds 1 and 2, in which both backends ran 3x slower.
+def test_rounds_unfit_checks_bracket_on_both_sides_are_set_aside_for_every_backend():
+    # Checks: before round 0, then after rounds 0, 1, 2, ... Unfit after rounds 0, 1 and 2:
+    # rounds 1 and 2, in which both backends ran 3x slower, have an unfit answer on both sides;
+    # rounds 0 and 3 on one side only (the stretch began or ended inside them), and are kept.
     clock, log = FakeClock(), []
     samplers = {"A": SlowInRounds("A", log, clock, 0.01, slow={1, 2}),
                 "B": SlowInRounds("B", log, clock, 0.02, slow={1, 2})}
-    check = ScriptedCheck([True, True, False])
+    check = ScriptedCheck([True, False, False, False])
     rule = StopRule(target_rel_ci=0.01, min_samples=6, budget_s=10.0)
     results = interleave(samplers, {"A": 0.01, "B": 0.02}, rule, round_s=0.0,
                          machine_fit=check)
@@ -296,6 +297,18 @@ def test_rounds_an_unfit_check_brackets_are_set_aside_for_every_backend():
         assert result.ci().median == pytest.approx(seconds)
         assert result.unfit_share == pytest.approx(2 / 8)
     assert check.rounds == [None, *range(8)]  # before the first round, then after each
+
+
+def test_a_single_unfit_answer_sets_no_round_aside():
+    # One unfit answer, after round 2: a blip at the reading, or a stretch that touched rounds
+    # 2 and 3 only at their ends. Neither round is unfit on both sides.
+    clock, log = FakeClock(), []
+    samplers = {"A": ScriptedSampler("A", log, clock, [0.1])}
+    check = ScriptedCheck([True, True, True, False])
+    rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=1.0)
+    result = interleave(samplers, {"A": 0.1}, rule, round_s=0.0, machine_fit=check)["A"]
+    assert result.unfit_rounds == set() and result.unfit_share == 0.0
+    assert check.calls > 4  # it was asked after the unfit answer too
 
 
 def test_without_a_machine_check_every_round_counts():
@@ -380,7 +393,7 @@ def test_a_check_that_calls_most_rounds_unfit_gives_up_and_keeps_the_data():
 def test_a_check_that_sets_aside_a_minority_of_rounds_is_trusted():
     clock, log = FakeClock(), []
     samplers = {"A": ScriptedSampler("A", log, clock, [0.1])}
-    check = ScriptedCheck([True, True, True, False] + [True] * 100)  # brackets rounds 2 and 3
+    check = ScriptedCheck([True, True, False, False, False] + [True] * 100)  # rounds 2 and 3
     rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=1.0)
     result = interleave(samplers, {"A": 0.1}, rule, round_s=0.0, machine_fit=check)["A"]
     assert result.unfit_rounds == {2, 3} and not result.check_gave_up
@@ -406,7 +419,7 @@ def test_a_slow_cell_samples_on_past_its_budget_up_to_min_samples():
 def test_the_budget_counts_kept_rounds_once_the_machine_recovers():
     clock, log = FakeClock(), []
     samplers = {"A": ScriptedSampler("A", log, clock, [0.1, 0.3])}
-    check = ScriptedCheck([True, False, False])  # rounds 0-2 each have an unfit side
+    check = ScriptedCheck([False] * 4)  # rounds 0-2 unfit on both sides
     rule = StopRule(target_rel_ci=1e-9, min_samples=6, budget_s=1.0)
     result = interleave(samplers, {"A": 0.1}, rule, round_s=0.0, machine_fit=check)["A"]
     assert result.unfit_rounds == {0, 1, 2}

@@ -21,10 +21,10 @@ when either figure is an outlier *of this machine's own readings*:
 and a second reading taken at once is beyond the fences too. A lost-core stretch lasts a fraction
 of a second to seconds, a reading about a millisecond, so a real stretch shows in both; a
 one-off (an interrupt, a page fault, a timer tick) in one. The confirmation matters because the
-fence is asked many times per round (the main process and every worker that sampled it) and an
-unfit reading sets aside the rounds on both sides of it: measured on the 2-vCPU Zen 3 VM, idle,
-readings 20 ms apart, 0.75% of single readings were beyond the fences and 0.1% of confirmed
-ones, which with five readings a round is 7% of rounds set aside against 1%.
+fence is asked many times per round (the main process and every worker that sampled it): measured
+on the 2-vCPU Zen 3 VM, idle, readings 20 ms apart, 0.75% of single readings were beyond the
+fences and 0.1% of confirmed ones, which with five readings a round made 7% of rounds unfit on a
+side against 1% (a round is set aside when both of its sides are).
 
 Why a fence over the distribution and not the best reading: on a 2-vCPU Xeon (Emerald Rapids)
 the probe's times are widely spread (best 131 us, typical 180-190 us back to back), so a limit
@@ -40,7 +40,7 @@ A robust fence over the machine's own readings cannot catch a machine that is sl
 run (it *is* the distribution); that is drift, which interleaving shares across backends, and
 the OS-reported causes (`qkbench.machine.os_causes`) catch the usual reasons behind it.
 
-`interleave` sets aside the rounds bracketed by an unfit reading (see there), and gives up
+`interleave` sets aside the rounds with an unfit reading on both sides (see there), and gives up
 judging when it would set aside most of them with no cause the OS reports.
 """
 

@@ -186,25 +186,34 @@ def machine_check(canary: ParallelCanary, checked: list[PreparedCell],
     Why both: measured on the 2-vCPU VM, there were whole runs in which every worker's
     two-threaded NumPy ran 2x slower (numba 1.35x, torch-cpu 1.27x) while the main process's
     canary kept its speed-up; and a fresh process whose own canary lost it (threaded / one
-    thread 1.04) lost it for its sgemm too (1.32)."""
+    thread 1.04) lost it for its sgemm too (1.32).
+
+    `interleave` sets a round aside when the readings on both of its sides are unfit. A
+    process's own check is taken only after its rounds, so the reading between rounds r and
+    r + 1 also carries the last answer of the processes that sample round r + 1: a process
+    that stays unfit then has both sides of each of its rounds unfit, and a one-off unfit
+    answer in a process sets nothing aside."""
+    last: dict[tuple[int, int], bool] = {}  # (cell, slot) → that process's latest answer
 
     def fit(round_number: int | None) -> bool:
         started = time.monotonic()
         verdicts = []
-        if round_number is not None:
-            for prepared in checked:
-                worker = prepared.workers[round_number % len(prepared.workers)]
-                if not worker.alive or prepared.limit.left_s <= 0:
-                    continue  # a failed cell's worker is not restarted for a check
+        for index, prepared in enumerate(checked) if round_number is not None else ():
+            slots = len(prepared.workers)
+            slot = round_number % slots
+            worker = prepared.workers[slot]
+            if worker.alive and prepared.limit.left_s > 0:  # a failed cell's is not restarted
                 try:
                     # Not charged to the cell: the check is the harness's own work (its first
                     # reading in a process also calibrates), and a loaded machine stretching
                     # it must not turn a cell into a timeout, nor a tight limit kill a worker
                     # that holds the cell.
-                    verdicts.append(bool(worker.request(("check",), max(
-                        prepared.limit.left_s, RELEASE_TIMEOUT_S))))
+                    last[index, slot] = bool(worker.request(("check",), max(
+                        prepared.limit.left_s, RELEASE_TIMEOUT_S)))
+                    verdicts.append(last[index, slot])
                 except CellFailure:
                     pass  # the worker's next sample request meets the failure and records it
+            verdicts.append(last.get((index, (round_number + 1) % slots), True))
         # The main process's reading comes last: its pause lets every process's BLAS threads
         # go to sleep before the next round's first turn.
         verdicts.append(canary.fit())
