@@ -493,3 +493,23 @@ def test_the_slowed_subject_answers_right_and_spins_for_its_measured_quarter():
     assert time.perf_counter() - started >= slowed._extra_s  # the spin, not a speed claim
     np.testing.assert_allclose(answer, expected)
     np.testing.assert_allclose(answer, q @ k.T, rtol=1e-12)
+
+
+def test_the_paired_subject_spins_its_share_of_each_calls_own_product(monkeypatch):
+    from tests.plugins import slowed
+
+    q, k = np.random.default_rng(3).standard_normal((2, 16, 8))
+    readings = iter(range(1000))
+    monkeypatch.setattr(slowed.time, "perf_counter", lambda: float(next(readings)))
+    monkeypatch.setenv(slowed.SLOWDOWN_VARIABLE, "3")
+    subject = slowed.Subject()
+    prepared = subject.prepare(q, k)
+    answer = subject.scores(*prepared)
+    np.testing.assert_allclose(answer, q @ k.T)
+    # The product read the clock at 0 and 1 (one unit); 3 units of spin end at the reading 4.
+    assert next(readings) == 5
+    monkeypatch.setenv(slowed.SLOWDOWN_VARIABLE, "0")
+    plain = slowed.Subject()
+    plain.prepare(q, k)
+    plain.scores(*prepared)
+    assert next(readings) == 6  # no slowdown: the plain product, no clock read
