@@ -181,3 +181,13 @@ def test_slots_that_disagree_widen_the_interval(levels, seed):
     assert high - low >= 0.9 * (pooled_high - pooled_low)
     if max(levels) / min(levels) > 1.2:
         assert high - low > pooled_high - pooled_low
+
+
+def test_the_help_names_the_paired_default_threshold(capsys):
+    from qkbench.analysis.paired import PAIRED_THRESHOLD
+    from qkbench.cli import main
+
+    for command in (["compare", "--help"], ["find", "--help"]):
+        with pytest.raises(SystemExit):
+            main(command)
+        assert f"{PAIRED_THRESHOLD:g}" in " ".join(capsys.readouterr().out.split())

@@ -29,7 +29,7 @@ def add_parsers(commands: Any) -> None:
                          help="compare two environments of one run, round by round")
     compare.add_argument("--threshold", default=None, metavar="T",
                          help="smallest change that counts: 0.1 or 10%% (default 0.1; "
-                              "with --between, 0.07)")
+                              "with --between, 0.03)")
     compare.add_argument("--threshold-for", action="append", default=[], metavar="BACKEND=T",
                          help="another threshold for one backend (repeatable)")
     compare.add_argument("--normalize-by", metavar="BACKEND",

@@ -30,7 +30,7 @@ def add_parsers(commands: Any) -> None:
                       help="set a sweep axis to one value until one cell is left, e.g. "
                            "--cell n=512 (repeatable)")
     find.add_argument("--threshold", default=None, metavar="T",
-                      help="smallest slowdown that counts (default 0.07, compare --between's)")
+                      help="smallest slowdown that counts (default 0.03, compare --between's)")
     find.add_argument("--out", type=Path, metavar="DIR",
                       help="where the steps' runs and find.json go (default: "
                            "OUTPUT_DIR/find-STAMP-BAD)")
