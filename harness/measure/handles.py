@@ -198,22 +198,24 @@ def machine_check(canary: ParallelCanary, checked: list[PreparedCell],
     def fit(round_number: int | None) -> bool:
         started = time.monotonic()
         verdicts = []
-        for index, prepared in enumerate(checked) if round_number is not None else ():
-            slots = len(prepared.workers)
-            slot = round_number % slots
-            worker = prepared.workers[slot]
-            if worker.alive and prepared.limit.left_s > 0:  # a failed cell's is not restarted
-                try:
-                    # Not charged to the cell: the check is the harness's own work (its first
-                    # reading in a process also calibrates), and a loaded machine stretching
-                    # it must not turn a cell into a timeout, nor a tight limit kill a worker
-                    # that holds the cell.
-                    last[index, slot] = bool(worker.request(("check",), max(
-                        prepared.limit.left_s, RELEASE_TIMEOUT_S)))
-                    verdicts.append(last[index, slot])
-                except CellFailure:
-                    pass  # the worker's next sample request meets the failure and records it
-            verdicts.append(last.get((index, (round_number + 1) % slots), True))
+        if round_number is not None:
+            for index, prepared in enumerate(checked):
+                slots = len(prepared.workers)
+                slot = round_number % slots
+                worker = prepared.workers[slot]
+                if worker.alive and prepared.limit.left_s > 0:  # a failed cell's: not restarted
+                    try:
+                        # Not charged to the cell: the check is the harness's own work (its
+                        # first reading in a process also calibrates), and a loaded machine
+                        # stretching it must not turn a cell into a timeout, nor a tight limit
+                        # kill a worker that holds the cell.
+                        last[index, slot] = bool(worker.request(("check",), max(
+                            prepared.limit.left_s, RELEASE_TIMEOUT_S)))
+                        verdicts.append(last[index, slot])
+                    except CellFailure:
+                        pass  # the worker's next sample request meets the failure, records it
+                # The side before the next round: its process's latest answer.
+                verdicts.append(last.get((index, (round_number + 1) % slots), True))
         # The main process's reading comes last: its pause lets every process's BLAS threads
         # go to sleep before the next round's first turn.
         verdicts.append(canary.fit())
