@@ -476,15 +476,31 @@ def test_steal_below_a_backends_own_noise_keeps_the_round_and_throttling_never_d
     from qkbench.measure.set_aside import disturbs, relative_spread
 
     noisy = [1.0, 1.1, 0.9, 1.2, 0.8, 1.05, 0.95, 1.15, 0.85, 1.0]  # half-IQR ~ 12%
-    spread = relative_spread(noisy)
-    assert 0.08 < spread < 0.2
-    assert not disturbs({"steal": 0.02}, {"steal": 0.03}, spread)  # inside its own noise
-    assert disturbs({"steal": 0.2}, {"steal": 0.4}, spread)  # far beyond it
-    assert disturbs({"throttled": 0.001}, {"throttled": 0.01}, spread)  # always
-    assert disturbs({"steal": 0.02, "foreign": 0.1}, {"steal": 0.03, "foreign": 0.2}, spread)
-    assert disturbs({"steal": 0.02}, None, spread)  # a watch that cannot say how much
-    assert relative_spread(noisy[:5]) == 0.0  # too few to tell: every cause counts
-    assert not disturbs({}, {}, 0.0)
+    assert 0.08 < relative_spread(noisy) < 0.2
+    slowed, unmoved = [1.6, 1.7], [1.05, 1.1]  # beyond the upper fence (~1.4), and inside it
+    assert not disturbs({"steal": 0.02}, {"steal": 0.03}, slowed, noisy)  # share in its noise
+    assert not disturbs({"steal": 0.2}, {"steal": 0.4}, unmoved, noisy)  # did not slow it
+    assert disturbs({"steal": 0.2}, {"steal": 0.4}, slowed, noisy)  # far beyond it, and slowed
+    assert disturbs({"throttled": 0.001}, {"throttled": 0.01}, unmoved, noisy)  # always
+    assert disturbs({"steal": 0.02, "foreign": 0.1}, {"steal": 0.03, "foreign": 0.2}, unmoved,
+                    noisy)
+    assert disturbs({"steal": 0.02}, None, unmoved, noisy)  # a watch that cannot say how much
+    assert relative_spread(noisy[:5]) == 0.0
+    assert disturbs({"steal": 0.02}, {"steal": 0.03}, unmoved, noisy[:5])  # noise not yet known
+    assert not disturbs({}, {}, slowed, noisy)
+
+
+def test_slowed_beyond_noise_weighs_a_round_against_the_backends_own_quartiles():
+    from qkbench.measure.set_aside import SPREAD_MIN_SAMPLES, slowed_beyond_noise
+
+    rng = random.Random(7)
+    tight = [1.0 + 0.01 * rng.random() for _ in range(40)]  # IQR ~ 0.005: fence ~ 1.015
+    loose = [1.0 + 0.4 * rng.random() for _ in range(40)]  # IQR ~ 0.2: fence ~ 1.6
+    round_ = [1.1, 1.12, 1.09]
+    assert slowed_beyond_noise(round_, tight)  # 10% is far outside a 1% cell's noise
+    assert not slowed_beyond_noise(round_, loose)  # and inside a 40% one's
+    assert not slowed_beyond_noise([], tight)
+    assert slowed_beyond_noise(round_, loose[:SPREAD_MIN_SAMPLES - 1])  # unknown: aside
 
 
 def test_a_round_with_light_steal_is_kept_and_the_set_aside_ratio_says_what_was_taken():
@@ -523,3 +539,57 @@ def test_a_round_with_light_steal_is_kept_and_the_set_aside_ratio_says_what_was_
     # Once the backend has shown its noise (~5%), 2% steal no longer sets rounds aside.
     assert len(light & result.light_rounds) >= len(light) - 3
     assert 1.8 < result.set_aside_ratio() < 2.2
+
+
+def test_a_round_the_check_finds_unfit_is_set_aside_only_for_the_backends_it_slowed():
+    # Unfit after rounds 9, 10 and 11: rounds 10 and 11 are unfit on both sides. A ran 3x
+    # slower in them (a two-thread kernel beside a lost core); B, its one-thread neighbour, did
+    # not move. Both have shown their noise by then.
+    clock, log = FakeClock(), []
+    samplers = {"A": SlowInRounds("A", log, clock, 0.01, slow={10, 11}),
+                "B": SlowInRounds("B", log, clock, 0.02, slow=set())}
+    check = ScriptedCheck([True] * 10 + [False] * 3)
+    rule = StopRule(target_rel_ci=1e-9, min_samples=20, budget_s=10.0)
+    results = interleave(samplers, {"A": 0.01, "B": 0.02}, rule, round_s=0.0,
+                         machine_fit=check)
+    assert results["A"].unfit_rounds == {10, 11}
+    assert results["A"].set_aside_ratio() == pytest.approx(3.0)
+    assert results["B"].unfit_rounds == set() and results["B"].unfit_share == 0.0
+    assert results["B"].light_rounds == {10, 11}
+    assert not results["A"].check_gave_up
+
+
+class StealWatch:
+    """Reports `cause` with a share of half the round's capacity in the rounds listed."""
+
+    def __init__(self, rounds, cause="steal"):
+        self.rounds, self.cause, self.round, self.last_shares = rounds, cause, -1, {}
+
+    def start(self):
+        self.round += 1
+
+    def stop(self):
+        hit = self.round in self.rounds
+        self.last_shares = {self.cause: 0.5} if hit else {}
+        return {self.cause: 0.05} if hit else {}
+
+
+def test_steal_before_the_noise_is_known_is_judged_again_once_it_is():
+    # Steal in round 1, before either backend has 8 undisturbed samples: set aside for both,
+    # provisionally. A's samples of it were not slowed, B's were: once their noise is known,
+    # A keeps round 1 and B does not. Throttling never waits for the noise.
+    clock, log = FakeClock(), []
+    samplers = {"A": SlowInRounds("A", log, clock, 0.01, slow=set()),
+                "B": SlowInRounds("B", log, clock, 0.02, slow={1})}
+    rule = StopRule(target_rel_ci=1e-9, min_samples=20, budget_s=10.0)
+    results = interleave(samplers, {"A": 0.01, "B": 0.02}, rule, round_s=0.0,
+                         round_watch=StealWatch({1}))
+    assert results["A"].caused_rounds == {} and results["A"].light_rounds == {1}
+    assert results["B"].caused_rounds == {1: {"steal": 0.05}}
+    assert not results["A"].provisional_rounds and not results["B"].provisional_rounds
+
+    clock, log = FakeClock(), []
+    samplers = {"A": SlowInRounds("A", log, clock, 0.01, slow=set())}
+    result = interleave(samplers, {"A": 0.01}, rule, round_s=0.0,
+                        round_watch=StealWatch({1}, cause="throttled"))["A"]
+    assert result.caused_rounds == {1: {"throttled": 0.05}}

@@ -32,7 +32,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from qkbench.measure.set_aside import disturbs, relative_spread
+from qkbench.measure.set_aside import (
+    NOISE_JUDGED,
+    disturbs,
+    noise_judged,
+    noise_known,
+    slowed_beyond_noise,
+)
 from qkbench.measure.stats import MedianCI, median_ci
 
 Clock = Callable[[], float]
@@ -142,8 +148,12 @@ class SamplingResult:
     unfit_rounds: set[int] = field(default_factory=set)  # rounds the machine check set aside
     # Rounds set aside for a cause the OS reported: round → {cause: seconds lost}.
     caused_rounds: dict[int, dict[str, float]] = field(default_factory=dict)
-    # Rounds the OS named a cause for that took less than the backend's own noise: kept.
+    # Rounds the OS named a cause for, or the check found unfit, that did not move this
+    # backend's samples beyond its own noise: kept.
     light_rounds: set[int] = field(default_factory=set)
+    # Rounds set aside before the backend had shown its noise (steal, the check): judged
+    # again once it has (`_judge_provisional`).
+    provisional_rounds: set[int] = field(default_factory=set)
     # Set when the machine check gave up on this group (see JUDGE_SHARE): why, in words.
     check_gave_up: str = ""
     min_samples: int = 0  # the rule's, so a row can say when it has fewer
@@ -156,11 +166,15 @@ class SamplingResult:
     def set_aside_rounds(self) -> set[int]:
         return self.unfit_rounds | set(self.caused_rounds)
 
-    def clean_seconds(self) -> list[float]:
-        """Per-call times of the rounds nothing was reported or checked for: the backend's
-        own noise, which an OS-reported loss must exceed to set a round aside."""
-        touched = self.set_aside_rounds | self.light_rounds
+    def clean_seconds(self, judged_round: int | None = None) -> list[float]:
+        """Per-call times of the rounds nothing was reported or checked for (leaving out
+        `judged_round`, the one being judged): the backend's own noise, which a round must
+        exceed to be set aside."""
+        touched = self.set_aside_rounds | self.light_rounds | {judged_round}
         return [s.seconds for s in self.samples if s.round not in touched]
+
+    def round_seconds(self, round_number: int) -> list[float]:
+        return [s.seconds for s in self.samples if s.round == round_number]
 
     def set_aside_ratio(self) -> float | None:
         """The median of the samples set aside over the median of the kept ones: how much
@@ -264,15 +278,19 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     only once it has had `min_rounds` (a call slower than the budget still gets one per round).
 
     `round_watch`, when given, reads what the OS reports over each round (throttling, steal):
-    a round it names a cause for is set aside for every backend of the group, with the cause.
+    a round it names throttling or a busy neighbour for is set aside for every backend that
+    sampled in it, with the cause; a round of steal alone only for the backends whose samples
+    of it ran beyond their own noise (`qkbench.measure.set_aside`).
     `machine_fit`, when given, is asked before the first round (with None) and after every
     round (with that round's number, so it can also ask the processes that sampled it). A round
-    with an unfit answer on both sides is set aside for every backend of the group alike (its
-    samples are kept, flagged, and left out of the stopping rule and the figures): a stretch
-    that covered the round. An unfit answer on one side only is a stretch that began or ended
-    inside the round, or a blip at the reading itself; measured on the 2-vCPU Zen 5 VM such
-    rounds ran a median 1.05x the kept ones (both sides: 1.32x), within a multi-threaded
-    cell's own noise, so they are kept (docs/measurement-evidence.md). When the
+    with an unfit answer on both sides (a stretch that covered the round) is set aside for each
+    backend its samples show it slowed beyond that backend's noise; its samples are kept,
+    flagged, and left out of the stopping rule and the figures. An unfit answer on one side
+    only is a stretch that began or ended inside the round, or a blip at the reading itself;
+    measured on the 2-vCPU Zen 5 VM such rounds ran a median 1.05x the kept ones (both sides:
+    1.32x), within a multi-threaded cell's own noise, so they are kept
+    (docs/measurement-evidence.md). Rounds judged before a backend has shown its noise are set
+    aside provisionally and judged again once it has (`SamplingResult.provisional_rounds`). When the
     check would set aside more than `JUDGE_SHARE` of the rounds with no OS cause, it gives up
     on the group: its rounds are kept and `check_gave_up` says so. With `cost_clock`, the
     check also stops being asked once it has cost more than `CHECK_COST_SHARE` of the rounds'
@@ -326,6 +344,7 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
             aside = results[name].caused_rounds.setdefault(round_number - 1, {})
             for cause, seconds in spilled.items():
                 aside[cause] = aside.get(cause, 0.0) + seconds
+            results[name].light_rounds.discard(round_number - 1)
         shares = getattr(round_watch, "last_shares", None) if causes else None
         checked_at = cost_clock() if cost_clock else 0.0
         fit_after = machine_fit(round_number) if judging and machine_fit else True
@@ -347,12 +366,9 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
             judging = _give_up(results, check_rounds, round_number + 1)
         for name in sampled:
             result = results[name]
-            if causes and disturbs(causes, shares, relative_spread(result.clean_seconds())):
-                result.caused_rounds[round_number] = dict(causes)
-            elif causes:
-                result.light_rounds.add(round_number)
-            elif judging and round_number in check_rounds:
-                result.unfit_rounds.add(round_number)
+            _judge_round(result, round_number, causes, shares,
+                         judging and round_number in check_rounds)
+            _judge_provisional(result)
             kept = result.fit_samples()
             spent = _timed_s(kept)
             verdict = rule.verdict([s.seconds for s in kept], spent)
@@ -375,6 +391,53 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     if judging and check_rounds and len(check_rounds) > JUDGE_SHARE * round_number:
         _give_up(results, check_rounds, round_number)
     return results
+
+
+def _judge_round(result: SamplingResult, round_number: int, causes: Mapping[str, float],
+                 shares: Mapping[str, float] | None, checked_unfit: bool) -> None:
+    """Set one backend's round aside, or keep it as light, by what the OS reported and what
+    the check found. A cause judged by noise (steal), or the check's verdict, sets the round
+    aside only for a backend whose samples of it ran beyond its own noise: on the 2-vCPU Zen 5
+    VM, rounds set aside for steal alone ran 1.01-1.28x the kept ones, and a check-unfit round
+    leaves a one-thread kernel untouched while it slows a two-thread one. Judged before the
+    backend's noise is known, such a round is set aside provisionally."""
+    round_seconds = result.round_seconds(round_number)
+    clean = result.clean_seconds(judged_round=round_number)
+    if causes:
+        if not disturbs(causes, shares, round_seconds, clean):
+            result.light_rounds.add(round_number)
+            return
+        result.caused_rounds[round_number] = dict(causes)
+        if noise_judged(causes, shares) and not noise_known(clean):
+            result.provisional_rounds.add(round_number)
+    elif checked_unfit:
+        if not slowed_beyond_noise(round_seconds, clean):
+            result.light_rounds.add(round_number)
+            return
+        result.unfit_rounds.add(round_number)
+        if not noise_known(clean):
+            result.provisional_rounds.add(round_number)
+
+
+def _judge_provisional(result: SamplingResult) -> None:
+    """Once a backend has shown its noise, judge again the rounds set aside before: those it
+    did not slow beyond that noise are kept. A round a cause not judged by noise touched too
+    (a throttle spilled over from the next round) stays aside."""
+    if not result.provisional_rounds:
+        return
+    clean = result.clean_seconds()
+    if not noise_known(clean):
+        return
+    for round_number in sorted(result.provisional_rounds):
+        causes = result.caused_rounds.get(round_number, {})
+        outright = any(cause not in NOISE_JUDGED for cause in causes)
+        aside = round_number in result.set_aside_rounds
+        if aside and not outright and not slowed_beyond_noise(
+                result.round_seconds(round_number), clean):
+            result.caused_rounds.pop(round_number, None)
+            result.unfit_rounds.discard(round_number)
+            result.light_rounds.add(round_number)
+    result.provisional_rounds.clear()
 
 
 def _round_for_check(round_s: float, longest_s: float, check_per_round_s: float,
