@@ -38,6 +38,7 @@ from qkbench.measure.handles import (  # noqa: F401  (throttled, machine_check: 
     release,
     round_order,
     start_workers,
+    stop_workers,
     threads_in_force,
     throttled,
 )
@@ -156,9 +157,7 @@ class Runner:
                 shutil.rmtree(folder, ignore_errors=True)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-            for backend in self.backends.values():
-                for worker in backend.workers:
-                    worker.stop()
+            stop_workers([w for backend in self.backends.values() for w in backend.workers])
             restarts = sum(w.startup_s for b in self.backends.values() for w in b.workers)
             self.counts.spend("worker start-up", started_s + restarts)
         return self.counts

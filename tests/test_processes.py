@@ -106,3 +106,6 @@ def test_every_worker_runs_load_once_as_the_run_starts(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = log.with_suffix(".load").read_text().split()
     assert len(loaded) == 3 and set(loaded) == set(log.read_text().split())
+    # The workers ended without the interpreter's teardown, which took torch's and numba's
+    # workers most of a second each: no atexit handler ran.
+    assert not log.with_suffix(".atexit").exists()

@@ -2,7 +2,7 @@
 
 What the runner holds per backend (`BackendWorkers`: its worker processes and what it takes)
 and per prepared cell (`PreparedCell`: the cell's figures, its own time limit, the sampler that
-spreads rounds over the workers), the machine check across a group's workers, and the row's
+spreads rounds over the workers), starting and stopping the workers, the machine check across a group's workers, and the row's
 figures that come from the machine (GPU throttling, the OS's causes). The runner
 (`qkbench.runner`) drives these; the workers themselves are `qkbench.measure.worker`.
 """
@@ -249,6 +249,15 @@ def start_workers(backends: dict[str, BackendWorkers], labels: list[str],
         for worker in backend.workers:
             worker.startup_s = 0.0
     return time.monotonic() - started
+
+
+def stop_workers(workers: list[WorkerHandle]) -> None:
+    """End the run's workers: hang up on all of them first, so that they exit side by side,
+    then wait for each (a worker that does not exit is killed)."""
+    for worker in workers:
+        worker.hang_up()
+    for worker in workers:
+        worker.stop()
 
 
 def release(workers: list[WorkerHandle]) -> CellFigures:

@@ -3,6 +3,7 @@ worker processes a cell's samples were spread over (and when each process ran `l
 
 from __future__ import annotations
 
+import atexit
 import os
 from pathlib import Path
 
@@ -19,6 +20,8 @@ class PidLogging(Backend):
     def load(self):
         with self._log.with_suffix(".load").open("a") as handle:
             handle.write(f"{os.getpid()}\n")
+        # Workers end without the interpreter's teardown (docs/plugins.md): this never runs.
+        atexit.register(self._log.with_suffix(".atexit").write_text, f"{os.getpid()}\n")
 
     def prepare(self, q, k):
         with self._log.open("a") as handle:
