@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import qkbench.measure.timing as timing_module
+import qkbench.measure.set_aside as set_aside_module
 import qkbench.runner as runner_module
 from qkbench.cli import main
 from qkbench.measure.timing import MIN_FIT_SAMPLES
@@ -65,7 +65,7 @@ def test_rounds_set_aside_are_kept_flagged_and_left_out_of_the_figures(tmp_path,
     # The scripted check calls rounds unfit that nothing slowed, and a round is set aside only
     # for a backend it slowed beyond its own noise: here every round it calls unfit counts as
     # slowed, for this test is about what becomes of the rounds set aside.
-    monkeypatch.setattr(timing_module, "slowed_beyond_noise", lambda *_: True)
+    monkeypatch.setattr(set_aside_module, "slowed_beyond_noise", lambda *_: True)
     summary, samples = _run(tmp_path, min_samples=12)
     unfit_rounds, sampled_rounds = {}, {}
     for row in summary.itertuples():
@@ -87,7 +87,8 @@ def test_rounds_set_aside_are_kept_flagged_and_left_out_of_the_figures(tmp_path,
         unfit_rounds[row.backend] = set(mine.loc[~mine["machine_fit"], "round"])
         sampled_rounds[row.backend] = set(mine["round"])
     # Every unfit round slowed every backend here, so it is set aside for the whole group and
-    # the backends stay paired in every round both sampled (one may sample on after the other hit its budget).
+    # the backends stay paired in every round both sampled (one may sample on after the other
+    # hit its budget).
     both = sampled_rounds["numpy"] & sampled_rounds["pid-logging"]
     assert both
     assert unfit_rounds["numpy"] & both == unfit_rounds["pid-logging"] & both

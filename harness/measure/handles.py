@@ -2,8 +2,9 @@
 
 What the runner holds per backend (`BackendWorkers`: its worker processes and what it takes)
 and per prepared cell (`PreparedCell`: the cell's figures, its own time limit, the sampler that
-spreads rounds over the workers), starting and stopping the workers, the machine check across a group's workers, and the row's
-figures that come from the machine (GPU throttling, the OS's causes). The runner
+spreads rounds over the workers), starting and stopping the workers, the machine check across a
+group's workers, and the row's figures that come from the machine (GPU throttling, the OS's
+causes). The runner
 (`qkbench.runner`) drives these; the workers themselves are `qkbench.measure.worker`.
 """
 

@@ -32,13 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from qkbench.measure.set_aside import (
-    NOISE_JUDGED,
-    disturbs,
-    noise_judged,
-    noise_known,
-    slowed_beyond_noise,
-)
+from qkbench.measure.set_aside import judge_provisional, judge_round
 from qkbench.measure.stats import MedianCI, median_ci
 
 Clock = Callable[[], float]
@@ -152,7 +146,7 @@ class SamplingResult:
     # backend's samples beyond its own noise: kept.
     light_rounds: set[int] = field(default_factory=set)
     # Rounds set aside before the backend had shown its noise (steal, the check): judged
-    # again once it has (`_judge_provisional`).
+    # again once it has (`set_aside.judge_provisional`).
     provisional_rounds: set[int] = field(default_factory=set)
     # Set when the machine check gave up on this group (see JUDGE_SHARE): why, in words.
     check_gave_up: str = ""
@@ -290,9 +284,9 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     measured on the 2-vCPU Zen 5 VM such rounds ran a median 1.05x the kept ones (both sides:
     1.32x), within a multi-threaded cell's own noise, so they are kept
     (docs/measurement-evidence.md). Rounds judged before a backend has shown its noise are set
-    aside provisionally and judged again once it has (`SamplingResult.provisional_rounds`). When the
-    check would set aside more than `JUDGE_SHARE` of the rounds with no OS cause, it gives up
-    on the group: its rounds are kept and `check_gave_up` says so. With `cost_clock`, the
+    aside provisionally and judged again once it has (`SamplingResult.provisional_rounds`).
+    When the check would set aside more than `JUDGE_SHARE` of the rounds with no OS cause, it
+    gives up on the group: its rounds are kept and `check_gave_up` says so. With `cost_clock`, the
     check also stops being asked once it has cost more than `CHECK_COST_SHARE` of the rounds'
     time (the rounds it set aside until then stay aside; `check_gave_up` says so); below
     that, rounds lengthen until the check costs about `CHECK_TARGET_SHARE` of them.
@@ -366,9 +360,9 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
             judging = _give_up(results, check_rounds, round_number + 1)
         for name in sampled:
             result = results[name]
-            _judge_round(result, round_number, causes, shares,
+            judge_round(result, round_number, causes, shares,
                          judging and round_number in check_rounds)
-            _judge_provisional(result)
+            judge_provisional(result)
             kept = result.fit_samples()
             spent = _timed_s(kept)
             verdict = rule.verdict([s.seconds for s in kept], spent)
@@ -391,53 +385,6 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     if judging and check_rounds and len(check_rounds) > JUDGE_SHARE * round_number:
         _give_up(results, check_rounds, round_number)
     return results
-
-
-def _judge_round(result: SamplingResult, round_number: int, causes: Mapping[str, float],
-                 shares: Mapping[str, float] | None, checked_unfit: bool) -> None:
-    """Set one backend's round aside, or keep it as light, by what the OS reported and what
-    the check found. A cause judged by noise (steal), or the check's verdict, sets the round
-    aside only for a backend whose samples of it ran beyond its own noise: on the 2-vCPU Zen 5
-    VM, rounds set aside for steal alone ran 1.01-1.28x the kept ones, and a check-unfit round
-    leaves a one-thread kernel untouched while it slows a two-thread one. Judged before the
-    backend's noise is known, such a round is set aside provisionally."""
-    round_seconds = result.round_seconds(round_number)
-    clean = result.clean_seconds(judged_round=round_number)
-    if causes:
-        if not disturbs(causes, shares, round_seconds, clean):
-            result.light_rounds.add(round_number)
-            return
-        result.caused_rounds[round_number] = dict(causes)
-        if noise_judged(causes, shares) and not noise_known(clean):
-            result.provisional_rounds.add(round_number)
-    elif checked_unfit:
-        if not slowed_beyond_noise(round_seconds, clean):
-            result.light_rounds.add(round_number)
-            return
-        result.unfit_rounds.add(round_number)
-        if not noise_known(clean):
-            result.provisional_rounds.add(round_number)
-
-
-def _judge_provisional(result: SamplingResult) -> None:
-    """Once a backend has shown its noise, judge again the rounds set aside before: those it
-    did not slow beyond that noise are kept. A round a cause not judged by noise touched too
-    (a throttle spilled over from the next round) stays aside."""
-    if not result.provisional_rounds:
-        return
-    clean = result.clean_seconds()
-    if not noise_known(clean):
-        return
-    for round_number in sorted(result.provisional_rounds):
-        causes = result.caused_rounds.get(round_number, {})
-        outright = any(cause not in NOISE_JUDGED for cause in causes)
-        aside = round_number in result.set_aside_rounds
-        if aside and not outright and not slowed_beyond_noise(
-                result.round_seconds(round_number), clean):
-            result.caused_rounds.pop(round_number, None)
-            result.unfit_rounds.discard(round_number)
-            result.light_rounds.add(round_number)
-    result.provisional_rounds.clear()
 
 
 def _round_for_check(round_s: float, longest_s: float, check_per_round_s: float,
