@@ -2,8 +2,10 @@
 found, set the round aside for a backend, or was the loss too small to move that backend's
 round beyond its own noise?
 
-Each backend is weighed alone: a round a cause touched is set aside for the backends whose
-samples it slowed, and kept for those it did not (a one-thread kernel beside a lost vCPU)."""
+Each backend is weighed alone: a round steal or the check touched is set aside for the
+backends whose samples it slowed, and kept for those it did not (a one-thread kernel beside a
+lost vCPU); throttling and other processes' CPU set it aside for every backend that sampled in
+it."""
 
 from __future__ import annotations
 
