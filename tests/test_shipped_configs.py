@@ -27,9 +27,11 @@ SIZE_AXES = ("n", "m", "d_k", "batch")
 # machine check (its canary warms up for seconds, and it only sets rounds aside).
 TINY_TIMING = {"budget_s": 0.02, "target_rel_ci": 0.5, "min_samples": 6, "max_samples": 6,
                "warmup_s": 0.0, "machine_check": False}
-# Two workers per backend at most: the second checks a cell as every further one does (a random
-# share of the reference's rows), and each more costs a process start-up and a library import.
-MAX_PROCESSES = 2
+# One worker per backend: each more costs a process start-up and a library import per config
+# (38 s of this module's 50 s on 2 cores with two). What a second worker does differently, its
+# checks on a random share of the reference's rows, is tested where it matters, causal cells
+# included: test_attention.py and test_processes.py run cells in two and three processes.
+MAX_PROCESSES = 1
 
 
 def shrunk(path: Path, folder: Path) -> Path:
