@@ -189,11 +189,12 @@ def machine_check(canary: ParallelCanary, checked: list[PreparedCell],
     canary kept its speed-up; and a fresh process whose own canary lost it (threaded / one
     thread 1.04) lost it for its sgemm too (1.32).
 
-    `interleave` sets a round aside when the readings on both of its sides are unfit. A
-    process's own check is taken only after its rounds, so the reading between rounds r and
-    r + 1 also carries the last answer of the processes that sample round r + 1: a process
-    that stays unfit then has both sides of each of its rounds unfit, and a one-off unfit
-    answer in a process sets nothing aside."""
+    `interleave` sets a round aside, for each backend it slowed beyond that backend's own
+    noise, when the readings on both of its sides are unfit. A process's own check is taken
+    only after its rounds, so the reading between rounds r and r + 1 also carries the last
+    answer of the processes that sample round r + 1: a process that stays unfit then has both
+    sides of each of its rounds unfit, and a one-off unfit answer in a process sets nothing
+    aside."""
     last: dict[tuple[int, int], bool] = {}  # (cell, slot) → that process's latest answer
 
     def fit(round_number: int | None) -> bool:
