@@ -119,14 +119,17 @@ class ThrottleLog(threading.Thread):
             time.sleep(0.001)
 
     def stretches(self) -> list[tuple[float, float]]:
-        """(start, end) of each stretch the cgroup spent throttled: the counter grows when
-        a throttle ends, by its length summed over the CPUs' run queues (so the stretch lasted
-        between that / CPUs and that; the shorter is taken, to count no round falsely)."""
+        """(start, end) of each stretch the cgroup surely spent throttled: the counter grows
+        when a throttle ends, by its length summed over the CPUs' run queues (so the stretch
+        lasted between that / CPUs and that; the shorter is taken), and it ended between the
+        two polls that saw it grow (the earlier is taken as its end: on a loaded machine this
+        thread's polls come late, and a late poll's time is not when the throttle ended). Only
+        what it surely covered counts, so no round is counted falsely."""
         cpus = len(os.sched_getaffinity(0))
         out = []
-        for (_, before), (t, after) in zip(self.readings, self.readings[1:]):
-            if after > before:
-                out.append((t - (after - before) / cpus, t))
+        for (before_t, before), (t, after) in zip(self.readings, self.readings[1:]):
+            if after > before and t - (after - before) / cpus < before_t:
+                out.append((t - (after - before) / cpus, before_t))
         return out
 
 

@@ -267,18 +267,48 @@ def test_a_throttle_that_began_in_a_round_and_ended_after_it_sets_that_round_asi
     assert "throttled" in watch.stop() and watch.previous_round == {}
 
 
+def test_a_throttle_that_ended_between_rounds_is_traced_back_into_every_round_it_covered(
+        tmp_path):
+    # Read at both ends of each round: throttled time that grew in the gap between two rounds
+    # (while the runner moved on) surely covered [reading - growth / CPUs, the reading before].
+    # Read only at the rounds' ends, the 15 ms of the first round below went unseen: the time
+    # since that round ended (gap and next round, 55 ms) is longer than the 20 ms it proves.
+    proc, root = _v1_tree(tmp_path, "job")
+    stat = root / "job" / "cpu.stat"
+    clock = FakeClock()
+    watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2)
+    watch.start()
+    clock.now += 0.100
+    assert watch.stop() == {}
+    clock.now += 0.005
+    stat.write_text(f"nr_periods 1\nnr_throttled 1\nthrottled_time {40_000_000}\n")
+    watch.start()  # at 0.105: at least 20 ms of throttle, from 0.085 on
+    assert watch.earlier_rounds == {1: {"throttled": pytest.approx(0.015, abs=1e-9)}}
+    clock.now += 0.050
+    assert watch.stop() == {} and watch.previous_round["throttled"] == pytest.approx(0.015)
+    # One long throttle that ended in the next gap covered both rounds before it.
+    clock.now += 0.005
+    stat.write_text(f"nr_periods 2\nnr_throttled 2\nthrottled_time {40_000_000 + 300_000_000}\n")
+    watch.start()  # at 0.160: at least 150 ms, from 0.010 on
+    assert watch.earlier_rounds[1]["throttled"] == pytest.approx(0.050, abs=1e-9)  # 0.105-0.155
+    assert watch.earlier_rounds[2]["throttled"] == pytest.approx(0.090, abs=1e-9)  # 0.010-0.100
+
+
 def test_the_sampler_sets_aside_the_round_a_throttle_spilled_back_into():
     from qkbench.measure.timing import Sample, StopRule, interleave
 
     class Watch:
         def __init__(self):
-            self.round, self.previous_round, self.last_shares = -1, {}, {}
+            self.round, self.earlier_rounds, self.last_shares = -1, {}, {}
 
         def start(self):
             self.round += 1
 
         def stop(self):
-            self.previous_round = {"throttled": 0.03} if self.round == 4 else {}
+            # Round 4 reads a throttle that began in round 3; round 7 one that ended between
+            # rounds and covered round 5 (two back) alone.
+            self.earlier_rounds = {4: {1: {"throttled": 0.03}},
+                                   7: {2: {"throttled": 0.02}}}.get(self.round, {})
             return {"throttled": 0.05} if self.round == 4 else {}
 
     def sampler(count, round_number):
@@ -288,5 +318,6 @@ def test_the_sampler_sets_aside_the_round_a_throttle_spilled_back_into():
     result = interleave({"a": sampler, "b": sampler}, {"a": 1.0, "b": 1.0}, rule,
                         min_rounds=8, round_watch=Watch())
     for name in ("a", "b"):
-        assert set(result[name].caused_rounds) == {3, 4}
+        assert set(result[name].caused_rounds) == {3, 4, 5}
         assert result[name].caused_rounds[3] == {"throttled": 0.03}
+        assert result[name].caused_rounds[5] == {"throttled": 0.02}

@@ -37,6 +37,7 @@ never an error.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,11 @@ def mean_mhz(sys: Path = _SYS) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+# How many finished rounds back a throttle's reading is traced (`RoundCauses.earlier_rounds`):
+# a throttle lasts at most a CFS period (100 ms by default, 1 s at most), a few rounds.
+TRACE_ROUNDS = 4
+
+
 class RoundCauses:
     """Reads the counters at the start and end of each round: `start()`, then `stop()` gives
     the causes that spoil the round (name → seconds lost), empty when none did. Every round's
@@ -142,13 +148,19 @@ class RoundCauses:
         # takes from (the round's wall time for throttling, its CPUs' for steal, the threads'
         # cores for foreign work): how much it can have slowed the round.
         self.last_shares: dict[str, float] = {}
-        # Throttling the last `stop()` found to have begun before the round before it ended:
-        # the kernel adds a throttle's time when it ends, so a round that ended mid-throttle
-        # reads nothing, and the next reading shows more throttled time than has passed since
-        # (see `stop`). {"throttled": seconds of that round it took}, or empty.
-        self.previous_round: dict[str, float] = {}
-        self._last_end: Reading | None = None
-        self._last_wall = 0.0
+        # Throttling that the readings of the round now ending (its start and its end) show to
+        # have covered part of rounds before it: the kernel adds a throttle's time when the
+        # throttle ends, so a round that ended mid-throttle reads nothing, and a later reading
+        # shows the time (see `_trace`). {rounds back: {"throttled": seconds of that round it
+        # surely took}}; 1 is the round before this one.
+        self.earlier_rounds: dict[int, dict[str, float]] = {}
+        self._finished: deque[tuple[float, float]] = deque(maxlen=TRACE_ROUNDS)
+        self._readings: deque[Reading] = deque(maxlen=2)  # the last two, newest last
+
+    @property
+    def previous_round(self) -> dict[str, float]:
+        """What `earlier_rounds` holds for the round just before this one."""
+        return self.earlier_rounds.get(1, {})
 
     @property
     def readable(self) -> dict[str, bool]:
@@ -168,7 +180,9 @@ class RoundCauses:
                        None if system is None else system[1], mean_mhz(self._sys), busy, own)
 
     def start(self) -> None:
+        self.earlier_rounds = {}
         self._start = self.read()
+        self._trace(self._start)  # a throttle that ended between the rounds
 
     def stop(self) -> dict[str, float]:
         if self._start is None:
@@ -176,10 +190,9 @@ class RoundCauses:
         before, after = self._start, self.read()
         self._start = None
         self.last_shares = {}
-        self.previous_round = self._throttled_before(after)
-        self._last_end = after
+        self._trace(after)
+        self._finished.append((before.wall_s, after.wall_s))
         wall = after.wall_s - before.wall_s
-        self._last_wall = max(wall, 0.0)
         if after.mhz is not None:
             self.mhz_readings.append(after.mhz)
         causes: dict[str, float] = {}
@@ -214,18 +227,26 @@ class RoundCauses:
         return causes
 
 
-    def _throttled_before(self, now: Reading) -> dict[str, float]:
-        """How much of the previous round a throttle that ended since took. Throttled time
-        is summed over the CPUs' run queues, so a throttle lasted at least its growth / CPUs;
-        one that lasted longer than the time since the previous round ended began inside it."""
-        last = self._last_end
-        if last is None or last.throttled_s is None or now.throttled_s is None:
-            return {}
-        lasted = (now.throttled_s - last.throttled_s) / self._cpus
-        overlap = min(lasted - (now.wall_s - last.wall_s), self._last_wall)
-        if overlap > self.share * self._last_wall and overlap > 0:
-            return {"throttled": overlap}
-        return {}
+    def _trace(self, now: Reading) -> None:
+        """Trace the throttled time that grew since an earlier reading back into the finished
+        rounds it surely covered. A throttle's time is summed over the CPUs' run queues, so it
+        lasted at least its growth / CPUs, and it ended between the two readings: whenever it
+        ended, it covered [now - growth / CPUs, the earlier reading]. Read at both ends of every
+        round, the gap between rounds included, and traced from the last two readings: from the
+        last, a throttle that ended in the gap (while the runner moved to the next round) is
+        placed as tightly as one that ended in a round; from the one before, the time of run
+        queues that ended their throttles apart still adds up."""
+        if now.throttled_s is not None:
+            for last in self._readings:
+                if last.throttled_s is None:
+                    continue
+                began_by = now.wall_s - (now.throttled_s - last.throttled_s) / self._cpus
+                for back, (start, end) in enumerate(reversed(self._finished), 1):
+                    overlap = min(end, last.wall_s) - max(start, began_by)
+                    if overlap > 0 and overlap > self.share * (end - start):
+                        spill = self.earlier_rounds.setdefault(back, {})
+                        spill["throttled"] = max(spill.get("throttled", 0.0), overlap)
+        self._readings.append(now)
 
 
 def _foreign_s(before: Reading, after: Reading) -> tuple[float, int] | None:

@@ -131,7 +131,8 @@ class RoundWatch(Protocol):
     def stop(self) -> dict[str, float]: ...
 
     # Optional: each cause's loss as a share of the round's capacity (`last_shares` of
-    # RoundCauses); a watch without it has every cause it names set the round aside.
+    # RoundCauses), without which every cause it names sets the round aside; and what it
+    # traced back into earlier rounds (`earlier_rounds`: {rounds back: {cause: seconds}}).
 
 
 @dataclass
@@ -308,7 +309,7 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     check_rounds: set[int] = set()  # set aside by the check alone
     judging = machine_fit is not None
     check_s = rounds_s = 0.0  # what the check cost, beside the rounds it guards
-    previous_sampled: list[str] = []
+    sampled_in: dict[int, list[str]] = {}  # the backends that sampled each recent round
     while active and (round_number < min_rounds
                       or any(not results[name].stopped_by for name in active)):
         sampled = []
@@ -332,13 +333,15 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
                 continue
             sampled.append(name)
         causes = round_watch.stop() if round_watch is not None else {}
-        # A throttle that ended in this round but began in the one before: that round too.
-        spilled = getattr(round_watch, "previous_round", None)
-        for name in previous_sampled if spilled else []:
-            aside = results[name].caused_rounds.setdefault(round_number - 1, {})
-            for cause, seconds in spilled.items():
-                aside[cause] = aside.get(cause, 0.0) + seconds
-            results[name].light_rounds.discard(round_number - 1)
+        sampled_in[round_number] = sampled
+        # A throttle read in this round's readings that covered rounds before it: those too
+        # (the largest share traced: two readings can trace the same throttle).
+        for back, spilled in getattr(round_watch, "earlier_rounds", {}).items():
+            for name in sampled_in.get(round_number - back, []):
+                aside = results[name].caused_rounds.setdefault(round_number - back, {})
+                for cause, seconds in spilled.items():
+                    aside[cause] = max(aside.get(cause, 0.0), seconds)
+                results[name].light_rounds.discard(round_number - back)
         shares = getattr(round_watch, "last_shares", None) if causes else None
         checked_at = cost_clock() if cost_clock else 0.0
         fit_after = machine_fit(round_number) if judging and machine_fit else True
@@ -380,7 +383,6 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
             if out_of_time or len(result.samples) >= rule.max_samples:
                 active.remove(name)  # a hard limit, whatever the verdict
         fit_before = fit_after
-        previous_sampled = sampled
         round_number += 1
     if judging and check_rounds and len(check_rounds) > JUDGE_SHARE * round_number:
         _give_up(results, check_rounds, round_number)
