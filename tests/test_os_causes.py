@@ -251,7 +251,7 @@ def test_a_throttle_that_began_in_a_round_and_ended_after_it_sets_that_round_asi
     watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2)
     watch.start()
     clock.now += 0.100
-    assert watch.stop() == {} and watch.previous_round == {}  # throttled from 0.07, no sign yet
+    assert watch.stop() == {} and watch.earlier_rounds == {}  # throttled from 0.07, no sign yet
     clock.now += 0.005  # the gap between rounds
     watch.start()
     clock.now += 0.050
@@ -259,12 +259,14 @@ def test_a_throttle_that_began_in_a_round_and_ended_after_it_sets_that_round_asi
     # (0.155), so it began by 0.070, at least 30 ms before the first round ended (0.100).
     stat.write_text(f"nr_periods 2\nnr_throttled 1\nthrottled_time {170_000_000}\n")
     assert "throttled" in watch.stop()  # the round it ended in
-    assert watch.previous_round["throttled"] == pytest.approx(0.030, abs=1e-9)
-    # A throttle wholly inside the next round says nothing about the round before it.
+    assert watch.earlier_rounds[1]["throttled"] == pytest.approx(0.030, abs=1e-9)
+    # A throttle wholly inside the next round says nothing about the round before it (the
+    # first throttle, traced again from the readings before, still covers the first round).
     watch.start()
     clock.now += 0.100
     stat.write_text(f"nr_periods 3\nnr_throttled 2\nthrottled_time {170_000_000 + 40_000_000}\n")
-    assert "throttled" in watch.stop() and watch.previous_round == {}
+    assert "throttled" in watch.stop() and 1 not in watch.earlier_rounds
+    assert watch.earlier_rounds[2]["throttled"] == pytest.approx(0.030, abs=1e-9)
 
 
 def test_a_throttle_that_ended_between_rounds_is_traced_back_into_every_round_it_covered(
@@ -285,7 +287,7 @@ def test_a_throttle_that_ended_between_rounds_is_traced_back_into_every_round_it
     watch.start()  # at 0.105: at least 20 ms of throttle, from 0.085 on
     assert watch.earlier_rounds == {1: {"throttled": pytest.approx(0.015, abs=1e-9)}}
     clock.now += 0.050
-    assert watch.stop() == {} and watch.previous_round["throttled"] == pytest.approx(0.015)
+    assert watch.stop() == {} and watch.earlier_rounds[1]["throttled"] == pytest.approx(0.015)
     # One long throttle that ended in the next gap covered both rounds before it.
     clock.now += 0.005
     stat.write_text(f"nr_periods 2\nnr_throttled 2\nthrottled_time {40_000_000 + 300_000_000}\n")

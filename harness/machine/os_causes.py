@@ -158,11 +158,6 @@ class RoundCauses:
         self._readings: deque[Reading] = deque(maxlen=2)  # the last two, newest last
 
     @property
-    def previous_round(self) -> dict[str, float]:
-        """What `earlier_rounds` holds for the round just before this one."""
-        return self.earlier_rounds.get(1, {})
-
-    @property
     def readable(self) -> dict[str, bool]:
         """Which causes this machine reports at all (the rest are unknown)."""
         reading = self.read()

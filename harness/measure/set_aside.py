@@ -104,6 +104,8 @@ def judge_round(result: BackendRounds, round_number: int, causes: Mapping[str, f
     VM, rounds set aside for steal alone ran 1.01-1.28x the kept ones, and a check-unfit round
     leaves a one-thread kernel untouched while it slows a two-thread one. Judged before the
     backend's noise is known, such a round is set aside provisionally."""
+    if not causes and not checked_unfit:
+        return  # the common round: nothing to weigh, and no samples to gather between rounds
     round_seconds = result.round_seconds(round_number)
     clean = result.clean_seconds(judged_round=round_number)
     if causes:

@@ -287,8 +287,8 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     (docs/measurement-evidence.md). Rounds judged before a backend has shown its noise are set
     aside provisionally and judged again once it has (`SamplingResult.provisional_rounds`).
     When the check would set aside more than `JUDGE_SHARE` of the rounds with no OS cause, it
-    gives up on the group: its rounds are kept and `check_gave_up` says so. With `cost_clock`, the
-    check also stops being asked once it has cost more than `CHECK_COST_SHARE` of the rounds'
+    gives up on the group: its rounds are kept and `check_gave_up` says so. With `cost_clock`,
+    the check also stops being asked once it has cost more than `CHECK_COST_SHARE` of the rounds'
     time (the rounds it set aside until then stay aside; `check_gave_up` says so); below
     that, rounds lengthen until the check costs about `CHECK_TARGET_SHARE` of them.
 
@@ -309,7 +309,7 @@ def interleave(samplers: Mapping[str, Sampler], block_seconds: Mapping[str, floa
     check_rounds: set[int] = set()  # set aside by the check alone
     judging = machine_fit is not None
     check_s = rounds_s = 0.0  # what the check cost, beside the rounds it guards
-    sampled_in: dict[int, list[str]] = {}  # the backends that sampled each recent round
+    sampled_in: dict[int, list[str]] = {}  # the backends that sampled each round
     while active and (round_number < min_rounds
                       or any(not results[name].stopped_by for name in active)):
         sampled = []
