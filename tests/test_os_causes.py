@@ -242,15 +242,20 @@ def test_other_processes_count_only_beyond_the_cores_the_threads_leave_idle(
         assert not expected
 
 
-def test_a_throttle_that_began_in_a_round_and_ended_after_it_sets_that_round_aside(tmp_path):
-    # The kernel adds a throttle's time when the throttle ends: a round that ended mid-throttle
-    # reads nothing. The next reading shows more throttled time than has passed since it.
+def _two_cpu_watch_after_a_round(tmp_path):
+    """A watch on a v1 cgroup of two CPUs, 100 ms into its first round (started at 0)."""
     proc, root = _v1_tree(tmp_path, "job")
-    stat = root / "job" / "cpu.stat"
     clock = FakeClock()
     watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2)
     watch.start()
     clock.now += 0.100
+    return watch, root / "job" / "cpu.stat", clock
+
+
+def test_a_throttle_that_began_in_a_round_and_ended_after_it_sets_that_round_aside(tmp_path):
+    # The kernel adds a throttle's time when the throttle ends: a round that ended mid-throttle
+    # reads nothing. The next reading shows more throttled time than has passed since it.
+    watch, stat, clock = _two_cpu_watch_after_a_round(tmp_path)
     assert watch.stop() == {} and watch.earlier_rounds == {}  # throttled from 0.07, no sign yet
     clock.now += 0.005  # the gap between rounds
     watch.start()
@@ -275,12 +280,7 @@ def test_a_throttle_that_ended_between_rounds_is_traced_back_into_every_round_it
     # (while the runner moved on) surely covered [reading - growth / CPUs, the reading before].
     # Read only at the rounds' ends, the 15 ms of the first round below went unseen: the time
     # since that round ended (gap and next round, 55 ms) is longer than the 20 ms it proves.
-    proc, root = _v1_tree(tmp_path, "job")
-    stat = root / "job" / "cpu.stat"
-    clock = FakeClock()
-    watch = RoundCauses(share=0.01, proc=proc, sys=tmp_path / "sys", clock=clock, cpus=2)
-    watch.start()
-    clock.now += 0.100
+    watch, stat, clock = _two_cpu_watch_after_a_round(tmp_path)
     assert watch.stop() == {}
     clock.now += 0.005
     stat.write_text(f"nr_periods 1\nnr_throttled 1\nthrottled_time {40_000_000}\n")
