@@ -13,6 +13,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
+# torch.compile's first compile in a process starts a pool of compile workers, each a Python
+# that imports torch: 1.4 CPU-s a process, for the one small graph a test compiles (6 of 48 s
+# of the torch-compile tests on 2 cores, with a cold cache). Compiling in the process itself
+# gives the same kernels; set here, it reaches every process the tests start.
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
 # Settings that keep test sweeps short; precision is not what these tests check. One worker
 # process per backend: several (the default, 3) mix where each process's buffers landed into
 # every run, which is precision again, and each costs a start-up and a set-up per cell. The

@@ -16,8 +16,8 @@ from qkbench.cell_key import CELL_KEY, CellKey
 from qkbench.plan.sweep import Shard, expand
 from tests.conftest import REPO, cli_env, interruptible, read_summary, run_cli, write_config
 
-# 12 cells of at least 0.3 s each (slow_config): the run is still going when the tests stop
-# it after 2 or 3 cells, and a resume has several left to run.
+# 12 cells of at least 0.3 s each (slow_config: two backends of 0.15 s): the run is still going
+# when the tests stop it after 2 or 3 cells, and a resume has several left to run.
 SLOW_SWEEP = {"n": [16, 24, 32], "dtype": ["float32", "float64"]}
 
 
@@ -62,7 +62,7 @@ def assert_complete_without_duplicates(out, expected_cells):
 @pytest.fixture
 def slow_config(tmp_path):
     return write_config(tmp_path, ["numpy", "tests.plugins.misbehaving:Good"],
-                        timing={"budget_s": 0.3, "target_rel_ci": 1e-6}, **SLOW_SWEEP)
+                        timing={"budget_s": 0.15, "target_rel_ci": 1e-6}, **SLOW_SWEEP)
 
 
 def test_kill_9_then_resume_finishes_with_every_cell_once(tmp_path, slow_config):
