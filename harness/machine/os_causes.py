@@ -121,8 +121,10 @@ def mean_mhz(sys: Path = _SYS) -> float | None:
 
 
 # How many finished rounds back a throttle's reading is traced (`RoundCauses.earlier_rounds`):
-# a throttle lasts at most a CFS period (100 ms by default, 1 s at most), a few rounds.
-TRACE_ROUNDS = 4
+# a throttle lasts at most one CFS period (the quota refills each period: 100 ms by default,
+# 1 s at most, a kernel bound), and 64 rounds of 16 ms or more cover the longest. The walk is a
+# few comparisons a round.
+TRACE_ROUNDS = 64
 
 
 class RoundCauses:
