@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import platform
 import statistics
+import sys
 import time
 
 from qkbench.backends.registry import resolve
+from qkbench.machine.environment import cpu_info
 from qkbench.measure import worker as worker_module
 from qkbench.measure.handles import stop_workers
 from qkbench.measure.worker import WorkerHandle
@@ -35,12 +36,8 @@ LIBRARIES = {"numpy": "numpy", "numba": "numba", "torch-cpu": "torch"}
 
 def _worker_with_teardown(conn, backend_path: str, options: dict) -> None:
     """qkbench's worker, but ending through the interpreter's normal exit."""
-    import sys
-
-    from qkbench.measure import worker
-
-    worker._end_now = lambda: sys.exit(0)
-    worker.worker_main(conn, backend_path, options)
+    worker_module._end_now = lambda: sys.exit(0)
+    worker_module.worker_main(conn, backend_path, options)
 
 
 class TeardownHandle(WorkerHandle):
@@ -73,8 +70,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3, help="the runner's default")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"{platform.processor() or platform.machine()}; {args.workers} workers, "
-          f"{args.repeats} repeats each, medians")
+    cpu = cpu_info()
+    print(f"{cpu['model']} ({cpu.get('microarchitecture', 'unknown')}, "
+          f"{cpu['usable_cores']} usable cores); {args.workers} workers, {args.repeats} repeats "
+          f"each, medians")
     print(f"{'backend':<10} {'teardown':>10} {'os._exit':>10} {'ratio':>7}")
     for backend in args.backends:
         try:

@@ -290,6 +290,5 @@ class WorkerHandle:
             self._process.kill()
             self._process.join(timeout=5)
         self._process = None
-        self._conn = None
 
 
